@@ -1,0 +1,40 @@
+# funnelrank: one command to set up and run, one to set up and test.
+#   make run    - create .venv from the lock (if needed), run the TFX pipeline on synthetic data
+#   make test   - create .venv from the lock (if needed), run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/synthetic_mmoe.yaml
+PYTEST_ARGS ?=
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: venv run test test-fast lock clean
+
+$(STAMP): requirements/lock.txt setup.py
+	$(PYTHON) -m pip install -q uv
+	$(PYTHON) -m uv venv --seed --python $$($(PYTHON) -c 'import sys; print(sys.executable)') $(VENV)
+	$(PYTHON) -m uv pip sync --python $(VPY) requirements/lock.txt
+	$(PYTHON) -m uv pip install --python $(VPY) --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/funnelrank run --config $(CONFIG)
+
+test: $(STAMP)
+	$(VPY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VPY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lock:
+	$(PYTHON) -m uv pip compile requirements/requirements.in -o requirements/lock.txt --python-version 3.10
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,153 @@
+"""``funnelrank`` command line: generate, prepare, train, run, compile-kubeflow."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+from funnelrank._env import ensure_legacy_keras
+
+ensure_legacy_keras()
+
+DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
+
+
+def _load_config(args, overrides=None):
+    from trainer import config as config_lib
+
+    return config_lib.load(args.config, overrides)
+
+
+def cmd_generate(args) -> int:
+    from funnelrank.data import synthetic
+
+    t0 = time.perf_counter()
+    path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions)
+    print(f"wrote {args.rows} rows to {path} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from funnelrank.data import adapters
+
+    cfg = _load_config(args, {"data.path": args.data} if args.data else None)
+    prepared = adapters.prepare(cfg.data, os.path.join(cfg.pipeline.root, "data"))
+    print(f"prepared {prepared.rows} under {os.path.join(cfg.pipeline.root, 'data', 'prepared')}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from trainer import train_local
+    from trainer.strategy import configure_cpu_replicas
+
+    configure_cpu_replicas(args.cpu_replicas)
+    overrides = {}
+    if args.data:
+        overrides["data.path"] = args.data
+    if args.epochs is not None:
+        overrides["train.epochs"] = args.epochs
+    if args.seed is not None:
+        overrides["train.seed"] = args.seed
+    if args.rows is not None:
+        overrides["data.generate_rows"] = args.rows
+    cfg = _load_config(args, overrides)
+    out = args.out or os.path.join("work", "train", cfg.name)
+    train_local.train(cfg, out)
+    print(f"metrics: {os.path.join(out, train_local.METRICS_FILE)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from pipeline import local_runner
+
+    overrides = {"pipeline.root": args.root} if args.root else {}
+    if args.data:
+        overrides["data.path"] = args.data
+    if args.rows is not None:
+        overrides["data.generate_rows"] = args.rows
+    cfg = _load_config(args, overrides)
+    result = local_runner.run(cfg)
+    print(json.dumps(result["evaluation"], indent=2, sort_keys=True))
+    for head, m in sorted(result["evaluation"].items()):
+        if "auc" in m:
+            print(f"evaluation {head} AUC: {m['auc']:.4f}")
+    if result["pushed_model"]:
+        print(f"pushed model: {result['pushed_model']}")
+    else:
+        print(f"model NOT pushed: the Evaluator did not bless it (ctr AUC must exceed "
+              f"eval.min_ctr_auc={cfg.eval.min_ctr_auc})")
+    print(f"pipeline wall time: {result['seconds']:.0f}s")
+    return 0 if result["pushed_model"] else 3
+
+
+def cmd_compile_kubeflow(args) -> int:
+    from pipeline import kubeflow_runner
+
+    cfg = _load_config(args)
+    path = kubeflow_runner.compile_pipeline(cfg, args.out)
+    print(f"wrote Kubeflow V2 pipeline spec to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="funnelrank", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write a synthetic impression log")
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--actions", type=int, default=5, help="conversion actions")
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("prepare", help="validate and normalise data for the pipeline")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--data", help="CSV file or directory (overrides data.path)")
+    p.set_defaults(fn=cmd_prepare)
+
+    p = sub.add_parser("train", help="fast in-process training without TFX")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--data", help="CSV file or directory (overrides data.path)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, help="overrides train.seed")
+    p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
+    p.add_argument("--out", help="output directory (default work/train/<name>)")
+    p.add_argument("--cpu-replicas", type=int, default=1,
+                   help="split the CPU into N logical devices for MirroredStrategy")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("run", help="run the TFX pipeline locally (Beam DirectRunner)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--data", help="CSV file or directory (overrides data.path)")
+    p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
+    p.add_argument("--root", help="work directory (overrides pipeline.root)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("compile-kubeflow", help="compile the pipeline for Kubeflow V2")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.set_defaults(fn=cmd_compile_kubeflow)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from funnelrank.data.validate import DataValidationError
+    from trainer.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, DataValidationError, FileNotFoundError) as e:
+        print(f"funnelrank {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""What every runner does before building the pipeline: prepare data, assemble custom_config."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict
+
+from schemas import features
+from trainer import config as config_lib
+from trainer.task import EXPERIMENT_KEY
+from transform.preprocessing import SPEC_KEY
+
+PIPELINE_DIR = "pipeline"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelinePaths:
+    """Where a run keeps its things, all under ``pipeline.root``."""
+
+    root: str
+
+    @property
+    def data_root(self) -> str:
+        return os.path.join(self.root, "data", "prepared")
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.root, PIPELINE_DIR)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.root, "metadata.db")
+
+    def serving_dir(self, cfg: config_lib.ExperimentConfig) -> str:
+        d = cfg.pipeline.serving_dir or os.path.join(self.root, "serving")
+        return d if "://" in d else os.path.abspath(d)
+
+
+def custom_config(cfg: config_lib.ExperimentConfig, spec: features.DatasetSpec) -> Dict[str, Any]:
+    """JSON-able config shared by Transform and Trainer."""
+    return {EXPERIMENT_KEY: config_lib.to_dict(cfg), SPEC_KEY: features.spec_to_dict(spec)}
+
+
+def prepare_data(cfg: config_lib.ExperimentConfig, paths: PipelinePaths):
+    """Validates and normalises the input data into ``paths.data_root``."""
+    from funnelrank.data import adapters  # not needed to compile for Kubeflow
+
+    return adapters.prepare(cfg.data, os.path.join(paths.root, "data"))

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from trainer import metrics
+
+
+def _auc_pairs(y, s):
+    """O(n^2) reference: P(s_pos > s_neg) + 0.5 P(tie)."""
+    pos, neg = s[y == 1], s[y == 0]
+    diff = pos[:, None] - neg[None, :]
+    return ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_matches_pairwise_reference_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300), 1)  # heavy ties
+    assert metrics.auc(y, s) == pytest.approx(_auc_pairs(y, s), abs=1e-12)
+
+
+def test_auc_single_class_is_nan_and_length_mismatch_raises():
+    assert np.isnan(metrics.auc([1, 1], [0.2, 0.3]))
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.auc([1, 0], [0.1])
+
+
+def test_logloss_reference():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.9, 0.2, 0.4, 0.0])
+    eps = 1e-7
+    pc = np.clip(p, eps, 1 - eps)
+    expected = -np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+    assert metrics.logloss(y, p) == pytest.approx(expected, rel=1e-12)
+
+
+def test_gauc_skips_one_class_users_and_handles_ties():
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 30, 2000)
+    y = (rng.random(2000) < 0.3).astype(int)
+    s = np.round(rng.random(2000), 2)
+    y[users == 0] = 1  # one-class user: skipped
+    y[users == 1] = 0
+    expected, weights, weighted = [], [], []
+    for u in np.unique(users):
+        m = users == u
+        if 0 < y[m].sum() < m.sum():
+            expected.append(_auc_pairs(y[m], s[m]))
+            weights.append(m.sum())
+    assert metrics.gauc(users, y, s) == pytest.approx(np.mean(expected), abs=1e-12)
+    assert metrics.gauc(users, y, s, weighted=True) == pytest.approx(
+        np.average(expected, weights=weights), abs=1e-12)
+    assert np.isnan(metrics.gauc([1, 1, 2], [1, 1, 0], [0.1, 0.2, 0.3]))

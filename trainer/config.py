@@ -1,0 +1,248 @@
+"""Experiment configuration: one YAML/JSON file, parsed once into frozen dataclasses.
+
+The same dict travels into the TFX Trainer and Transform through ``custom_config``; ``run_fn``
+and ``funnelrank train`` both call :func:`from_dict` first and log the result. Unknown keys are
+errors (a typo must not silently fall back to a default).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the impressions come from.
+
+    Attributes:
+      adapter: Dataset format: ``synthetic`` or ``ali_ccp``.
+      path: CSV file or directory (``train*.csv``/``test*.csv``/``val*.csv`` splits, or any
+        ``*.csv`` split by hash). ``None`` with the synthetic adapter generates data.
+      generate_rows: Rows to generate when ``path`` is None.
+      num_actions: Conversion actions of the synthetic log.
+      seed: Generator seed.
+      eval_percent: Share of rows (by hash) in the eval split when the data has no splits.
+      skip_bad_rows: Drop (and count) invalid rows instead of failing.
+    """
+
+    adapter: str = "synthetic"
+    path: Optional[str] = None
+    generate_rows: int = 200_000
+    num_actions: int = 5
+    seed: int = 7
+    eval_percent: int = 20
+    skip_bad_rows: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Network: embeddings -> backbone -> per-task towers -> sigmoid heads.
+
+    Attributes:
+      backbone: Registered backbone name (``mmoe``; see ``trainer.model.BACKBONES``).
+      backbone_args: Hyperparameters passed to the backbone layer's constructor.
+      embedding_dim: Width of every sparse-id embedding.
+      tower_units: Hidden sizes of each task tower.
+      tower_dropout: Dropout rate inside towers.
+      tasks: Predicted heads; ``ctcvr`` is derived as ``ctr * cvr`` when both exist.
+    """
+
+    backbone: str = "mmoe"
+    backbone_args: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: {"num_experts": 4, "expert_units": [64, 32]})
+    embedding_dim: int = 8
+    tower_units: Tuple[int, ...] = (32,)
+    tower_dropout: float = 0.0
+    tasks: Tuple[str, ...] = ("ctr", "cvr")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss terms. ``esmm``: BCE on ctr (click) and ctcvr (click & conversion), all impressions.
+
+    Attributes:
+      name: Loss recipe name.
+      weights: Per-head weight of the BCE terms.
+      args: Extra hyperparameters of the recipe (e.g. PWiseR margins).
+    """
+
+    name: str = "esmm"
+    weights: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"ctr": 1.0, "ctcvr": 1.0})
+    args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation.
+
+    Attributes:
+      batch_size: Per-replica batch; the global batch is this times the replica count.
+      epochs: Passes over the training split.
+      learning_rate: Adam learning rate.
+      seed: Seed of weights, shuffling and dropout.
+      shuffle_buffer: Rows in the shuffle buffer.
+      checkpoint_every_steps: BackupAndRestore interval.
+      eval_batch_size: Batch used for prediction and evaluation.
+    """
+
+    batch_size: int = 1024
+    epochs: int = 2
+    learning_rate: float = 0.002
+    seed: int = 42
+    shuffle_buffer: int = 50_000
+    checkpoint_every_steps: int = 500
+    eval_batch_size: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation and blessing.
+
+    Attributes:
+      min_ctr_auc: The Evaluator blesses (and the Pusher pushes) only above this CTR AUC.
+    """
+
+    min_ctr_auc: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """TFX pipeline settings.
+
+    Attributes:
+      name: Pipeline name (``[a-z0-9][a-z0-9-]*``, Kubeflow's rule).
+      root: Work directory for generated data, artifacts and ML Metadata.
+      serving_dir: Pusher destination (``<serving_dir>/<version>/``).
+      schema: Path of a schema.pbtxt for ImportSchemaGen; ``None`` infers one (SchemaGen).
+      beam_args: Beam pipeline args (runner and its options).
+      image: Container image for the Kubeflow V2 compile.
+    """
+
+    name: str = "funnelrank"
+    root: str = "work"
+    serving_dir: Optional[str] = None
+    schema: Optional[str] = None
+    beam_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    image: str = "gcr.io/funnelrank/funnelrank:0.1.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment file."""
+
+    name: str = "experiment"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+_SECTION_CLASSES = {
+    "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
+    "eval": EvalConfig, "pipeline": PipelineConfig,
+}
+
+
+def _build(cls, values: Mapping[str, Any], where: str):
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}: {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            value = tuple(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: expected true/false, got {value!r}")
+        elif isinstance(default, int) and not isinstance(default, bool) and not (
+                isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+        elif isinstance(default, float) and not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+        elif isinstance(default, float):
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
+    """Builds and validates an :class:`ExperimentConfig` from a plain dict."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config: expected a mapping at top level, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"config: unknown section(s) {unknown}; expected some of "
+                          f"{sorted(_SECTIONS)}")
+    kwargs: Dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "name":
+            kwargs["name"] = str(value)
+        else:
+            kwargs[key] = _build(_SECTION_CLASSES[key], value or {}, key)
+    cfg = ExperimentConfig(**kwargs)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    if cfg.data.adapter not in ("synthetic", "ali_ccp"):
+        raise ConfigError(f"data.adapter: expected 'synthetic' or 'ali_ccp', got "
+                          f"{cfg.data.adapter!r}")
+    if cfg.data.path is None and cfg.data.adapter != "synthetic":
+        raise ConfigError(f"data.path is required for adapter {cfg.data.adapter!r}")
+    if not 0 < cfg.data.eval_percent < 100:
+        raise ConfigError(f"data.eval_percent: expected 1..99, got {cfg.data.eval_percent}")
+    for key in ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key}: expected >= 1, got {getattr(cfg.train, key)}")
+    if cfg.train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):
+        raise ConfigError(f"pipeline.name: expected lowercase letters, digits and '-' "
+                          f"(Kubeflow's rule), got {cfg.pipeline.name!r}")
+    if "ctr" not in cfg.model.tasks:
+        raise ConfigError(f"model.tasks must include 'ctr', got {list(cfg.model.tasks)}")
+
+
+def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
+    """Plain JSON-able dict; ``from_dict(to_dict(c)) == c``."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def load(path: str, overrides: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
+    """Reads a YAML/JSON experiment file; ``overrides`` maps ``section.key`` to a value.
+
+    Relative ``data.path`` / ``pipeline.schema`` are resolved against the current directory.
+    """
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})
+        raw[section] = dict(raw[section] or {})
+        raw[section][key] = value
+    try:
+        return from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

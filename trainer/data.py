@@ -1,0 +1,71 @@
+"""tf.data input pipelines yielding ``(features, labels)`` for ``FunnelModel``.
+
+Features are the transformed model inputs (``<key>_xf``); labels the canonical dict
+``{"click", "conversion"}``. Two sources: transformed TFRecords written by the TFX Transform
+component, and in-memory arrays from ``trainer.preprocess`` (``funnelrank train``).
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from schemas import features
+
+
+def _split(batch: Mapping[str, tf.Tensor], input_names: Sequence[str],
+           spec: features.DatasetSpec):
+    x = {k: batch[k] for k in input_names}
+    y = {"click": tf.reshape(batch[features.transformed_name(spec.click_key)], [-1]),
+         "conversion": tf.reshape(batch[features.transformed_name(spec.conversion_key)], [-1])}
+    if spec.user_key is not None:  # carried for GAUC, never a model input by this name
+        y["user"] = tf.reshape(batch[features.transformed_name(spec.user_key)], [-1])
+    return x, y
+
+
+def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
+                spec: features.DatasetSpec, batch_size: int, shuffle: bool = False,
+                seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches in-memory ``<key>_xf`` arrays (one pass; Keras repeats it each epoch)."""
+    keep = set(input_names) | {features.transformed_name(k) for k in
+                               (spec.click_key, spec.conversion_key, spec.user_key) if k}
+    ds = tf.data.Dataset.from_tensor_slices({k: arrays[k] for k in keep})
+    if shuffle:
+        n = len(next(iter(arrays.values())))
+        ds = ds.shuffle(min(n, 1_000_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda b: _split(b, input_names, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def from_transformed(file_pattern, feature_spec: Dict, input_names: Sequence[str],
+                     spec: features.DatasetSpec, batch_size: int, shuffle: bool = False,
+                     seed: int = 0, shuffle_buffer: int = 50_000) -> tf.data.Dataset:
+    """Reads gzipped transformed tf.Examples (TFX Transform output), parses in parallel."""
+    files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else [
+        f for p in file_pattern for f in tf.io.gfile.glob(p)]
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {file_pattern!r}")
+    ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP",
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda s: _split(tf.io.parse_example(s, feature_spec), input_names, spec),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict(network: tf.keras.Model, ds: tf.data.Dataset):
+    """Runs ``network`` over ``ds``; returns (outputs dict of [N] arrays, labels dict)."""
+    step = tf.function(lambda x: network(x, training=False))
+    outs: Dict[str, list] = {}
+    labels: Dict[str, list] = {}
+    for x, y in ds:
+        for k, v in step(x).items():
+            outs.setdefault(k, []).append(v.numpy())
+        for k, v in y.items():
+            labels.setdefault(k, []).append(v.numpy())
+    return ({k: np.concatenate(v) for k, v in outs.items()},
+            {k: np.concatenate(v) for k, v in labels.items()})

@@ -1,0 +1,63 @@
+"""Multi-gate Mixture-of-Experts (Ma et al., KDD'18), the default multi-task backbone."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from trainer.layers.common import (build_sublayer, check_positive_int, check_rate, check_tasks, check_units,
+                                   register)
+from trainer.layers.gates import SoftmaxGate
+from trainer.layers.mlp import MLP
+
+
+@register
+class MMoE(tf.keras.layers.Layer):
+    """Shared experts mixed by one softmax gate per task (MMoE eq. 5).
+
+    ``f_k(x) = sum_i softmax(W_k x)_i * expert_i(x)``. Input ``[B, F]``; output a dict keyed by
+    task name of ``[B, expert_units[-1]]`` mixtures, which the task towers consume. Experts
+    are named ``shared/expert_i``, gates ``<task>/gate``.
+
+    Args:
+      tasks: Task names, e.g. ``["ctr", "cvr"]``.
+      num_experts: Number of shared experts.
+      expert_units: Hidden sizes of each expert MLP.
+      expert_dropout: Dropout inside experts.
+      gate_temperature: Softmax temperature of every gate.
+    """
+
+    def __init__(self, tasks: Sequence[str], num_experts: int = 4,
+                 expert_units: Sequence[int] = (64, 32), expert_dropout: float = 0.0,
+                 gate_temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks = list(check_tasks("tasks", tasks))
+        self.num_experts = check_positive_int("num_experts", num_experts)
+        self.expert_units = list(check_units("expert_units", expert_units))
+        self.expert_dropout = check_rate("expert_dropout", expert_dropout)
+        self.gate_temperature = gate_temperature
+        SoftmaxGate(num_experts, gate_temperature)  # validates the temperature
+
+    def build(self, input_shape):
+        self.experts = [MLP(self.expert_units, dropout=self.expert_dropout,
+                            name=f"shared/expert_{i}") for i in range(self.num_experts)]
+        self.gates = {t: SoftmaxGate(self.num_experts, self.gate_temperature, name=f"{t}/gate")
+                      for t in self.tasks}
+        for expert in self.experts:
+            build_sublayer(expert, input_shape)
+        expert_shape = tf.TensorShape([input_shape[0], self.num_experts, self.expert_units[-1]])
+        for gate in self.gates.values():
+            build_sublayer(gate, (tf.TensorShape(input_shape), expert_shape))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        experts = tf.stack([e(inputs, training=training) for e in self.experts], axis=1)
+        return {t: self.gates[t]((inputs, experts)) for t in self.tasks}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"tasks": list(self.tasks), "num_experts": self.num_experts,
+                       "expert_units": list(self.expert_units),
+                       "expert_dropout": self.expert_dropout,
+                       "gate_temperature": self.gate_temperature})
+        return config

@@ -1,0 +1,1 @@
+"""Loss functions: functional cores (tensors in, scalar out) and Keras wrappers."""

@@ -1,0 +1,102 @@
+"""Assembles the network from config: embeddings -> backbone -> towers -> sigmoid heads.
+
+The network is a functional Keras model whose inputs are the transformed features
+(``<key>_xf``) and whose outputs are a dict of probabilities keyed by head name (``ctr``,
+``cvr`` and, when both exist, ``ctcvr = ctr * cvr`` as in ESMM eq. 1). Everything the
+inference path needs is in it, nothing training-only (losses and their weights live in
+``trainer.training.FunnelModel``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Mapping
+
+import tensorflow as tf
+
+from schemas import features
+from trainer.config import ConfigError, ModelConfig
+from trainer.layers.common import register
+from trainer.layers.embedding import FeatureEmbedding
+from trainer.layers.mlp import MLP
+from trainer.layers.mmoe import MMoE
+
+
+def _backbones() -> Dict[str, Callable[..., tf.keras.layers.Layer]]:
+    """Backbone name -> layer class (constructed as ``cls(tasks=..., **backbone_args)``)."""
+    return {"mmoe": MMoE}
+
+
+BACKBONES = _backbones
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """What the network needs to know about its inputs.
+
+    Attributes:
+      vocab_sizes: Sparse feature (raw key) -> embedding rows, OOV buckets included.
+      dense_keys: Dense features (raw keys).
+    """
+
+    vocab_sizes: Mapping[str, int]
+    dense_keys: tuple
+
+    @property
+    def input_names(self):
+        return tuple(features.transformed_name(k) for k in self.vocab_sizes) + tuple(
+            features.transformed_name(k) for k in self.dense_keys)
+
+
+@register
+class ProductHead(tf.keras.layers.Layer):
+    """``p_ctcvr = p_ctr * p_cvr`` (ESMM eq. 1), a layer so the graph serialises cleanly."""
+
+    def call(self, inputs):
+        first, second = inputs
+        return first * second
+
+
+def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.keras.Model:
+    """Builds the functional inference network.
+
+    Args:
+      cfg: Model section of the experiment config.
+      info: Vocabulary sizes and dense feature names.
+      seed: Seed of the weight initialisation.
+
+    Returns:
+      ``tf.keras.Model`` mapping ``{<key>_xf: [B, 1]}`` to ``{head: [B]}`` probabilities.
+    """
+    tf.keras.utils.set_random_seed(seed)
+    registry = BACKBONES()
+    if cfg.backbone not in registry:
+        raise ConfigError(f"model.backbone: unknown backbone {cfg.backbone!r}; expected one of "
+                          f"{sorted(registry)}")
+    inputs = {}
+    for key in info.vocab_sizes:
+        name = features.transformed_name(key)
+        inputs[name] = tf.keras.Input(shape=(1,), dtype=tf.int64, name=name)
+    for key in info.dense_keys:
+        name = features.transformed_name(key)
+        inputs[name] = tf.keras.Input(shape=(1,), dtype=tf.float32, name=name)
+    embed = FeatureEmbedding(
+        {features.transformed_name(k): v for k, v in info.vocab_sizes.items()},
+        [features.transformed_name(k) for k in info.dense_keys],
+        embedding_dim=cfg.embedding_dim, name="embedding")
+    x = embed(inputs)
+    try:
+        backbone = registry[cfg.backbone](tasks=list(cfg.tasks), **dict(cfg.backbone_args),
+                                          name="backbone")
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.backbone_args for {cfg.backbone!r}: {e}") from e
+    reps = backbone(x)
+    outputs = {}
+    for task in cfg.tasks:
+        h = MLP(list(cfg.tower_units), dropout=cfg.tower_dropout, name=f"{task}/tower")(reps[task])
+        logit = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
+        # Output layers are named after their head, so output_names == head names.
+        outputs[task] = tf.keras.layers.Reshape((), name=task)(
+            tf.keras.layers.Activation("sigmoid", dtype="float32", name=f"{task}/sigmoid")(logit))
+    if "ctr" in outputs and "cvr" in outputs:
+        outputs["ctcvr"] = ProductHead(name="ctcvr")((outputs["ctr"], outputs["cvr"]))
+    return tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")

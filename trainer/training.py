@@ -1,0 +1,86 @@
+"""The training wrapper: network + loss recipe + streaming metrics, one custom train step.
+
+``FunnelModel`` holds the inference network (``self.network``) and everything training-only
+around it. Export uses ``network`` alone, so no loss weight or auxiliary variable reaches the
+SavedModel.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping
+
+import tensorflow as tf
+
+from trainer.objectives import Objective, head_labels
+
+
+class FunnelModel(tf.keras.Model):
+    """Trains ``network`` on ``objective``'s terms and tracks per-head AUC.
+
+    Args:
+      network: Functional network from ``trainer.model.build_network``.
+      objective: Loss recipe from ``trainer.objectives.build_objective``.
+    """
+
+    def __init__(self, network: tf.keras.Model, objective: Objective, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.objective = objective
+        self.heads = [h for h in ("ctr", "cvr", "ctcvr") if h in network.output_names]
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        names = list(objective.term_names(self.heads))
+        if network.losses:
+            names.append("regularization")
+        self.term_trackers: Dict[str, tf.keras.metrics.Mean] = {
+            n: tf.keras.metrics.Mean(name=n) for n in names}
+        self.aucs = {h: tf.keras.metrics.AUC(num_thresholds=1000, name=f"{h}_auc")
+                     for h in self.heads}
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.term_trackers.values(), *self.aucs.values()]
+
+    def _terms(self, labels, outputs) -> Dict[str, tf.Tensor]:
+        terms = dict(self.objective(labels, outputs))
+        if self.network.losses:
+            terms["regularization"] = tf.add_n(self.network.losses)
+        return terms
+
+    def _track(self, labels, outputs, terms, total):
+        self.loss_tracker.update_state(total)
+        for name, value in terms.items():
+            self.term_trackers[name].update_state(value)
+        y = head_labels(labels)
+        for head, metric in self.aucs.items():
+            # cvr is only defined on clicked impressions (masked CVR AUC).
+            weight = y["ctr"] if head == "cvr" else None
+            metric.update_state(y[head], outputs[head], sample_weight=weight)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, labels = data
+        with tf.GradientTape() as tape:
+            outputs = self(x, training=True)
+            terms = self._terms(labels, outputs)
+            total = tf.add_n(list(terms.values()))
+            # Gradients are summed over replicas; scale the per-replica mean accordingly.
+            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.network.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return self._track(labels, outputs, terms, total)
+
+    def test_step(self, data):
+        x, labels = data
+        outputs = self(x, training=False)
+        terms = self._terms(labels, outputs)
+        return self._track(labels, outputs, terms, tf.add_n(list(terms.values())))
+
+
+def split_labels(batch: Mapping[str, tf.Tensor], click_key: str, conversion_key: str):
+    """Canonical label dict from a transformed batch (``<key>_xf`` columns)."""
+    from schemas.features import transformed_name
+    return {"click": tf.reshape(batch[transformed_name(click_key)], [-1]),
+            "conversion": tf.reshape(batch[transformed_name(conversion_key)], [-1])}
