@@ -2,7 +2,7 @@
 #   make run    - create .venv from the lock (if needed), run the TFX pipeline on synthetic data
 #   make test   - create .venv from the lock (if needed), run the whole test suite
 SHELL := /bin/bash
-PYTHON ?= python
+PYTHON ?= $(shell command -v python3.10 2>/dev/null || echo python)
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -13,15 +13,14 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from pipeline.common import PipelinePaths, custom_config
 from pipeline.pipeline import create_pipeline
-from schemas import features
+from funnelrank.data import adapters
 from trainer import config as config_lib
 
 
 def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
                      splits=None) -> str:
     """Writes the Kubeflow V2 pipeline JSON to ``output_file`` and returns its path."""
-    spec = features.get_spec(cfg.data.adapter, **(
-        {"num_actions": cfg.data.num_actions} if cfg.data.adapter == "synthetic" else {}))
+    spec = adapters.spec_for(cfg.data)
     paths = PipelinePaths(cfg.pipeline.root)
     pipeline = create_pipeline(
         pipeline_name=cfg.pipeline.name, pipeline_root=paths.pipeline_root,

@@ -51,6 +51,7 @@ class ModelConfig:
       backbone: Registered backbone name (``mmoe``; see ``trainer.model.BACKBONES``).
       backbone_args: Hyperparameters passed to the backbone layer's constructor.
       embedding_dim: Width of every sparse-id embedding.
+      embedding_l2: L2 penalty on the embedding tables (0 disables).
       tower_units: Hidden sizes of each task tower.
       tower_dropout: Dropout rate inside towers.
       tasks: Predicted heads; ``ctcvr`` is derived as ``ctr * cvr`` when both exist.
@@ -60,6 +61,7 @@ class ModelConfig:
     backbone_args: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: {"num_experts": 4, "expert_units": [64, 32]})
     embedding_dim: int = 8
+    embedding_l2: float = 0.0
     tower_units: Tuple[int, ...] = (32,)
     tower_dropout: float = 0.0
     tasks: Tuple[str, ...] = ("ctr", "cvr")

@@ -82,7 +82,8 @@ def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.ker
     embed = FeatureEmbedding(
         {features.transformed_name(k): v for k, v in info.vocab_sizes.items()},
         [features.transformed_name(k) for k in info.dense_keys],
-        embedding_dim=cfg.embedding_dim, name="embedding")
+        embedding_dim=cfg.embedding_dim, embeddings_regularizer_l2=cfg.embedding_l2,
+        name="embedding")
     x = embed(inputs)
     try:
         backbone = registry[cfg.backbone](tasks=list(cfg.tasks), **dict(cfg.backbone_args),

@@ -1,0 +1,1 @@
+"""Impression data: synthetic generator, CSV validation and dataset adapters."""

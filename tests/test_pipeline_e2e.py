@@ -1,0 +1,132 @@
+"""The whole TFX pipeline on a few thousand synthetic rows (LocalDagRunner + DirectRunner)."""
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from funnelrank.data import synthetic
+from funnelrank.data.validate import DataValidationError
+from pipeline import local_runner
+from schemas import features
+from trainer import config as config_lib
+
+ROWS = 4000
+
+
+def _examples(frame, spec, with_labels: bool):
+    out = []
+    for row in frame.itertuples(index=False):
+        feats = {}
+        for key in spec.feature_keys + (spec.label_keys if with_labels else ()):
+            value = getattr(row, key)
+            if key in spec.dense_keys:
+                feats[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+            else:
+                feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+        out.append(tf.train.Example(features=tf.train.Features(feature=feats))
+                   .SerializeToString())
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    cfg = config_lib.load("configs/synthetic_mmoe.yaml", {
+        "data.generate_rows": ROWS, "train.epochs": 2, "train.batch_size": 256,
+        "eval.min_ctr_auc": 0.0, "pipeline.root": str(root)})
+    return cfg, local_runner.run(cfg)
+
+
+@pytest.mark.slow
+def test_pipeline_pushes_a_blessed_model_with_per_head_auc(pipeline_run):
+    cfg, result = pipeline_run
+    assert result["blessed"] is True
+    pushed = result["pushed_model"]
+    assert pushed and os.path.exists(os.path.join(pushed, "saved_model.pb"))
+    assert os.path.dirname(pushed) == os.path.join(cfg.pipeline.root, "serving")
+    for head in ("ctr", "ctcvr"):
+        m = result["evaluation"][head]
+        assert 0.0 <= m["auc"] <= 1.0
+        assert m["example_count"] > 0.1 * ROWS
+    components = sorted(os.listdir(os.path.join(cfg.pipeline.root, "pipeline")))
+    for name in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                 "Transform", "Trainer", "Evaluator", "Pusher"):
+        assert name in components
+
+
+@pytest.mark.slow
+def test_pushed_model_serves_examples_without_labels_in_a_fresh_process(pipeline_run, tmp_path):
+    cfg, result = pipeline_run
+    spec = features.synthetic_spec(cfg.data.num_actions)
+    frame = synthetic.generate(50, seed=99)
+    np.save(tmp_path / "with.npy", np.array(_examples(frame, spec, True), dtype=object))
+    np.save(tmp_path / "without.npy", np.array(_examples(frame, spec, False), dtype=object))
+    # A fresh interpreter that never imports the project: as TF Serving sees the model.
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf
+        m = tf.saved_model.load({result['pushed_model']!r})
+        f = m.signatures["serving_default"]
+        a = f(examples=tf.constant(list(np.load({str(tmp_path / 'with.npy')!r},
+                                                   allow_pickle=True))))
+        b = f(examples=tf.constant(list(np.load({str(tmp_path / 'without.npy')!r},
+                                                   allow_pickle=True))))
+        np.savez({str(tmp_path / 'out.npz')!r}, **{{"a_" + k: v.numpy() for k, v in a.items()}},
+                 **{{"b_" + k: v.numpy() for k, v in b.items()}})
+        print("OK", sorted(a))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK ['ctcvr', 'ctr', 'cvr']" in proc.stdout
+    out = np.load(tmp_path / "out.npz")
+    for head in ("ctr", "cvr", "ctcvr"):
+        assert out["a_" + head].shape == (50,)
+        np.testing.assert_allclose(out["a_" + head], out["b_" + head], atol=1e-7)
+        assert np.all((out["a_" + head] >= 0) & (out["a_" + head] <= 1))
+    np.testing.assert_allclose(out["a_ctcvr"], out["a_ctr"] * out["a_cvr"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_served_predictions_match_the_trained_network_on_beam_transformed_data(pipeline_run):
+    """The serving graph (tf.Transform layer in TF) reproduces the network applied to the
+    Transform component's Beam output, to 1e-5."""
+    cfg, _ = pipeline_run
+    root = os.path.join(cfg.pipeline.root, "pipeline")
+    model_dir = max(glob.glob(os.path.join(root, "Trainer", "model", "*", "Format-Serving")))
+    transformed = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*",
+                                         "Split-eval", "*.gz"))
+    raw = glob.glob(os.path.join(root, "CsvExampleGen", "examples", "*", "Split-eval", "*.gz"))
+    loaded = tf.saved_model.load(model_dir)
+    serve = loaded.signatures["serving_default"]
+    raw_records = [r.numpy() for r in tf.data.TFRecordDataset(raw, "GZIP")]
+    served = serve(examples=tf.constant(raw_records))["ctr"].numpy()
+    network = tf.keras.models.load_model(model_dir)
+    spec = {}
+    for name, inp in zip(network.input_names, network.inputs):
+        spec[name] = tf.io.FixedLenFeature([1], inp.dtype)
+    xf = [tf.io.parse_single_example(r, spec)
+          for r in tf.data.TFRecordDataset(transformed, "GZIP")]
+    batch = {k: tf.stack([x[k] for x in xf]) for k in spec}
+    direct = network(batch, training=False)["ctr"].numpy()
+    assert len(served) == len(direct) > 0
+    np.testing.assert_allclose(np.sort(served), np.sort(direct), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bad_input_stops_before_any_component_runs(tmp_path):
+    frame = synthetic.generate(30, seed=1)
+    frame.loc[7, "click"] = 0
+    frame.loc[7, "conversion"] = 1
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    cfg = config_lib.load("configs/synthetic_mmoe.yaml", {
+        "data.path": str(bad), "pipeline.root": str(tmp_path / "root")})
+    with pytest.raises(DataValidationError, match=r"bad\.csv.*row 8.*conversion"):
+        local_runner.run(cfg)
+    assert not os.path.exists(tmp_path / "root" / "pipeline")

@@ -1,0 +1,154 @@
+"""The synthetic impression-log generator: determinism, columns, funnel, rates, ground truth."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from funnelrank.data import synthetic
+from schemas import features
+
+ROWS = 50_000
+
+
+@pytest.fixture(scope="module")
+def log():
+    return synthetic.generate(ROWS, seed=7)
+
+
+def _auc(labels, scores):
+    """Rank AUC (ties averaged)."""
+    labels = np.asarray(labels).astype(bool)
+    ranks = pd.Series(np.asarray(scores)).rank().to_numpy()
+    pos = labels.sum()
+    neg = len(labels) - pos
+    return (ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def test_same_seed_same_frame_other_seed_other_frame():
+    a = synthetic.generate(3000, seed=3)
+    b = synthetic.generate(3000, seed=3)
+    c = synthetic.generate(3000, seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a[["user_id", "item_id", "timestamp"]].equals(c[["user_id", "item_id", "timestamp"]])
+
+
+@pytest.mark.parametrize("num_actions", [1, 3, 5])
+def test_columns_are_spec_columns_then_ground_truth(num_actions):
+    frame = synthetic.generate(500, seed=1, num_actions=num_actions)
+    spec = features.synthetic_spec(num_actions)
+    gt = synthetic.ground_truth_columns(num_actions)
+    assert list(frame.columns) == list(spec.columns) + list(gt)
+    assert all(c.startswith(features.GROUND_TRUTH_PREFIX) for c in gt)
+    assert {f"gt_cvr_{j}" for j in range(num_actions)} <= set(gt)
+    assert {f"gt_submits_{j}" for j in range(num_actions)} <= set(gt)
+    for key in spec.integer_keys:
+        assert frame[key].dtype == np.int64, key
+    for key in spec.dense_keys:
+        assert frame[key].dtype == np.float64, key
+    assert frame["target_action"].between(0, num_actions - 1).all()
+
+
+def test_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="rows"):
+        synthetic.generate(0)
+    with pytest.raises(ValueError, match="num_actions"):
+        synthetic.generate(10, num_actions=0)
+
+
+def test_funnel_invariants(log):
+    click = log["click"].to_numpy()
+    conversion = log["conversion"].to_numpy()
+    assert set(np.unique(click)) == {0, 1} and set(np.unique(conversion)) == {0, 1}
+    assert not ((conversion == 1) & (click == 0)).any(), "conversion without click"
+    noise = log["gt_noise_click"].to_numpy() == 1
+    assert noise.any()
+    assert (click[noise] == 1).all(), "a noise click is a click"
+    assert (conversion[noise] == 0).all(), "noisy clicks never convert"
+    conv = np.stack([log[f"conv_{j}"].to_numpy() for j in range(5)], axis=1)
+    submits = np.stack([log[f"gt_submits_{j}"].to_numpy() for j in range(5)], axis=1)
+    assert (conv[submits == 0] == 0).all(), "labels of unsubmitted actions are 0"
+    assert (conv[noise] == 0).all()
+    assert not ((conv.max(axis=1) == 1) & (click == 0)).any()
+    target = log["target_action"].to_numpy()
+    rows = np.arange(len(log))
+    np.testing.assert_array_equal(conversion, conv[rows, target])
+    assert (submits[rows, target] == 1).all(), "the target action is always submitted"
+    ts = log["timestamp"].to_numpy()
+    assert (ts >= 0).all() and (np.diff(ts) >= 0).all()
+    assert 12 * 86_400 < ts.max() - ts.min() <= 14 * 86_400
+    np.testing.assert_array_equal(log["hour"].to_numpy(), (ts // 3600) % 24)
+
+
+def test_rates_in_planted_ranges(log):
+    ctr = log["click"].mean()
+    clicks = log[log["click"] == 1]
+    cvr = clicks["conversion"].mean()
+    noise_share = clicks["gt_noise_click"].mean()
+    noise_per_impression = log["gt_noise_click"].mean()
+    positives_per_200k = log["conversion"].sum() * 200_000 / ROWS
+    assert 0.04 <= ctr <= 0.065, ctr
+    assert 0.08 <= cvr <= 0.15, cvr
+    assert 0.08 <= noise_share <= 0.35, noise_share
+    assert 0.004 <= noise_per_impression <= 0.03, noise_per_impression
+    assert 800 <= positives_per_200k <= 1600, positives_per_200k
+    # Every action has positives, and labels are asymmetric: each action is unsubmitted somewhere.
+    for j in range(5):
+        assert log[f"conv_{j}"].sum() > 0, j
+        assert 0.1 < log[f"gt_submits_{j}"].mean() < 1.0, j
+    # Noise depends on device and hour.
+    by_device = log.groupby("device")["gt_noise_click"].mean()
+    assert by_device[3] > 2 * by_device[0]
+    night = log["hour"] < 6
+    assert log.loc[night, "gt_noise_click"].mean() > 1.5 * log.loc[~night, "gt_noise_click"].mean()
+    # Noisy clicks lower the observed conversion rate of the noisy device.
+    assert clicks.groupby("device")["conversion"].mean()[3] < cvr
+
+
+def test_ground_truth_is_calibrated_and_consistent(log):
+    clicks = log[log["click"] == 1]
+    n = len(log)
+    assert abs(log["gt_ctr"].mean() - log["click"].mean()) < 4 * np.sqrt(0.05 / n)
+    assert abs(log["gt_ctcvr"].mean() - log["conversion"].mean()) < 4 * np.sqrt(0.006 / n)
+    assert abs(clicks["gt_cvr"].mean() - clicks["conversion"].mean()) < 4 * np.sqrt(
+        0.1 / len(clicks))
+    noise_rate = (log["gt_ctr"] - log["gt_ctr_clean"]).mean()
+    assert abs(noise_rate - log["gt_noise_click"].mean()) < 4 * np.sqrt(0.01 / n)
+    np.testing.assert_allclose(log["gt_ctcvr"], log["gt_ctr"] * log["gt_cvr"], rtol=1e-9)
+    gt_actions = np.stack([log[f"gt_cvr_{j}"].to_numpy() for j in range(5)], axis=1)
+    np.testing.assert_allclose(
+        log["gt_cvr"], gt_actions[np.arange(n), log["target_action"].to_numpy()])
+    assert (log["gt_ctr"] >= log["gt_ctr_clean"]).all()
+    for col in ["gt_ctr", "gt_ctr_clean", "gt_cvr", "gt_ctcvr"]:
+        assert log[col].between(0, 1).all(), col
+    # Per-action truth matches observed labels where the action is submitted.
+    for j in range(5):
+        sub = clicks[clicks[f"gt_submits_{j}"] == 1]
+        assert abs(sub[f"gt_cvr_{j}"].mean() - sub[f"conv_{j}"].mean()) < 4 * np.sqrt(
+            0.25 / len(sub)), j
+
+
+def test_signal_is_learnable(log):
+    assert _auc(log["click"], log["gt_ctr"]) > 0.68
+    clicks = log[log["click"] == 1]
+    assert _auc(clicks["conversion"], clicks["gt_cvr"]) > 0.68
+    # Observed features carry signal on their own (segment x category, quality).
+    pair_ctr = log.groupby(["user_segment", "category_id"])["click"].transform("mean")
+    assert _auc(log["click"], pair_ctr) > 0.6
+    assert _auc(log["click"], log["item_quality"]) > 0.53
+
+
+def test_write_csv_round_trip(tmp_path):
+    path = synthetic.write_csv(str(tmp_path / "raw"), 2000, seed=5, num_actions=3)
+    assert path == str(tmp_path / "raw" / "impressions.csv")
+    back = pd.read_csv(path)
+    expected = synthetic.generate(2000, seed=5, num_actions=3)
+    assert list(back.columns) == list(expected.columns)
+    spec = features.synthetic_spec(3)
+    pd.testing.assert_frame_equal(back[list(spec.integer_keys)],
+                                  expected[list(spec.integer_keys)])
+    np.testing.assert_allclose(back[list(spec.dense_keys)], expected[list(spec.dense_keys)])
+    np.testing.assert_allclose(back["gt_ctr"], expected["gt_ctr"], atol=1e-8)
+    # Rewriting overwrites (no stale temp files, same content).
+    before = open(path).read()
+    synthetic.write_csv(str(tmp_path / "raw"), 2000, seed=5, num_actions=3)
+    assert open(path).read() == before
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["impressions.csv"]
