@@ -25,10 +25,10 @@ def test_generate_is_seeded(tmp_path, capsys):
 @pytest.mark.slow
 def test_train_writes_metrics_json_with_every_head(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--config", "configs/synthetic_mmoe.yaml", "--rows", "20000",
-                     "--epochs", "1", "--out", str(out)]) == 0
+    assert cli.main(["train", "--config", "configs/synthetic_mmoe.yaml", "--rows", "40000",
+                     "--epochs", "3", "--out", str(out)]) == 0
     metrics = json.load(open(out / "metrics.json"))
-    assert metrics["rows"]["train"] + metrics["rows"]["eval"] == 20000
+    assert metrics["rows"]["train"] + metrics["rows"]["eval"] == 40000
     assert set(metrics["heads"]) == {"ctr", "cvr", "ctcvr"}
     for head in ("ctr", "cvr", "ctcvr"):
         assert set(metrics["heads"][head]) >= {"auc", "logloss"}
