@@ -84,6 +84,15 @@ def cmd_run(args) -> int:
     return 0 if result["pushed_model"] else 3
 
 
+def cmd_bench(args) -> int:
+    from trainer import bench
+
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    grid = bench.load_grid(args.grid, rows=args.rows, seeds=seeds)
+    bench.run_grid(grid, args.out or os.path.join("benchmarks", "results", grid.name))
+    return 0
+
+
 def cmd_compile_kubeflow(args) -> int:
     from pipeline import kubeflow_runner
 
@@ -127,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.add_argument("--root", help="work directory (overrides pipeline.root)")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("bench", help="run a grid of fast-path trainings, seeds averaged")
+    p.add_argument("--grid", required=True, help="grid YAML (see trainer/bench.py)")
+    p.add_argument("--rows", type=int, help="override the grid's synthetic rows")
+    p.add_argument("--seeds", help="comma-separated train seeds (override the grid's)")
+    p.add_argument("--out", help="results directory (default benchmarks/results/<name>)")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("compile-kubeflow", help="compile the pipeline for Kubeflow V2")
     p.add_argument("--config", default=DEFAULT_CONFIG)

@@ -52,9 +52,11 @@ class ModelConfig:
       backbone_args: Hyperparameters passed to the backbone layer's constructor.
       embedding_dim: Width of every sparse-id embedding.
       embedding_l2: L2 penalty on the embedding tables (0 disables).
-      tower_units: Hidden sizes of each task tower.
+      tower_units: Hidden sizes of each task tower (ignored by backbones that own their
+        towers: aitm, cross_stitch).
       tower_dropout: Dropout rate inside towers.
-      tasks: Predicted heads; ``ctcvr`` is derived as ``ctr * cvr`` when both exist.
+      tasks: ``[ctr, cvr]`` (ctcvr = ctr * cvr), ``[ctr, ctcvr]`` (funnel order, AITM;
+        cvr = ctcvr / ctr) or ``[ctr]`` (single-task CTR).
     """
 
     backbone: str = "mmoe"
@@ -227,18 +229,46 @@ def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def load(path: str, overrides: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
-    """Reads a YAML/JSON experiment file; ``overrides`` maps ``section.key`` to a value.
+def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
+    """Section-wise merge: keys of ``top`` replace those of ``base`` inside each section."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and \
+                key in _SECTION_CLASSES:
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
-    Relative ``data.path`` / ``pipeline.schema`` are resolved against the current directory.
-    """
+
+def _read(path: str, seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Raw dict of a config file, with its ``base:`` file (relative to it) merged under it."""
     if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}")
+    if os.path.abspath(path) in seen:
+        raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(seen)}")
     with open(path) as f:
         try:
             raw = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = os.path.join(os.path.dirname(path), base)
+    return _merge(_read(base_path, seen + (os.path.abspath(path),)), raw)
+
+
+def load(path: str, overrides: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
+    """Reads a YAML/JSON experiment file; ``overrides`` maps ``section.key`` to a value.
+
+    A file may name ``base: other.yaml`` (relative to itself): its sections are merged key by
+    key over the base's. Relative ``data.path`` / ``pipeline.schema`` are resolved against the
+    current directory.
+    """
+    raw = _read(path)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -90,10 +90,14 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
 
 
 def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Dict[str, float]]:
-    """Exact per-head AUC and LogLoss (cvr on clicked impressions only), GAUC of ctr.
+    """Exact per-head AUC and LogLoss (cvr on clicked impressions only), GAUC of ctr/ctcvr.
+
+    The ctr head also gets ``auc_conversion``: the AUC of pCTR against the conversion label
+    over all impressions, i.e. how well the CTR ranking puts converting impressions first
+    (PWiseR's "conversion-weighted" view of CTR ranking, robust to noisy clicks).
 
     Returns:
-      ``{head: {"auc", "logloss", "count", ["gauc"]}}``.
+      ``{head: {"auc", "logloss", "count", "positives", ["gauc"], ["auc_conversion"]}}``.
     """
     outputs, labels = predict(network, ds)
     click = labels["click"]
@@ -107,6 +111,8 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Di
                  "count": int(len(y_m)), "positives": int(np.sum(y_m > 0.5))}
         if "user" in labels and head in ("ctr", "ctcvr"):
             entry["gauc"] = offline.gauc(labels["user"], y, probs)
+        if head == "ctr":
+            entry["auc_conversion"] = offline.auc(click * labels["conversion"], probs)
         report[head] = entry
     return report
 

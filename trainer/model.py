@@ -1,10 +1,16 @@
 """Assembles the network from config: embeddings -> backbone -> towers -> sigmoid heads.
 
 The network is a functional Keras model whose inputs are the transformed features
-(``<key>_xf``) and whose outputs are a dict of probabilities keyed by head name (``ctr``,
-``cvr`` and, when both exist, ``ctcvr = ctr * cvr`` as in ESMM eq. 1). Everything the
-inference path needs is in it, nothing training-only (losses and their weights live in
-``trainer.training.FunnelModel``).
+(``<key>_xf``) and whose outputs are a dict of probabilities keyed by head name. Tasks come
+from ``model.tasks``:
+
+* ``[ctr, cvr]`` (default): heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
+* ``[ctr, ctcvr]`` (funnel order, AITM): heads ctr, ctcvr and the derived
+  ``cvr = ctcvr / ctr`` (clipped to [0, 1]);
+* ``[ctr]``: a single-task CTR model (DNN, MaskNet).
+
+Everything the inference path needs is in it, nothing training-only (losses and their
+weights live in ``trainer.training.FunnelModel``).
 """
 from __future__ import annotations
 
@@ -15,18 +21,28 @@ import tensorflow as tf
 
 from schemas import features
 from trainer.config import ConfigError, ModelConfig
+from trainer.layers.aitm import AITM
 from trainer.layers.common import register
+from trainer.layers.cross_stitch import CrossStitch
 from trainer.layers.embedding import FeatureEmbedding
 from trainer.layers.mlp import MLP
 from trainer.layers.mmoe import MMoE
+from trainer.layers.omoe import OMoE
+from trainer.layers.ple import CGC, PLE
+from trainer.layers.shared_bottom import SharedBottom
+from trainer.layers.stl import DNN, MaskNet
 
-
-def _backbones() -> Dict[str, Callable[..., tf.keras.layers.Layer]]:
-    """Backbone name -> layer class (constructed as ``cls(tasks=..., **backbone_args)``)."""
-    return {"mmoe": MMoE}
-
-
-BACKBONES = _backbones
+# Backbone name -> layer class, constructed as ``cls(tasks=..., **backbone_args)``. ESMM's own
+# network is independent task MLPs over the shared embedding, i.e. DNN per task; its
+# entire-space part is the ``ctcvr`` product head plus the ``esmm`` loss recipe.
+BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
+    "dnn": DNN, "masknet": MaskNet, "shared_bottom": SharedBottom, "omoe": OMoE,
+    "mmoe": MMoE, "cgc": CGC, "ple": PLE, "cross_stitch": CrossStitch, "esmm": DNN,
+    "aitm": AITM,
+}
+# Backbones whose output already went through task towers: only the logit is added.
+OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})
+TASK_FORMS = (("ctr", "cvr"), ("ctr", "ctcvr"), ("ctr",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +72,16 @@ class ProductHead(tf.keras.layers.Layer):
         return first * second
 
 
+@register
+class RatioHead(tf.keras.layers.Layer):
+    """``p_cvr = p_ctcvr / p_ctr`` clipped to [0, 1], for models that predict CTR and CTCVR
+    along the funnel (AITM); the calibrator loss keeps ``p_ctcvr <= p_ctr`` in training."""
+
+    def call(self, inputs):
+        ctcvr, ctr = inputs
+        return tf.clip_by_value(tf.math.divide_no_nan(ctcvr, ctr), 0.0, 1.0)
+
+
 def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.keras.Model:
     """Builds the functional inference network.
 
@@ -68,10 +94,13 @@ def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.ker
       ``tf.keras.Model`` mapping ``{<key>_xf: [B, 1]}`` to ``{head: [B]}`` probabilities.
     """
     tf.keras.utils.set_random_seed(seed)
-    registry = BACKBONES()
+    registry = BACKBONES
     if cfg.backbone not in registry:
         raise ConfigError(f"model.backbone: unknown backbone {cfg.backbone!r}; expected one of "
                           f"{sorted(registry)}")
+    if tuple(cfg.tasks) not in TASK_FORMS:
+        raise ConfigError(f"model.tasks: expected one of {[list(t) for t in TASK_FORMS]}, got "
+                          f"{list(cfg.tasks)}")
     inputs = {}
     for key in info.vocab_sizes:
         name = features.transformed_name(key)
@@ -93,11 +122,15 @@ def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.ker
     reps = backbone(x)
     outputs = {}
     for task in cfg.tasks:
-        h = MLP(list(cfg.tower_units), dropout=cfg.tower_dropout, name=f"{task}/tower")(reps[task])
+        h = reps[task]
+        if cfg.backbone not in OWNS_TOWERS and cfg.tower_units:
+            h = MLP(list(cfg.tower_units), dropout=cfg.tower_dropout, name=f"{task}/tower")(h)
         logit = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
         # Output layers are named after their head, so output_names == head names.
         outputs[task] = tf.keras.layers.Reshape((), name=task)(
             tf.keras.layers.Activation("sigmoid", dtype="float32", name=f"{task}/sigmoid")(logit))
-    if "ctr" in outputs and "cvr" in outputs:
+    if "cvr" in outputs:
         outputs["ctcvr"] = ProductHead(name="ctcvr")((outputs["ctr"], outputs["cvr"]))
+    elif "ctcvr" in outputs:
+        outputs["cvr"] = RatioHead(name="cvr")((outputs["ctcvr"], outputs["ctr"]))
     return tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")

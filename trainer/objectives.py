@@ -6,7 +6,13 @@ step scales them for the distribution strategy.
 
 Recipes:
   esmm: ``w_ctr * BCE(p_ctr, click) + w_ctcvr * BCE(p_ctcvr, click * conversion)``, both over
-    all impressions (ESMM eq. 3), so pCVR is learned over the entire space.
+    all impressions (ESMM eq. 3), so pCVR is learned over the entire space. A single-task
+    model (heads ``[ctr]``) gets the ctr term only. ``loss.args.calibrator`` (default 0)
+    adds AITM's calibrator ``calibrator * mean(relu(p_ctcvr - p_ctr))`` (AITM eq. 6; the
+    paper uses 0.6).
+  pwiser: the esmm terms plus ``lambda * PWiseR`` on one head's probabilities (PWiseR eq. 1;
+    ``trainer.losses.pwiser``). ``loss.args``: ``lambda`` (0.1), ``m1``, ``m2`` (0.3),
+    ``margin_mode`` ("standard" | "paper_literal"), ``head`` ("ctr" | "ctcvr").
 """
 from __future__ import annotations
 
@@ -56,24 +62,86 @@ class Esmm(Objective):
 
     HEADS = ("ctr", "ctcvr")
 
+    ARGS: Dict[str, object] = {"calibrator": 0.0}
+
     def __init__(self, cfg: LossConfig):
         self.weights = dict(cfg.weights)
         unknown = sorted(set(self.weights) - set(self.HEADS))
         if unknown:
             raise ConfigError(f"loss.weights: esmm weighs 'ctr' and 'ctcvr', got {unknown}")
-        if cfg.args:
-            raise ConfigError(f"loss.args: esmm takes no arguments, got {dict(cfg.args)}")
+        unknown = sorted(set(cfg.args) - set(self.ARGS))
+        if unknown:
+            raise ConfigError(f"loss.args: {cfg.name} takes {sorted(self.ARGS) or 'no'} "
+                              f"arguments, got {unknown}")
+        self.args = {**self.ARGS, **dict(cfg.args)}
+        cal = self.args["calibrator"]
+        if isinstance(cal, bool) or not isinstance(cal, (int, float)) or cal < 0:
+            raise ConfigError(f"loss.args.calibrator: expected a number >= 0, got {cal!r}")
 
     def term_names(self, heads):
-        return [f"bce_{h}" for h in self.HEADS if h in heads]
+        names = [f"bce_{h}" for h in self.HEADS if h in heads]
+        if self.args["calibrator"] > 0:
+            if "ctcvr" not in heads:
+                raise ConfigError("loss.args.calibrator needs a ctcvr head, the model's heads "
+                                  f"are {list(heads)}")
+            names.append("calibrator")
+        return names
 
     def __call__(self, labels, outputs):
         y = head_labels(labels)
-        return {f"bce_{head}": self.weights.get(head, 1.0) * bce(y[head], outputs[head])
-                for head in self.HEADS if head in outputs}
+        terms = {f"bce_{head}": self.weights.get(head, 1.0) * bce(y[head], outputs[head])
+                 for head in self.HEADS if head in outputs}
+        if self.args["calibrator"] > 0:
+            from trainer.layers.aitm import aitm_calibrator
+
+            terms["calibrator"] = float(self.args["calibrator"]) * aitm_calibrator(
+                outputs["ctr"], outputs["ctcvr"])
+        return terms
 
 
-RECIPES: Dict[str, Callable[[LossConfig], Objective]] = {"esmm": Esmm}
+class PWiseRObjective(Esmm):
+    """ESMM terms + ``lambda * PWiseR(click, conversion, p_head)`` (PWiseR eq. 1 and 2).
+
+    PWiseR is a batch-level loss: it ranks each replica's converted impressions above its
+    clicked-unconverted (margin m1) and unclicked (margin m2) ones.
+    """
+
+    ARGS = {**Esmm.ARGS, "lambda": 0.1, "m1": 0.3, "m2": 0.3, "margin_mode": "standard",
+            "head": "ctr"}
+
+    def __init__(self, cfg: LossConfig):
+        super().__init__(cfg)
+        from trainer.losses.pwiser import PWiseR
+
+        if self.args["head"] not in self.HEADS:
+            raise ConfigError(f"loss.args.head: expected 'ctr' or 'ctcvr', got "
+                              f"{self.args['head']!r}")
+        lam = self.args["lambda"]
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
+            raise ConfigError(f"loss.args.lambda: expected a number >= 0, got {lam!r}")
+        try:
+            self.loss = PWiseR(m1=self.args["m1"], m2=self.args["m2"],
+                               margin_mode=self.args["margin_mode"])
+        except ValueError as e:
+            raise ConfigError(f"loss.args: {e}") from e
+
+    def term_names(self, heads):
+        if self.args["head"] not in heads:
+            raise ConfigError(f"loss.args.head={self.args['head']!r} but the model's heads "
+                              f"are {list(heads)}")
+        return super().term_names(heads) + ["pwiser"]
+
+    def __call__(self, labels, outputs):
+        from trainer.losses.pwiser import pwiser
+
+        terms = super().__call__(labels, outputs)
+        terms["pwiser"] = float(self.args["lambda"]) * pwiser(
+            labels["click"], labels["conversion"], outputs[self.args["head"]],
+            m1=self.loss.m1, m2=self.loss.m2, margin_mode=self.loss.margin_mode)
+        return terms
+
+
+RECIPES: Dict[str, Callable[[LossConfig], Objective]] = {"esmm": Esmm, "pwiser": PWiseRObjective}
 
 
 def build_objective(cfg: LossConfig) -> Objective:

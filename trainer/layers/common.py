@@ -53,3 +53,25 @@ def build_sublayer(layer: tf.keras.layers.Layer, input_shape) -> None:
     if not layer.built:
         with tf.name_scope(layer.name):
             layer.build(input_shape)
+
+
+def check_positive_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number, received: {name}={value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: Sequence) -> str:
+    if value not in tuple(choices):
+        raise ValueError(f"`{name}` must be one of {list(choices)}, received: {name}={value!r}")
+    return value
+
+
+def check_tasks_avoid(name: str, tasks: Sequence[str], reserved: Sequence[str]) -> tuple:
+    """Like ``check_tasks``, and no task may take a reserved sub-layer prefix (e.g. ``shared``)."""
+    tasks = check_tasks(name, tasks)
+    clash = [t for t in tasks if t in tuple(reserved)]
+    if clash:
+        raise ValueError(f"`{name}` may not contain the reserved name(s) {clash} (used for "
+                         f"shared sub-layers), received: {name}={list(tasks)!r}")
+    return tasks

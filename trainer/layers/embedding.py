@@ -14,9 +14,12 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
     Input: dict feature name -> ``[B]`` or ``[B, 1]`` tensor (int ids for sparse features,
     floats for dense ones). Output: ``[B, len(sparse) * embedding_dim + len(dense)]``.
-    Ids at or above a feature's vocabulary size (which must include the OOV buckets) are
-    clipped into the last bucket, negatives into 0: after tf.Transform no such id exists, and a
-    stray one must not crash a serving request.
+    Out-of-range ids (negative, e.g. tf.Transform's ``default_value=-1``, or at/above the
+    feature's vocabulary size, which must include the OOV buckets) are mapped into the LAST
+    bucket, the OOV bucket, in eager and graph mode alike; they never raise: after tf.Transform
+    no such id should exist, and a stray one must not crash a serving request nor alias a real
+    vocabulary entry (clipping negatives to 0 would give them the most frequent token's row).
+    Embedding tables are named ``embedding/<feature>``.
 
     Args:
       sparse_vocab_sizes: Feature name -> vocabulary size including OOV buckets.
@@ -65,7 +68,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
         parts = []
         for name, size in self.sparse_vocab_sizes.items():
             ids = tf.reshape(tf.cast(inputs[name], tf.int64), [-1])
-            ids = tf.clip_by_value(ids, 0, size - 1)
+            ids = tf.where((ids < 0) | (ids >= size), tf.constant(size - 1, tf.int64), ids)
             parts.append(self.tables[name](ids))
         for name in self.dense_keys:
             parts.append(tf.reshape(tf.cast(inputs[name], self.compute_dtype), [-1, 1]))

@@ -31,9 +31,12 @@ class MLP(tf.keras.layers.Layer):
         self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
+        # A fresh initializer per Dense: one shared unseeded instance returns the SAME values on
+        # every call, so equal-shaped layers (e.g. units [64, 64, 64]) started identical.
+        init = tf.keras.initializers.serialize(self.kernel_initializer)
         self._dense = [tf.keras.layers.Dense(
             u, activation=None if self.use_batch_norm else self.activation,
-            kernel_initializer=self.kernel_initializer, name=f"dense_{i}")
+            kernel_initializer=tf.keras.initializers.get(init), name=f"dense_{i}")
             for i, u in enumerate(self.units)]
         self._norms = [tf.keras.layers.BatchNormalization(name=f"bn_{i}")
                        for i in range(len(self.units))] if self.use_batch_norm else []

@@ -1,0 +1,40 @@
+"""Every shipped backbone config builds, trains a few steps and yields the right heads."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from tests import fixtures
+from trainer import config as config_lib
+from trainer.data import from_arrays, predict
+from trainer.fit import fit_model
+from trainer.model import BACKBONES
+
+import tensorflow as tf
+
+CONFIGS = sorted(p for p in glob.glob("configs/*.yaml") if "ali_ccp" not in p)
+
+
+def test_every_backbone_has_a_config():
+    shipped = {config_lib.load(p).model.backbone for p in CONFIGS}
+    assert shipped == set(BACKBONES)
+    for name in BACKBONES:
+        assert os.path.exists(f"configs/{name}.yaml"), name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_config_trains_and_predicts_its_heads(path):
+    _, arrays, info = fixtures.tiny_arrays(600)
+    cfg = config_lib.load(path, {"train.batch_size": 200, "train.epochs": 1})
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 200, shuffle=True)
+    model, _ = fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert np.isfinite(model.history.history["loss"]).all()
+    outputs, _ = predict(model.network, from_arrays(arrays, info.input_names,
+                                                    fixtures.TINY_SPEC, 600))
+    expected = {"ctr"} if cfg.model.tasks == ("ctr",) else {"ctr", "cvr", "ctcvr"}
+    assert set(outputs) == expected
+    for head, p in outputs.items():
+        assert p.shape == (600,) and np.all((p >= 0) & (p <= 1)), head
+    if "ctcvr" in outputs:
+        assert np.all(outputs["ctcvr"] <= outputs["ctr"] + 1e-6)

@@ -1,0 +1,83 @@
+"""Loss recipes selected by config: esmm and pwiser (BCE + lambda * PWiseR)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import fixtures
+from tests.test_pwiser import _reference as pwiser_reference
+from trainer import config as config_lib
+from trainer.data import from_arrays
+from trainer.fit import fit_model
+from trainer.objectives import build_objective
+
+
+def _bce(y, p):
+    return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _cfg(**loss):
+    return config_lib.from_dict({"loss": loss}).loss
+
+
+@pytest.mark.parametrize("head", ["ctr", "ctcvr"])
+def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
+    rng = np.random.default_rng(0)
+    click = (rng.random(64) < 0.4).astype(np.float32)
+    conversion = click * (rng.random(64) < 0.5).astype(np.float32)
+    outputs = {"ctr": rng.uniform(0.05, 0.95, 64).astype(np.float32),
+               "ctcvr": rng.uniform(0.01, 0.5, 64).astype(np.float32)}
+    objective = build_objective(_cfg(name="pwiser", args={"lambda": 0.25, "m1": 0.2,
+                                                          "head": head}))
+    terms = objective({"click": click, "conversion": conversion}, outputs)
+    assert objective.term_names(["ctr", "cvr", "ctcvr"]) == ["bce_ctr", "bce_ctcvr", "pwiser"]
+    assert float(terms["bce_ctr"]) == pytest.approx(_bce(click, outputs["ctr"]), rel=1e-5)
+    expected = 0.25 * pwiser_reference(click, conversion, outputs[head].astype(np.float64),
+                                       m1=0.2, m2=0.3)
+    assert float(terms["pwiser"]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss, message", [
+    ({"name": "pwiser", "args": {"lamda": 1}}, r"takes \['calibrator', 'head', 'lambda', 'm1', "
+                                               r"'m2', 'margin_mode'\] arguments, got "
+                                               r"\['lamda'\]"),
+    ({"name": "pwiser", "args": {"head": "cvr"}}, r"loss.args.head: expected 'ctr' or 'ctcvr', "
+                                                  r"got 'cvr'"),
+    ({"name": "pwiser", "args": {"lambda": -1}}, r"lambda: expected a number >= 0, got -1"),
+    ({"name": "pwiser", "args": {"margin_mode": "x"}}, r"margin_mode=.x."),
+    ({"name": "esmm", "args": {"m1": 1}}, r"esmm takes \['calibrator'\] arguments, got "
+                                          r"\['m1'\]"),
+    ({"name": "esmm", "args": {"calibrator": -0.5}}, r"calibrator: expected a number >= 0, "
+                                                     r"got -0.5"),
+    ({"name": "focal"}, r"unknown loss recipe 'focal'"),
+])
+def test_bad_loss_config_is_named(loss, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        build_objective(_cfg(**loss))
+
+
+def test_calibrator_term_is_weighted_mean_excess_of_ctcvr_over_ctr():
+    objective = build_objective(_cfg(name="esmm", args={"calibrator": 0.6}))
+    ctr = np.array([0.5, 0.2, 0.1], np.float32)
+    ctcvr = np.array([0.1, 0.3, 0.15], np.float32)
+    terms = objective({"click": np.ones(3, np.float32), "conversion": np.zeros(3, np.float32)},
+                      {"ctr": ctr, "ctcvr": ctcvr})
+    assert float(terms["calibrator"]) == pytest.approx(0.6 * np.mean([0, 0.1, 0.05]), rel=1e-5)
+    with pytest.raises(config_lib.ConfigError, match="calibrator needs a ctcvr head"):
+        objective.term_names(["ctr"])
+
+
+def test_pwiser_on_ctcvr_needs_the_ctcvr_head():
+    objective = build_objective(_cfg(name="pwiser", args={"head": "ctcvr"}))
+    with pytest.raises(config_lib.ConfigError, match="heads are \\['ctr'\\]"):
+        objective.term_names(["ctr"])
+
+
+def test_pwiser_trains_under_two_replicas_without_nan(two_cpu_strategy):
+    _, arrays, info = fixtures.tiny_arrays(2000)
+    cfg = config_lib.from_dict({**config_lib.to_dict(fixtures.tiny_config(epochs=2)),
+                                "loss": {"name": "pwiser", "args": {"lambda": 0.5}}})
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 256, shuffle=True, seed=1)
+    model, _ = fit_model(cfg, info, ds, None, two_cpu_strategy)
+    history = model.history.history
+    assert np.all(np.isfinite(history["pwiser"])) and history["pwiser"][-1] > 0
+    assert history["loss"][-1] < history["loss"][0]

@@ -1,0 +1,134 @@
+"""``funnelrank bench``: a grid of fast-path trainings on the same data, seeds averaged.
+
+A grid file (YAML) names the runs::
+
+    name: pwiser
+    rows: 500000                 # synthetic rows, generated once (data.seed fixed)
+    seeds: [1, 2, 3]             # train.seed values; each run is repeated per seed
+    epochs: 1                    # optional override of train.epochs for every run
+    data: null                   # optional CSV/dir instead of generated rows
+    adapter: synthetic           # optional; ali_ccp for the real sample
+    metrics: [ctr.auc, ctcvr.auc]
+    runs:
+      - {label: "MMoE + BCE", config: configs/mmoe.yaml}
+      - {label: "MMoE + PWiseR", config: configs/mmoe.yaml, overrides: {loss.name: pwiser}}
+
+Every run trains with ``trainer.train_local.train``; the table gives mean +- std over seeds
+of each metric (``<head>.<metric>`` from metrics.json). Results go to
+``<out>/<name>.json`` and ``<out>/<name>.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from trainer import config as config_lib
+from trainer import train_local
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    name: str
+    runs: List[Dict[str, Any]]
+    seeds: List[int]
+    metrics: List[str]
+    rows: int = 500_000
+    epochs: Optional[int] = None
+    data: Optional[str] = None
+    adapter: Optional[str] = None
+
+
+def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] = None) -> Grid:
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    fields = {f.name for f in dataclasses.fields(Grid)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise config_lib.ConfigError(f"{path}: unknown grid key(s) {unknown}; expected some of "
+                                     f"{sorted(fields)}")
+    for i, run in enumerate(raw.get("runs") or []):
+        if not {"label", "config"} <= set(run):
+            raise config_lib.ConfigError(f"{path}: runs[{i}] needs 'label' and 'config', got "
+                                         f"{sorted(run)}")
+    grid = Grid(**raw)
+    if rows is not None:
+        grid = dataclasses.replace(grid, rows=rows)
+    if seeds:
+        grid = dataclasses.replace(grid, seeds=list(seeds))
+    return grid
+
+
+def _metric(result: Mapping, dotted: str) -> float:
+    head, _, name = dotted.partition(".")
+    if head == "train":
+        return float(result[name])
+    return float(result["heads"].get(head, {}).get(name, float("nan")))
+
+
+def run_grid(grid: Grid, out_dir: str) -> Dict[str, Any]:
+    """Runs every (run, seed); returns and writes the summary."""
+    os.makedirs(out_dir, exist_ok=True)
+    data_path = grid.data
+    if data_path is None:
+        from funnelrank.data import synthetic
+
+        data_path = synthetic.write_csv(os.path.join(out_dir, "data"), grid.rows, seed=7)
+    results: Dict[str, Any] = {"grid": dataclasses.asdict(grid), "runs": []}
+    for run in grid.runs:
+        per_seed = []
+        for seed in grid.seeds:
+            overrides = {"data.path": data_path, "train.seed": seed,
+                         **dict(run.get("overrides") or {})}
+            if grid.epochs is not None:
+                overrides["train.epochs"] = grid.epochs
+            if grid.adapter is not None:
+                overrides["data.adapter"] = grid.adapter
+            cfg = config_lib.load(run["config"], overrides)
+            t0 = time.perf_counter()
+            tf.keras.backend.clear_session()
+            result = train_local.train(cfg, os.path.join(out_dir, "runs", _slug(run["label"]),
+                                                         f"seed{seed}"))
+            log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
+            per_seed.append({m: _metric(result, m) for m in grid.metrics})
+        summary = {m: {"mean": float(np.nanmean([r[m] for r in per_seed])),
+                       "std": float(np.nanstd([r[m] for r in per_seed])),
+                       "values": [r[m] for r in per_seed]} for m in grid.metrics}
+        results["runs"].append({"label": run["label"], "config": run["config"],
+                                "overrides": run.get("overrides") or {}, "metrics": summary})
+    table = markdown_table(results)
+    print(table)
+    with open(os.path.join(out_dir, f"{grid.name}.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out_dir, f"{grid.name}.md"), "w") as f:
+        f.write(table + "\n")
+    return results
+
+
+def markdown_table(results: Mapping[str, Any]) -> str:
+    metrics = results["grid"]["metrics"]
+    seeds = results["grid"]["seeds"]
+    lines = [f"| run | " + " | ".join(metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for run in results["runs"]:
+        cells = []
+        for m in metrics:
+            s = run["metrics"][m]
+            cells.append("n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}")
+        lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
+    lines.append(f"\nmean ± std over train seeds {seeds}")
+    return "\n".join(lines)
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
