@@ -66,6 +66,8 @@ def test_pushed_model_serves_examples_without_labels_in_a_fresh_process(pipeline
     frame = synthetic.generate(50, seed=99)
     np.save(tmp_path / "with.npy", np.array(_examples(frame, spec, True), dtype=object))
     np.save(tmp_path / "without.npy", np.array(_examples(frame, spec, False), dtype=object))
+    np.savez(tmp_path / "raw.npz", **{k: frame[k].to_numpy().astype(
+        "float32" if k in spec.dense_keys else "int64") for k in spec.feature_keys})
     # A fresh interpreter that never imports the project: as TF Serving sees the model.
     script = textwrap.dedent(f"""
         import numpy as np, tensorflow as tf
@@ -75,8 +77,11 @@ def test_pushed_model_serves_examples_without_labels_in_a_fresh_process(pipeline
                                                    allow_pickle=True))))
         b = f(examples=tf.constant(list(np.load({str(tmp_path / 'without.npy')!r},
                                                    allow_pickle=True))))
+        raw = np.load({str(tmp_path / 'raw.npz')!r})
+        c = m.signatures["predict_raw"](**{{k: tf.constant(raw[k]) for k in raw.files}})
         np.savez({str(tmp_path / 'out.npz')!r}, **{{"a_" + k: v.numpy() for k, v in a.items()}},
-                 **{{"b_" + k: v.numpy() for k, v in b.items()}})
+                 **{{"b_" + k: v.numpy() for k, v in b.items()}},
+                 **{{"c_" + k: v.numpy() for k, v in c.items()}})
         print("OK", sorted(a))
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -88,6 +93,7 @@ def test_pushed_model_serves_examples_without_labels_in_a_fresh_process(pipeline
     for head in ("ctr", "cvr", "ctcvr"):
         assert out["a_" + head].shape == (50,)
         np.testing.assert_allclose(out["a_" + head], out["b_" + head], atol=1e-7)
+        np.testing.assert_allclose(out["c_" + head], out["a_" + head], atol=1e-6)  # predict_raw
         assert np.all((out["a_" + head] >= 0) & (out["a_" + head] <= 1))
     np.testing.assert_allclose(out["a_ctcvr"], out["a_ctr"] * out["a_cvr"], rtol=1e-5)
 
