@@ -55,6 +55,7 @@ class ModelConfig:
       tower_units: Hidden sizes of each task tower (ignored by backbones that own their
         towers: aitm, cross_stitch).
       tower_dropout: Dropout rate inside towers.
+      tower_batch_norm: Batch-normalise each tower layer's pre-activation output.
       tasks: ``[ctr, cvr]`` (ctcvr = ctr * cvr), ``[ctr, ctcvr]`` (funnel order, AITM;
         cvr = ctcvr / ctr) or ``[ctr]`` (single-task CTR).
     """
@@ -66,6 +67,7 @@ class ModelConfig:
     embedding_l2: float = 0.0
     tower_units: Tuple[int, ...] = (32,)
     tower_dropout: float = 0.0
+    tower_batch_norm: bool = False
     tasks: Tuple[str, ...] = ("ctr", "cvr")
 
 

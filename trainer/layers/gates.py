@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer.layers.common import build_sublayer, check_positive_int, register
+from trainer.layers.common import (build_sublayer, check_positive_int, check_positive_number,
+                                   register)
 
 
 @register
@@ -11,8 +12,8 @@ class SoftmaxGate(tf.keras.layers.Layer):
     """``g(x) = softmax(W x / temperature)`` over ``num_experts``, then the weighted sum.
 
     Call with ``(gate_input, experts)`` where ``experts`` is ``[B, E, d]``; returns the mixture
-    ``[B, d]``. The gate weights of the last call are kept in ``last_weights`` (AdaFTR uses the
-    mixtures, not the weights, so nothing else is stored).
+    ``[B, d]``; ``gate_weights(gate_input)`` gives the ``[B, E]`` softmax weights. Sub-layer:
+    ``logits`` (a bias-free Dense, as in MMoE eq. 6).
 
     Args:
       num_experts: Number of experts E the gate mixes.
@@ -22,11 +23,7 @@ class SoftmaxGate(tf.keras.layers.Layer):
     def __init__(self, num_experts: int, temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.num_experts = check_positive_int("num_experts", num_experts)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
-                temperature <= 0:
-            raise ValueError(f"`temperature` must be a positive number, "
-                             f"received: temperature={temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = check_positive_number("temperature", temperature)
 
     def build(self, input_shape):
         gate_shape, _ = input_shape

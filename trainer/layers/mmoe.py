@@ -5,8 +5,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import (build_sublayer, check_positive_int, check_rate, check_tasks, check_units,
-                                   register)
+from trainer.layers.common import (build_sublayer, check_positive_int, check_positive_number,
+                                   check_rate, check_tasks, check_units, register)
 from trainer.layers.gates import SoftmaxGate
 from trainer.layers.mlp import MLP
 
@@ -19,6 +19,8 @@ class MMoE(tf.keras.layers.Layer):
     task name of ``[B, expert_units[-1]]`` mixtures, which the task towers consume. Experts
     are named ``shared/expert_i``, gates ``<task>/gate``.
 
+    Defaults follow MAN Sec. 4.2 (8 experts of hidden sizes [256, 128], ReLU), as for OMoE.
+
     Args:
       tasks: Task names, e.g. ``["ctr", "cvr"]``.
       num_experts: Number of shared experts.
@@ -27,16 +29,15 @@ class MMoE(tf.keras.layers.Layer):
       gate_temperature: Softmax temperature of every gate.
     """
 
-    def __init__(self, tasks: Sequence[str], num_experts: int = 4,
-                 expert_units: Sequence[int] = (64, 32), expert_dropout: float = 0.0,
+    def __init__(self, tasks: Sequence[str], num_experts: int = 8,
+                 expert_units: Sequence[int] = (256, 128), expert_dropout: float = 0.0,
                  gate_temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks))
         self.num_experts = check_positive_int("num_experts", num_experts)
         self.expert_units = list(check_units("expert_units", expert_units))
         self.expert_dropout = check_rate("expert_dropout", expert_dropout)
-        self.gate_temperature = gate_temperature
-        SoftmaxGate(num_experts, gate_temperature)  # validates the temperature
+        self.gate_temperature = check_positive_number("gate_temperature", gate_temperature)
 
     def build(self, input_shape):
         self.experts = [MLP(self.expert_units, dropout=self.expert_dropout,
