@@ -1,4 +1,5 @@
-"""``funnelrank`` command line: generate, prepare, train, run, compile-kubeflow."""
+"""``funnelrank`` command line: generate, prepare, train, bench, run, export, serve-check,
+compile-kubeflow."""
 from __future__ import annotations
 
 import argparse
@@ -93,6 +94,18 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from serving import cli_commands
+
+    return cli_commands.export_main(args)
+
+
+def cmd_serve_check(args) -> int:
+    from serving import cli_commands
+
+    return cli_commands.serve_check_main(args)
+
+
 def cmd_compile_kubeflow(args) -> int:
     from pipeline import kubeflow_runner
 
@@ -143,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated train seeds (override the grid's)")
     p.add_argument("--out", help="results directory (default benchmarks/results/<name>)")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("export", help="export `funnelrank train` output for TF Serving")
+    p.add_argument("--model", required=True,
+                   help="`funnelrank train` output directory (model/ and preprocessor.json)")
+    p.add_argument("--out", required=True,
+                   help="base directory; the export goes to OUT/<version>/")
+    p.add_argument("--version", type=int, help="version number (default: unix seconds)")
+    p.add_argument("--name", default="funnelrank", help="model name in OUT/models.config")
+    p.add_argument("--warmup-csv", help="CSV whose first rows become the warmup requests")
+    p.add_argument("--base-path", help="OUT as the server sees it (e.g. /models/funnelrank)")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("serve-check", help="load an export as TF Serving does, replay warmup")
+    p.add_argument("model_dir", help="a version directory or a base directory of versions")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per warmup request")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(fn=cmd_serve_check)
 
     p = sub.add_parser("compile-kubeflow", help="compile the pipeline for Kubeflow V2")
     p.add_argument("--config", default=DEFAULT_CONFIG)

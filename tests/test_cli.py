@@ -38,6 +38,19 @@ def test_train_writes_metrics_json_with_every_head(tmp_path, capsys):
     assert "ctr: AUC" in printed and "ctcvr: AUC" in printed
     assert os.path.exists(out / "model" / "saved_model.pb")
 
+    # The trained output goes to TF Serving's layout and loads there, from the command line.
+    base = tmp_path / "serving"
+    assert cli.main(["export", "--model", str(out), "--out", str(base), "--version", "7",
+                     "--name", "ranker"]) == 0
+    assert os.path.exists(base / "7" / "saved_model.pb")
+    assert 'name: "ranker"' in (base / "models.config").read_text()
+    assert cli.main(["export", "--model", str(out), "--out", str(base), "--version", "7"]) == 2
+    capsys.readouterr()
+    assert cli.main(["serve-check", str(base), "--repeats", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"model: {base / '7'}" in printed and "serve-check: OK" in printed
+    assert "signature predict_raw:" in printed and "output ctcvr: float32[-1]" in printed
+
 
 @pytest.mark.slow
 def test_train_on_the_real_ali_ccp_sample(tmp_path, ali_ccp_dir):
