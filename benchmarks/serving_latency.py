@@ -11,7 +11,7 @@ after ``--warmup`` untimed calls. Prints a markdown table and writes
 
 Usage::
 
-    .venv/bin/python benchmarks/serving_latency.py [--rows 20000] [--calls 1000] [--batch 100]
+    .venv/bin/python benchmarks/serving_latency.py [--rows 200000] [--calls 1000] [--batch 100]
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def candidates(batch: int, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--rows", type=int, default=200000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)

@@ -40,8 +40,8 @@ def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
     ({"name": "pwiser", "args": {"lamda": 1}}, r"takes \['calibrator', 'head', 'lambda', 'm1', "
                                                r"'m2', 'margin_mode'\] arguments, got "
                                                r"\['lamda'\]"),
-    ({"name": "pwiser", "args": {"head": "cvr"}}, r"loss.args.head: expected 'ctr' or 'ctcvr', "
-                                                  r"got 'cvr'"),
+    ({"name": "pwiser", "args": {"head": "cvr"}},
+     r"loss.args.head: expected one of \['ctr', 'ctcvr'\], got 'cvr'"),
     ({"name": "pwiser", "args": {"lambda": -1}}, r"lambda: expected a number >= 0, got -1"),
     ({"name": "pwiser", "args": {"margin_mode": "x"}}, r"margin_mode=.x."),
     ({"name": "esmm", "args": {"m1": 1}}, r"esmm takes \['calibrator'\] arguments, got "

@@ -14,8 +14,9 @@ A grid file (YAML) names the runs::
       - {label: "MMoE + PWiseR", config: configs/mmoe.yaml, overrides: {loss.name: pwiser}}
 
 Every run trains with ``trainer.train_local.train``; the table gives mean +- std over seeds
-of each metric (``<head>.<metric>`` from metrics.json). Results go to
-``<out>/<name>.json`` and ``<out>/<name>.md``.
+of each metric (``<head>.<metric>`` from metrics.json, ``train.<key>`` for top-level keys such
+as ``examples_per_sec``). Results go to ``<out>/<name>.json`` and ``<out>/<name>.md``; the
+generated data and every run's model go to ``work/bench/<name>/``.
 """
 from __future__ import annotations
 
@@ -76,14 +77,22 @@ def _metric(result: Mapping, dotted: str) -> float:
     return float(result["heads"].get(head, {}).get(name, float("nan")))
 
 
-def run_grid(grid: Grid, out_dir: str) -> Dict[str, Any]:
-    """Runs every (run, seed); returns and writes the summary."""
+def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Runs every (run, seed); returns the summary and writes it to ``out_dir``.
+
+    Args:
+      grid: The grid.
+      out_dir: Where ``<name>.json`` and ``<name>.md`` go (small files, meant to be committed).
+      work_dir: Generated data, prepared splits and each run's model and metrics (large);
+        default ``work/bench/<name>``.
+    """
     os.makedirs(out_dir, exist_ok=True)
+    work_dir = work_dir or os.path.join("work", "bench", grid.name)
     data_path = grid.data
     if data_path is None:
         from funnelrank.data import synthetic
 
-        data_path = synthetic.write_csv(os.path.join(out_dir, "data"), grid.rows, seed=7)
+        data_path = synthetic.write_csv(os.path.join(work_dir, "data"), grid.rows, seed=7)
     results: Dict[str, Any] = {"grid": dataclasses.asdict(grid), "runs": []}
     for run in grid.runs:
         per_seed = []
@@ -97,7 +106,7 @@ def run_grid(grid: Grid, out_dir: str) -> Dict[str, Any]:
             cfg = config_lib.load(run["config"], overrides)
             t0 = time.perf_counter()
             tf.keras.backend.clear_session()
-            result = train_local.train(cfg, os.path.join(out_dir, "runs", _slug(run["label"]),
+            result = train_local.train(cfg, os.path.join(work_dir, "runs", _slug(run["label"]),
                                                          f"seed{seed}"))
             log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
             per_seed.append({m: _metric(result, m) for m in grid.metrics})

@@ -12,7 +12,7 @@ import tensorflow as tf
 from trainer import metrics as offline
 from trainer.config import ExperimentConfig
 from trainer.data import predict
-from trainer.model import FeatureInfo, build_network
+from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
 from trainer.training import FunnelModel
 
@@ -56,6 +56,14 @@ def _fmt(logs) -> str:
     return ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
 
 
+def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
+    """Network(s) + loss recipe (and its training-only layers); call inside a strategy scope."""
+    objective = build_objective(cfg.loss)
+    networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.NEEDS_AUX)
+    objective.build(networks.training)
+    return FunnelModel(networks.inference, objective, networks.training)
+
+
 def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Dataset,
               eval_ds: Optional[tf.data.Dataset], strategy: tf.distribute.Strategy,
               backup_dir: Optional[str] = None, steps_per_epoch: Optional[int] = None,
@@ -76,8 +84,7 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
       (FunnelModel, ProgressLogger) - the logger holds the measured training throughput.
     """
     with strategy.scope():
-        network = build_network(cfg.model, info, seed=cfg.train.seed)
-        model = FunnelModel(network, build_objective(cfg.loss))
+        model = build_model(cfg, info)
         model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     progress = ProgressLogger(cfg.train.batch_size * strategy.num_replicas_in_sync, log_every)
     callbacks = [progress, tf.keras.callbacks.TerminateOnNaN()]
@@ -90,7 +97,7 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
 
 
 def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Dict[str, float]]:
-    """Exact per-head AUC and LogLoss (cvr on clicked impressions only), GAUC of ctr/ctcvr.
+    """Exact per-head AUC, LogLoss and GAUC (cvr on clicked impressions only).
 
     The ctr head also gets ``auc_conversion``: the AUC of pCTR against the conversion label
     over all impressions, i.e. how well the CTR ranking puts converting impressions first
@@ -109,8 +116,8 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Di
         y_m, p_m = offline.masked(y, mask), offline.masked(probs, mask)
         entry = {"auc": offline.auc(y_m, p_m), "logloss": offline.logloss(y_m, p_m),
                  "count": int(len(y_m)), "positives": int(np.sum(y_m > 0.5))}
-        if "user" in labels and head in ("ctr", "ctcvr"):
-            entry["gauc"] = offline.gauc(labels["user"], y, probs)
+        if "user" in labels:
+            entry["gauc"] = offline.gauc(offline.masked(labels["user"], mask), y_m, p_m)
         if head == "ctr":
             entry["auc_conversion"] = offline.auc(click * labels["conversion"], probs)
         report[head] = entry

@@ -10,7 +10,11 @@ from ``model.tasks``:
 * ``[ctr]``: a single-task CTR model (DNN, MaskNet).
 
 Everything the inference path needs is in it, nothing training-only (losses and their
-weights live in ``trainer.training.FunnelModel``).
+weights live in ``trainer.training.FunnelModel``). Loss recipes that read intermediate
+representations (AdaFTR) train a second functional model over the SAME layers
+(:func:`build_networks` with ``aux=True``) whose outputs add ``"_reps"`` (each task's backbone
+output) and ``"_hidden"`` (each task tower's layer activations); the inference network stays
+as it is and is what gets exported.
 """
 from __future__ import annotations
 
@@ -82,16 +86,45 @@ class RatioHead(tf.keras.layers.Layer):
         return tf.clip_by_value(tf.math.divide_no_nan(ctcvr, ctr), 0.0, 1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The inference network and the network the training step runs (same layers).
+
+    Attributes:
+      inference: ``{<key>_xf}`` -> ``{head: [B]}``; exported.
+      training: ``inference`` itself, or (``aux=True``) a model over the same layers whose
+        outputs also hold ``"_reps": {task: [B, d]}`` and ``"_hidden": {task: [h_0, ...]}``.
+    """
+
+    inference: tf.keras.Model
+    training: tf.keras.Model
+
+
+REPS, HIDDEN = "_reps", "_hidden"
+
+
 def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.keras.Model:
-    """Builds the functional inference network.
+    """The functional inference network (see :func:`build_networks`)."""
+    return build_networks(cfg, info, seed).inference
+
+
+def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
+                   aux: bool = False) -> Networks:
+    """Builds the functional inference network (and an auxiliary training view of it).
 
     Args:
       cfg: Model section of the experiment config.
       info: Vocabulary sizes and dense feature names.
       seed: Seed of the weight initialisation.
+      aux: Also expose backbone representations and tower activations for training.
 
     Returns:
-      ``tf.keras.Model`` mapping ``{<key>_xf: [B, 1]}`` to ``{head: [B]}`` probabilities.
+      :class:`Networks`; ``inference`` maps ``{<key>_xf: [B, 1]}`` to ``{head: [B]}``
+      probabilities.
+
+    Raises:
+      ConfigError: Unknown backbone or task form, bad backbone arguments, or ``aux`` with a
+        backbone that owns its towers (their layers are not exposed).
     """
     tf.keras.utils.set_random_seed(seed)
     registry = BACKBONES
@@ -120,11 +153,21 @@ def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.ker
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.backbone_args for {cfg.backbone!r}: {e}") from e
     reps = backbone(x)
-    outputs = {}
+    has_towers = cfg.backbone not in OWNS_TOWERS and bool(cfg.tower_units)
+    if aux and not has_towers:
+        raise ConfigError(f"model: this loss reads task tower activations, but backbone "
+                          f"{cfg.backbone!r} with tower_units={list(cfg.tower_units)} has no "
+                          f"separate towers; use one of "
+                          f"{sorted(set(BACKBONES) - OWNS_TOWERS)} with tower_units set")
+    outputs, hidden = {}, {}
     for task in cfg.tasks:
         h = reps[task]
-        if cfg.backbone not in OWNS_TOWERS and cfg.tower_units:
-            h = MLP(list(cfg.tower_units), dropout=cfg.tower_dropout, name=f"{task}/tower")(h)
+        if has_towers:
+            h = MLP(list(cfg.tower_units), dropout=cfg.tower_dropout,
+                    use_batch_norm=cfg.tower_batch_norm, return_hidden=aux,
+                    name=f"{task}/tower")(h)
+            if aux:
+                h, hidden[task] = h[0], list(h[1:])
         logit = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
         # Output layers are named after their head, so output_names == head names.
         outputs[task] = tf.keras.layers.Reshape((), name=task)(
@@ -133,4 +176,10 @@ def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.ker
         outputs["ctcvr"] = ProductHead(name="ctcvr")((outputs["ctr"], outputs["cvr"]))
     elif "ctcvr" in outputs:
         outputs["cvr"] = RatioHead(name="cvr")((outputs["ctcvr"], outputs["ctr"]))
-    return tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")
+    inference = tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")
+    if not aux:
+        return Networks(inference, inference)
+    training = tf.keras.Model(
+        inputs=inputs, outputs={**outputs, REPS: {t: reps[t] for t in cfg.tasks},
+                                HIDDEN: hidden}, name="funnel_training_network")
+    return Networks(inference, training)

@@ -1,7 +1,9 @@
 """The training wrapper: network + loss recipe + streaming metrics, one custom train step.
 
 ``FunnelModel`` holds the inference network (``self.network``) and everything training-only
-around it. Export uses ``network`` alone, so no loss weight or auxiliary variable reaches the
+around it: the training view of the network (``self.training_network``, the same layers with
+auxiliary outputs for recipes that need them) and the recipe's own layers (AdaFTR's relatedness
+net, ...). Export uses ``network`` alone, so no loss weight or auxiliary variable reaches the
 SavedModel.
 """
 from __future__ import annotations
@@ -17,18 +19,24 @@ class FunnelModel(tf.keras.Model):
     """Trains ``network`` on ``objective``'s terms and tracks per-head AUC.
 
     Args:
-      network: Functional network from ``trainer.model.build_network``.
-      objective: Loss recipe from ``trainer.objectives.build_objective``.
+      network: Functional inference network from ``trainer.model.build_networks``.
+      objective: Loss recipe from ``trainer.objectives.build_objective``, already built
+        (``objective.build(training_network)``) when it has layers of its own.
+      training_network: The network the train step runs (default ``network``); must share
+        ``network``'s layers.
     """
 
-    def __init__(self, network: tf.keras.Model, objective: Objective, **kwargs):
+    def __init__(self, network: tf.keras.Model, objective: Objective,
+                 training_network: tf.keras.Model = None, **kwargs):
         super().__init__(**kwargs)
         self.network = network
+        self.training_network = training_network or network
         self.objective = objective
+        self.objective_layers = list(objective.layers)  # tracked: checkpoints hold them
         self.heads = [h for h in ("ctr", "cvr", "ctcvr") if h in network.output_names]
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         names = list(objective.term_names(self.heads))
-        if network.losses:
+        if self.training_network.losses:
             names.append("regularization")
         self.term_trackers: Dict[str, tf.keras.metrics.Mean] = {
             n: tf.keras.metrics.Mean(name=n) for n in names}
@@ -44,8 +52,8 @@ class FunnelModel(tf.keras.Model):
 
     def _terms(self, labels, outputs) -> Dict[str, tf.Tensor]:
         terms = dict(self.objective(labels, outputs))
-        if self.network.losses:
-            terms["regularization"] = tf.add_n(self.network.losses)
+        if self.training_network.losses:
+            terms["regularization"] = tf.add_n(self.training_network.losses)
         return terms
 
     def _track(self, labels, outputs, terms, total):
@@ -59,22 +67,27 @@ class FunnelModel(tf.keras.Model):
             metric.update_state(y[head], outputs[head], sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
+    @property
+    def step_variables(self):
+        """Everything the optimizer updates: the network's and the recipe's weights."""
+        return self.training_network.trainable_variables + self.objective.trainable_variables
+
     def train_step(self, data):
         x, labels = data
         with tf.GradientTape() as tape:
-            outputs = self(x, training=True)
+            outputs = self.training_network(x, training=True)
             terms = self._terms(labels, outputs)
             total = tf.add_n(list(terms.values()))
             # Gradients are summed over replicas; scale the per-replica mean accordingly.
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.network.trainable_variables
+        variables = self.step_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         return self._track(labels, outputs, terms, total)
 
     def test_step(self, data):
         x, labels = data
-        outputs = self(x, training=False)
+        outputs = self.training_network(x, training=False)
         terms = self._terms(labels, outputs)
         return self._track(labels, outputs, terms, tf.add_n(list(terms.values())))
 

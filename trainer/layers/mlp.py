@@ -18,10 +18,14 @@ class MLP(tf.keras.layers.Layer):
       dropout: Dropout rate after each layer, in [0, 1).
       use_batch_norm: Batch-normalise each layer's pre-activation output.
       kernel_initializer: Initializer of the Dense kernels (serialised).
+      return_hidden: Return ``[output, h_0, ..., h_{L-1}]`` instead of ``output``, where
+        ``h_i`` is layer i's activation (before dropout). AdaFTR contrasts the first tower
+        layer's ``h_0`` (AdaFTR Sec. 3.1.4); computing it here costs nothing extra.
     """
 
     def __init__(self, units: Sequence[int], activation: str = "relu", dropout: float = 0.0,
-                 use_batch_norm: bool = False, kernel_initializer="glorot_uniform", **kwargs):
+                 use_batch_norm: bool = False, kernel_initializer="glorot_uniform",
+                 return_hidden: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = list(check_units("units", units))
         self.activation = activation
@@ -29,6 +33,7 @@ class MLP(tf.keras.layers.Layer):
         self.dropout = check_rate("dropout", dropout)
         self.use_batch_norm = bool(use_batch_norm)
         self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+        self.return_hidden = bool(return_hidden)
 
     def build(self, input_shape):
         # A fresh initializer per Dense: one shared unseeded instance returns the SAME values on
@@ -52,16 +57,22 @@ class MLP(tf.keras.layers.Layer):
 
     def call(self, inputs, training: Optional[bool] = None):
         x = inputs
+        hidden = []
         for i, dense in enumerate(self._dense):
             x = dense(x)
             if self._norms:
                 x = self._act(self._norms[i](x, training=training))
+            hidden.append(x)
             if self._drop is not None:
                 x = self._drop(x, training=training)
-        return x
+        return [x] + hidden if self.return_hidden else x
 
     def compute_output_shape(self, input_shape):
-        return tf.TensorShape(input_shape)[:-1].concatenate([self.units[-1]])
+        shape = tf.TensorShape(input_shape)[:-1]
+        if self.return_hidden:
+            return [shape.concatenate([self.units[-1]])] + [shape.concatenate([u])
+                                                            for u in self.units]
+        return shape.concatenate([self.units[-1]])
 
     def get_config(self):
         config = super().get_config()
@@ -69,5 +80,6 @@ class MLP(tf.keras.layers.Layer):
             "units": list(self.units), "activation": self.activation, "dropout": self.dropout,
             "use_batch_norm": self.use_batch_norm,
             "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
+            "return_hidden": self.return_hidden,
         })
         return config

@@ -45,3 +45,42 @@ def adaptive_info_nce(anchor, positive, tau, stop_tau_gradient: bool = True) -> 
         logits = tf.matmul(anchor, positive, transpose_b=True) / tau  # [B, B], row r / tau_r
         log_prob = tf.nn.log_softmax(logits, axis=-1)
         return -tf.reduce_mean(tf.linalg.diag_part(log_prob))
+
+
+def single_negative_contrast(anchor, positive, shift: int = 1) -> tf.Tensor:
+    """AdaFTR eq. 7 (``L_scl``, "w/o negative" in Table 5), made numerically safe.
+
+    Eq. 7 as printed, ``-log(a_r . p_r - a_r . p_r')``, is undefined whenever the positive
+    score does not exceed the negative one. Following the BPR loss the paper cites for it,
+    this computes ``-log sigmoid(a_r . p_r - a_r . p_r') = softplus(a_r . p_r' - a_r . p_r)``,
+    finite everywhere, with ONE negative per row: ``r' = (r + shift) mod B`` (the batch is
+    shuffled, so this is a random other row without drawing random numbers). Batch mean.
+
+    Args:
+      anchor: ``[B, d]`` anchor representations (``h^ctr``).
+      positive: ``[B, d]`` the other task's representations (``h^cvr``), row-aligned.
+      shift: Offset of the negative row; with ``B == 1`` the negative is the row itself.
+
+    Returns:
+      Scalar loss (float64 for float64 inputs, else float32).
+    """
+    with tf.name_scope("single_negative_contrast"):
+        anchor = tf.convert_to_tensor(anchor)
+        dtype = compute_dtype(anchor)
+        anchor = tf.cast(anchor, dtype)
+        positive = tf.cast(tf.convert_to_tensor(positive), dtype)
+        negative = tf.roll(positive, shift=-shift, axis=0)  # row r holds positive[r + shift]
+        pos_score = tf.reduce_sum(anchor * positive, axis=-1)
+        neg_score = tf.reduce_sum(anchor * negative, axis=-1)
+        return tf.reduce_mean(tf.nn.softplus(neg_score - pos_score))
+
+
+def representation_mse(a, b) -> tf.Tensor:
+    """AdaFTR eq. 5 with ``l = MSE`` (``L_reg``, "w/o contrastive" in Table 5).
+
+    ``mean_r mean_k (a_rk - b_rk)^2`` over a ``[B, d]`` pair of task representations.
+    """
+    with tf.name_scope("representation_mse"):
+        a = tf.convert_to_tensor(a)
+        dtype = compute_dtype(a)
+        return tf.reduce_mean(tf.square(tf.cast(a, dtype) - tf.cast(b, dtype)))

@@ -1,0 +1,146 @@
+"""Training step time of a loss/model variant against its base config, on the same batches.
+
+Measures what an extra loss term costs per optimizer step, e.g. PWiseR against plain BCE
+(issue 4 goal: under 10 % at batch 2048)::
+
+    .venv/bin/python benchmarks/step_overhead.py --config configs/mmoe.yaml \\
+        --variant "PWiseR=loss.name=pwiser" --batch 2048
+
+Each variant is ``LABEL=section.key=value[,section.key=value...]`` (values parsed as YAML).
+The batches are ``--batches`` fixed batches of generated synthetic rows (preprocessed as
+``funnelrank train`` does), cached in memory and cycled, so the input pipeline costs the same
+for every variant and almost nothing. Models are built under ``trainer.strategy.make_strategy``
+(the production path) and stepped through Keras' own compiled train function. After
+``--warmup`` steps each, variants are timed in interleaved blocks of ``--steps`` steps
+(``--blocks`` rounds, ABAB...), so drifts of a shared machine hit every variant alike; the
+table reports the median block. Writes ``benchmarks/results/step_overhead_<name>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_variant(text: str):
+    """``"LABEL=a.b=1,c.d=x"`` -> ``("LABEL", {"a.b": 1, "c.d": "x"})``."""
+    import yaml
+
+    label, sep, rest = text.partition("=")
+    if not sep or not rest:
+        raise SystemExit(f"--variant {text!r}: expected LABEL=section.key=value[,...]")
+    overrides = {}
+    for item in rest.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--variant {text!r}: {item!r} is not section.key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return label, overrides
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "mmoe.yaml"))
+    parser.add_argument("--variant", action="append", required=True,
+                        help="LABEL=section.key=value[,...] (repeatable)")
+    parser.add_argument("--base-label", default="base")
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--batches", type=int, default=24)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--blocks", type=int, default=7)
+    parser.add_argument("--name", default=None, help="results file suffix (default: labels)")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, ROOT)
+    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    import tensorflow as tf
+
+    from funnelrank.data import synthetic
+    from schemas import features
+    from trainer import config as config_lib
+    from trainer import preprocess
+    from trainer.data import from_arrays
+    from trainer.fit import build_model
+    from trainer.model import FeatureInfo
+    from trainer.strategy import make_strategy
+
+    variants = [(args.base_label, {})] + [parse_variant(v) for v in args.variant]
+    configs = {label: config_lib.load(args.config, {"train.batch_size": args.batch, **ov})
+               for label, ov in variants}
+    num_actions = configs[args.base_label].data.num_actions
+    spec = features.synthetic_spec(num_actions)
+    frame = synthetic.generate(args.rows, seed=7, num_actions=num_actions)[list(spec.columns)]
+    pre = preprocess.fit(frame, spec)
+    arrays = pre.transform(frame)
+    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
+    strategy = make_strategy()
+    global_batch = args.batch * strategy.num_replicas_in_sync
+    ds = from_arrays(arrays, info.input_names, spec, global_batch, shuffle=True, seed=1,
+                     drop_remainder=True).take(args.batches).cache().repeat()
+    positives = int(arrays[features.transformed_name(spec.conversion_key)].sum())
+
+    steppers = {}
+    for label, cfg in configs.items():
+        with strategy.scope():
+            model = build_model(cfg, info)
+            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+        iterator = iter(strategy.experimental_distribute_dataset(ds))
+        steppers[label] = (model.make_train_function(), iterator)
+
+    def run(label: str, steps: int) -> float:
+        fn, iterator = steppers[label]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            logs = fn(iterator)
+        float(logs["loss"])  # wait for the last step
+        return (time.perf_counter() - t0) / steps
+
+    for label in steppers:
+        run(label, args.warmup)
+    blocks = {label: [] for label in steppers}
+    for _ in range(args.blocks):
+        for label in steppers:
+            blocks[label].append(run(label, args.steps))
+
+    base_ms = statistics.median(blocks[args.base_label]) * 1e3
+    rows = []
+    for label, times in blocks.items():
+        ms = statistics.median(times) * 1e3
+        rows.append({"variant": label, "overrides": dict(variants)[label],
+                     "step_ms_median": ms, "step_ms_blocks": [t * 1e3 for t in times],
+                     "examples_per_sec": global_batch / ms * 1e3,
+                     "overhead_pct": 100.0 * (ms / base_ms - 1.0)})
+    name = args.name or "_".join(v[0].lower() for v in variants[1:])
+    result = {"benchmark": "step_overhead", "config": os.path.relpath(args.config, ROOT),
+              "batch": global_batch, "replicas": strategy.num_replicas_in_sync,
+              "batches_cycled": args.batches, "conversions_in_data": positives,
+              "rows": args.rows, "steps_per_block": args.steps, "blocks": args.blocks,
+              "results": rows,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "tensorflow": tf.__version__, "platform": platform.platform()},
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = os.path.join(ROOT, "benchmarks", "results", f"step_overhead_{name}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"\nStep time, {result['config']}, batch {global_batch}, median of {args.blocks} "
+          f"blocks of {args.steps} steps\n")
+    print("| variant | ms / step | examples / s | overhead vs base |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['step_ms_median']:.1f} | {r['examples_per_sec']:.0f} | "
+              f"{r['overhead_pct']:+.1f} % |")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Loss recipes: labels + training-network outputs -> named scalar loss terms.
+
+A recipe is chosen by ``loss.name`` in the config (one module each):
+
+* ``esmm`` (:mod:`trainer.objectives.esmm`): BCE on ctr and ctcvr over all impressions
+  (ESMM eq. 3), optional AITM calibrator.
+* ``pwiser`` (:mod:`trainer.objectives.pwiser`): esmm + ``lambda * PWiseR`` (PWiseR eq. 1-2).
+* ``adaftr`` (:mod:`trainer.objectives.adaftr`): esmm + AdaFTR's relatedness and adaptive-tau
+  contrastive terms (AdaFTR eq. 8-14) and its Table 5 ablation variants.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from trainer.config import ConfigError, LossConfig
+from trainer.objectives.adaftr import AdaFTRObjective
+from trainer.objectives.base import Objective, Terms, bce, head_labels
+from trainer.objectives.esmm import Esmm
+from trainer.objectives.pwiser import PWiseRObjective
+
+RECIPES: Dict[str, Callable[[LossConfig], Objective]] = {
+    "esmm": Esmm, "pwiser": PWiseRObjective, "adaftr": AdaFTRObjective}
+
+__all__ = ["Objective", "Terms", "bce", "head_labels", "build_objective", "RECIPES"]
+
+
+def build_objective(cfg: LossConfig) -> Objective:
+    """The recipe named by ``cfg.name``, configured."""
+    if cfg.name not in RECIPES:
+        raise ConfigError(f"loss.name: unknown loss recipe {cfg.name!r}; expected one of "
+                          f"{sorted(RECIPES)}")
+    return RECIPES[cfg.name](cfg)

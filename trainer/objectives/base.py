@@ -1,0 +1,93 @@
+"""What every loss recipe shares: the interface, BCE on probabilities, head labels, arg checks.
+
+A recipe turns canonical labels (``{"click", "conversion"}``, float32 ``[B]``) and the outputs
+of the training network into named scalar loss terms. Terms are per-replica means (or
+batch-level values); the training step scales their sum for the distribution strategy.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Sequence
+
+import tensorflow as tf
+
+from trainer.config import ConfigError, LossConfig
+
+Terms = Dict[str, tf.Tensor]
+_EPS = 1e-7
+
+
+class Objective:
+    """A configured loss recipe.
+
+    Subclasses set ``ARGS`` (accepted ``loss.args`` with their defaults) and implement
+    ``term_names`` (known before training, so metric trackers can be created up front, which
+    distribution strategies require) and ``__call__``.
+
+    Recipes with training-only state (AdaFTR's relatedness net, MAN's uncertainty weights) set
+    ``NEEDS_AUX = True`` to receive the training network's auxiliary outputs (``"_reps"``: each
+    task's backbone representation; ``"_hidden"``: each task tower's layer activations), create
+    their layers in :meth:`build` (called once, inside the strategy scope, with the training
+    network) and list them in ``layers``. Those layers are trained with the network but are
+    never part of the exported inference network.
+    """
+
+    ARGS: Dict[str, object] = {}
+    NEEDS_AUX = False
+
+    def __init__(self, cfg: LossConfig):
+        unknown = sorted(set(cfg.args) - set(self.ARGS))
+        if unknown:
+            raise ConfigError(f"loss.args: {cfg.name} takes {sorted(self.ARGS) or 'no'} "
+                              f"arguments, got {unknown}")
+        self.name = cfg.name
+        self.args = {**self.ARGS, **dict(cfg.args)}
+        self.layers: List[tf.keras.layers.Layer] = []
+
+    def build(self, training_network: tf.keras.Model) -> None:
+        """Creates training-only layers from the training network's output shapes."""
+
+    @property
+    def trainable_variables(self) -> List[tf.Variable]:
+        return [v for layer in self.layers for v in layer.trainable_variables]
+
+    def term_names(self, heads: Sequence[str]) -> List[str]:
+        raise NotImplementedError
+
+    def __call__(self, labels: Mapping[str, tf.Tensor],
+                 outputs: Mapping[str, tf.Tensor]) -> Terms:
+        raise NotImplementedError
+
+    # -- argument checks (messages name loss.args.<key> and the received value) --
+    def number(self, key: str, low: float = 0.0, high: float = float("inf"),
+               low_open: bool = False) -> float:
+        """``loss.args[key]`` as a float in ``[low, high]`` (``(low, high]`` if low_open)."""
+        value = self.args[key]
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+              and (value > low if low_open else value >= low) and value <= high)
+        if not ok:
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            if high != float("inf"):
+                bound += f" and <= {high:g}"
+            raise ConfigError(f"loss.args.{key}: expected a number {bound}, got {value!r}")
+        return float(value)
+
+    def choice(self, key: str, choices: Sequence[str]) -> str:
+        value = self.args[key]
+        if value not in tuple(choices):
+            raise ConfigError(f"loss.args.{key}: expected one of {list(choices)}, got {value!r}")
+        return value
+
+
+def bce(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+    """Mean binary cross-entropy on probabilities (clipped to [eps, 1 - eps])."""
+    probs = tf.clip_by_value(tf.cast(probs, tf.float32), _EPS, 1 - _EPS)
+    labels = tf.cast(labels, tf.float32)
+    return -tf.reduce_mean(labels * tf.math.log(probs) + (1 - labels) * tf.math.log(1 - probs))
+
+
+def head_labels(labels: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Label of each standard head: ctr <- click, ctcvr <- click * conversion, cvr <- conversion
+    (the cvr label is only meaningful on clicked impressions)."""
+    click = tf.cast(labels["click"], tf.float32)
+    conversion = tf.cast(labels["conversion"], tf.float32)
+    return {"ctr": click, "ctcvr": click * conversion, "cvr": conversion}
