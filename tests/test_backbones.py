@@ -26,9 +26,13 @@ def test_every_backbone_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
 def test_config_trains_and_predicts_its_heads(path):
     _, arrays, info = fixtures.tiny_arrays(600)
-    cfg = config_lib.load(path, {"train.batch_size": 200, "train.epochs": 1})
+    cfg = config_lib.load(path, {"train.batch_size": 200, "train.epochs": 1, "meta.steps": 2,
+                                 "meta.support_size": 8, "meta.query_size": 8,
+                                 "meta.partition_key": "item"})
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 200, shuffle=True)
-    model, _ = fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    labels = {"click": "click_xf", "conversion": "conversion_xf"}
+    model, _ = fit_model(cfg, info, ds, ds, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                         meta_rows=lambda: (arrays, labels))
     assert np.isfinite(model.history.history["loss"]).all()
     outputs, _ = predict(model.network, from_arrays(arrays, info.input_names,
                                                     fixtures.TINY_SPEC, 600))

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer import config as config_lib
 from trainer.losses.uncertainty import UncertaintyWeights, uncertainty_weighted
+from trainer.objectives import build_objective
 
 
 def _reference(losses, log_sigma):
@@ -46,3 +48,61 @@ def test_layer_rejects_bad_args_and_wrong_number_of_losses():
         UncertaintyWeights(2, initial_log_sigma=float("nan"))
     with pytest.raises(ValueError, match="received: 3"):
         UncertaintyWeights(2)([tf.constant(1.0)] * 3)
+
+
+def _recipe(**args):
+    return build_objective(config_lib.from_dict(
+        {"loss": {"name": "uncertainty", "weights": {}, "args": args}}).loss)
+
+
+def _outputs_network():
+    x = tf.keras.Input(shape=(2,))
+    return tf.keras.Model(x, {"ctr": tf.keras.layers.Dense(1, name="ctr")(x),
+                              "ctcvr": tf.keras.layers.Dense(1, name="ctcvr")(x)})
+
+
+def _np_bce(y, p, wp=1.0, wn=1.0):
+    return -np.mean(wp * y * np.log(p) + wn * (1 - y) * np.log(1 - p))
+
+
+def test_recipe_terms_are_eq_3_with_class_weights():
+    recipe = _recipe(initial_log_sigma=0.3, positive_weight={"ctcvr": 4.0},
+                     negative_weight={"ctr": 0.5})
+    recipe.build(_outputs_network())
+    recipe.sigma.log_sigma.assign([0.3, -0.2])
+    click = np.array([1, 0, 1, 1, 0], np.float32)
+    conv = np.array([1, 0, 0, 1, 0], np.float32)
+    p_ctr = np.array([0.7, 0.2, 0.6, 0.9, 0.4], np.float32)
+    p_ctcvr = np.array([0.3, 0.05, 0.1, 0.5, 0.02], np.float32)
+    terms = recipe({"click": click, "conversion": conv}, {"ctr": p_ctr, "ctcvr": p_ctcvr})
+    l_ctr = _np_bce(click, p_ctr, wn=0.5)
+    l_ctcvr = _np_bce(click * conv, p_ctcvr, wp=4.0)
+    assert float(terms["task_ctr"]) == pytest.approx(0.5 * np.exp(-0.6) * l_ctr + 0.3, rel=1e-5)
+    assert float(terms["task_ctcvr"]) == pytest.approx(0.5 * np.exp(0.4) * l_ctcvr - 0.2,
+                                                       rel=1e-5)
+    total = float(uncertainty_weighted([l_ctr, l_ctcvr], np.array([0.3, -0.2])))
+    assert float(terms["task_ctr"] + terms["task_ctcvr"]) == pytest.approx(total, rel=1e-5)
+    report = recipe.report()
+    assert report["ctcvr"]["weight"] == pytest.approx(0.5 * np.exp(0.4), rel=1e-6)
+    assert [v.name for v in recipe.trainable_variables] == ["uncertainty/log_sigma:0"]
+
+
+def test_recipe_without_uncertainty_is_eq_2():
+    recipe = _recipe(uncertainty=False)
+    recipe.build(_outputs_network())
+    assert recipe.layers == [] and recipe.report() == {}
+    y = {"click": np.array([1.0, 0.0]), "conversion": np.array([0.0, 0.0])}
+    terms = recipe(y, {"ctr": np.array([0.6, 0.3]), "ctcvr": np.array([0.1, 0.2])})
+    assert float(terms["task_ctr"]) == pytest.approx(_np_bce(np.array([1, 0]),
+                                                             np.array([0.6, 0.3])), rel=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"uncertainty": 1}, r"loss.args.uncertainty: expected true/false, got 1"),
+    ({"positive_weight": {"cvr": 2.0}}, r"positive_weight: expected a mapping of \['ctr', "
+                                        r"'ctcvr'\] to positive numbers, got \{'cvr': 2.0\}"),
+    ({"negative_weight": {"ctr": 0}}, r"negative_weight: .* got \{'ctr': 0\}"),
+    ({"initial_log_sigma": float("inf")}, r"initial_log_sigma=inf")])
+def test_recipe_bad_arguments_are_named(args, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        _recipe(**args)

@@ -99,6 +99,13 @@ class TrainConfig:
       shuffle_buffer: Rows in the shuffle buffer.
       checkpoint_every_steps: BackupAndRestore interval.
       eval_batch_size: Batch used for prediction and evaluation.
+      early_stopping_patience: Epochs without improvement of ``early_stopping_monitor`` on
+        the validation data before training stops and the best epoch's weights are restored
+        (MAN's first stage); 0 disables early stopping.
+      early_stopping_monitor: Keras log key to maximise, e.g. ``val_ctcvr_auc``.
+      validation_percent: When early stopping needs validation data and the input has no
+        separate test split, this share of the train split (by hash) becomes the validation
+        set (``funnelrank train``; the TFX Trainer validates on its eval split).
     """
 
     batch_size: int = 1024
@@ -108,6 +115,50 @@ class TrainConfig:
     shuffle_buffer: int = 50_000
     checkpoint_every_steps: int = 500
     eval_batch_size: int = 4096
+    early_stopping_patience: int = 0
+    early_stopping_monitor: str = "val_ctcvr_auc"
+    validation_percent: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """MAN's second training stage: MAML over task partitions of the fusion layers.
+
+    After the general model is trained (stage 1), the fusion layers (the backbone's
+    ``fusion_layers()``, e.g. MAN's task attention, plus the top-level layers matching
+    ``layers``: towers and logits) are meta-trained as MAN Algorithm 1: each step samples one
+    partition (a value of ``partition_key``) per replica and task slot, takes an inner step
+    ``theta' = theta - inner_lr * grad L_support(theta)`` and sums ``grad_theta
+    L_query(theta')`` over the sampled partitions for the outer SGD step (``outer_lr``).
+
+    Attributes:
+      enabled: Run the stage.
+      partition_key: Sparse feature whose values define the meta-tasks (e.g. a user segment
+        or scenario field).
+      steps: Outer (meta) steps.
+      tasks_per_replica: Partitions each replica handles per step.
+      support_size, query_size: Rows of the (disjoint) support and query batches.
+      inner_lr: alpha, the inner-step size.
+      outer_lr: beta, the outer SGD step size.
+      first_order: Drop the second-order term (first-order MAML).
+      layers: Name patterns (fnmatch) of top-level network layers meta-trained besides the
+        backbone's fusion layers.
+      max_rows: Rows of the train split kept in memory for sampling.
+      log_every: Progress line interval in steps.
+    """
+
+    enabled: bool = False
+    partition_key: str = "user_segment"
+    steps: int = 200
+    tasks_per_replica: int = 1
+    support_size: int = 512
+    query_size: int = 512
+    inner_lr: float = 0.01
+    outer_lr: float = 0.001
+    first_order: bool = False
+    layers: Tuple[str, ...] = ("*/tower", "*/logit")
+    max_rows: int = 500_000
+    log_every: int = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +202,7 @@ class ExperimentConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
 
@@ -158,7 +210,7 @@ class ExperimentConfig:
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _SECTION_CLASSES = {
     "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
-    "eval": EvalConfig, "pipeline": PipelineConfig,
+    "meta": MetaConfig, "eval": EvalConfig, "pipeline": PipelineConfig,
 }
 
 
@@ -217,6 +269,19 @@ def _validate(cfg: ExperimentConfig) -> None:
     for key in ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}: expected >= 1, got {getattr(cfg.train, key)}")
+    if cfg.train.early_stopping_patience < 0:
+        raise ConfigError(f"train.early_stopping_patience: expected >= 0 (0 = off), got "
+                          f"{cfg.train.early_stopping_patience}")
+    if not 0 < cfg.train.validation_percent < 100:
+        raise ConfigError(f"train.validation_percent: expected 1..99, got "
+                          f"{cfg.train.validation_percent}")
+    for key in ("steps", "tasks_per_replica", "support_size", "query_size", "max_rows",
+                "log_every"):
+        if getattr(cfg.meta, key) < 1:
+            raise ConfigError(f"meta.{key}: expected >= 1, got {getattr(cfg.meta, key)}")
+    for key in ("inner_lr", "outer_lr"):
+        if getattr(cfg.meta, key) <= 0:
+            raise ConfigError(f"meta.{key}: expected > 0, got {getattr(cfg.meta, key)}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):

@@ -69,3 +69,17 @@ def predict(network: tf.keras.Model, ds: tf.data.Dataset):
             labels.setdefault(k, []).append(v.numpy())
     return ({k: np.concatenate(v) for k, v in outs.items()},
             {k: np.concatenate(v) for k, v in labels.items()})
+
+
+def collect_rows(ds: tf.data.Dataset, max_rows: int) -> Dict[str, np.ndarray]:
+    """The first ``max_rows`` rows of a ``(features, labels)`` dataset as one array per key
+    (features keep their ``[N, 1]`` shape; labels, e.g. ``click``, are ``[N]``)."""
+    parts: Dict[str, list] = {}
+    count = 0
+    for x, y in ds:
+        for k, v in {**x, **y}.items():
+            parts.setdefault(k, []).append(v.numpy())
+        count += int(next(iter(y.values())).shape[0])
+        if count >= max_rows:
+            break
+    return {k: np.concatenate(v)[:max_rows] for k, v in parts.items()}

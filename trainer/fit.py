@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from schemas.features import transformed_name
 from trainer import metrics as offline
-from trainer.config import ExperimentConfig
+from trainer.config import ConfigError, ExperimentConfig
 from trainer.data import predict
 from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
@@ -28,6 +29,7 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         self.every = every
         self.train_seconds = 0.0
         self.train_examples = 0
+        self.summary: Dict[str, object] = {}  # objective report, meta stage, early stopping
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -64,35 +66,88 @@ def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
     return FunnelModel(networks.inference, objective, networks.training)
 
 
+MetaRows = Callable[[], Tuple[Mapping[str, np.ndarray], Mapping[str, str]]]
+
+
 def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Dataset,
               eval_ds: Optional[tf.data.Dataset], strategy: tf.distribute.Strategy,
               backup_dir: Optional[str] = None, steps_per_epoch: Optional[int] = None,
-              log_every: int = 100):
-    """Builds the model under ``strategy.scope()`` and fits it.
+              log_every: int = 100, meta_rows: Optional[MetaRows] = None):
+    """Builds the model under ``strategy.scope()`` and fits it (then meta-trains it).
+
+    Stage 1 is Keras ``fit`` (early stopping on ``eval_ds`` when
+    ``train.early_stopping_patience`` > 0, best weights restored). Stage 2, when
+    ``meta.enabled``, meta-trains the fusion layers (:mod:`trainer.meta`) on rows from
+    ``meta_rows``.
 
     Args:
-      cfg: Experiment config (model, loss, train sections are used).
+      cfg: Experiment config (model, loss, train, meta sections are used).
       info: Input vocabulary sizes and dense features.
-      train_ds, eval_ds: Batched datasets of (features, labels) at the global batch size.
+      train_ds, eval_ds: Batched datasets of (features, labels) at the global batch size;
+        ``eval_ds`` is the validation data of ``fit`` (may be None without early stopping).
       strategy: Distribution strategy (model, optimizer and metrics are created in its scope).
       backup_dir: If set, BackupAndRestore checkpoints there every
         ``cfg.train.checkpoint_every_steps`` steps; a killed run resumes from it.
       steps_per_epoch: Steps per epoch if the dataset is repeated, else None.
       log_every: Progress line interval in steps.
+      meta_rows: Returns ``(arrays, label_keys)``: in-memory train rows (``<key>_xf`` ->
+        ``[N, 1]`` plus label columns) and canonical label -> column; needed by stage 2.
 
     Returns:
-      (FunnelModel, ProgressLogger) - the logger holds the measured training throughput.
+      (FunnelModel, ProgressLogger) - the logger holds the measured training throughput and,
+      in ``summary``, the recipe's report (e.g. learned task weights), the early-stopping
+      epoch and the meta stage's summary.
+
+    Raises:
+      ConfigError: Early stopping without validation data, or meta without rows or with a
+        partition key that is not a sparse feature.
     """
+    patience = cfg.train.early_stopping_patience
+    if patience and eval_ds is None:
+        raise ConfigError("train.early_stopping_patience needs validation data")
+    if cfg.meta.enabled:
+        if meta_rows is None:
+            raise ConfigError("meta.enabled needs the train rows (meta_rows)")
+        if cfg.meta.partition_key not in info.vocab_sizes:
+            raise ConfigError(f"meta.partition_key: expected one of the sparse features "
+                              f"{sorted(info.vocab_sizes)}, got {cfg.meta.partition_key!r}")
     with strategy.scope():
         model = build_model(cfg, info)
         model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     progress = ProgressLogger(cfg.train.batch_size * strategy.num_replicas_in_sync, log_every)
     callbacks = [progress, tf.keras.callbacks.TerminateOnNaN()]
+    stopper = None
+    if patience:
+        stopper = tf.keras.callbacks.EarlyStopping(
+            monitor=cfg.train.early_stopping_monitor, mode="max", patience=patience,
+            restore_best_weights=True)
+        callbacks.append(stopper)
     if backup_dir:
         callbacks.append(tf.keras.callbacks.BackupAndRestore(
             backup_dir, save_freq=cfg.train.checkpoint_every_steps, delete_checkpoint=True))
     model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
               steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
+    if stopper is not None:
+        history = model.history.history.get(cfg.train.early_stopping_monitor)
+        if history is None:
+            raise ConfigError(f"train.early_stopping_monitor: {cfg.train.early_stopping_monitor!r}"
+                              f" is not a training log key; have {sorted(model.history.history)}")
+        best = int(np.argmax(history))
+        progress.summary["early_stopping"] = {"epochs_run": len(history), "best_epoch": best + 1,
+                                              "best": float(history[best])}
+        log.info("stage 1: best %s %.5f at epoch %d of %d", cfg.train.early_stopping_monitor,
+                 history[best], best + 1, len(history))
+    report = model.objective.report()
+    if report:
+        progress.summary["objective"] = report
+        log.info("loss recipe %s learned: %s", cfg.loss.name, report)
+    if cfg.meta.enabled:
+        from trainer.meta import meta_train
+
+        arrays, label_keys = meta_rows()
+        progress.summary["meta"] = meta_train(
+            model, arrays, info.input_names, label_keys,
+            transformed_name(cfg.meta.partition_key), cfg.meta, strategy, cfg.train.seed)
     return model, progress
 
 

@@ -29,6 +29,7 @@ from trainer.layers.aitm import AITM
 from trainer.layers.common import register
 from trainer.layers.cross_stitch import CrossStitch
 from trainer.layers.embedding import FeatureEmbedding
+from trainer.layers.man import MAN
 from trainer.layers.mlp import MLP
 from trainer.layers.mmoe import MMoE
 from trainer.layers.omoe import OMoE
@@ -42,7 +43,7 @@ from trainer.layers.stl import DNN, MaskNet
 BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
     "dnn": DNN, "masknet": MaskNet, "shared_bottom": SharedBottom, "omoe": OMoE,
     "mmoe": MMoE, "cgc": CGC, "ple": PLE, "cross_stitch": CrossStitch, "esmm": DNN,
-    "aitm": AITM,
+    "aitm": AITM, "man": MAN,
 }
 # Backbones whose output already went through task towers: only the logit is added.
 OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})

@@ -11,7 +11,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from schemas import features
 from serving.export import export_serving_model
 from trainer import config as config_lib
-from trainer.data import from_transformed
+from trainer.data import collect_rows, from_transformed
 from trainer.fit import evaluate_heads, fit_model, format_report
 from trainer.model import FeatureInfo
 from trainer.strategy import make_strategy
@@ -51,11 +51,20 @@ def run_fn(fn_args: FnArgs) -> None:
     eval_ds = from_transformed(fn_args.eval_files, feature_spec, info.input_names, spec,
                                cfg.train.eval_batch_size)
     backup_dir = fn_args.model_run_dir + "/backup"
-    model, progress = fit_model(cfg, info, train_ds, eval_ds, strategy, backup_dir=backup_dir)
+
+    def meta_rows():
+        rows = from_transformed(fn_args.train_files, feature_spec, info.input_names, spec,
+                                cfg.train.eval_batch_size)
+        return collect_rows(rows, cfg.meta.max_rows), {"click": "click",
+                                                       "conversion": "conversion"}
+
+    model, progress = fit_model(cfg, info, train_ds, eval_ds, strategy, backup_dir=backup_dir,
+                                meta_rows=meta_rows)
     report = evaluate_heads(model.network, eval_ds)
     log.info("eval split:\n%s", format_report(report))
     log.info("training throughput: %.0f examples/s", progress.examples_per_sec)
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(fn_args.model_run_dir + "/metrics.json", "w") as f:
-        json.dump({"heads": report, "examples_per_sec": progress.examples_per_sec}, f, indent=2)
+        json.dump({"heads": report, "examples_per_sec": progress.examples_per_sec,
+                   **progress.summary}, f, indent=2)
     export_serving_model(model.network, tft_output, spec, fn_args.serving_model_dir)

@@ -20,6 +20,7 @@ import pandas as pd
 import tensorflow as tf
 
 from funnelrank.data import adapters
+from schemas.features import transformed_name
 from trainer import config as config_lib
 from trainer import preprocess
 from trainer.data import from_arrays
@@ -32,9 +33,21 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def hash_split(frame: pd.DataFrame, eval_percent: int):
-    """Deterministic split by a hash of each row's content (like ExampleGen's hash split)."""
-    buckets = pd.util.hash_pandas_object(frame, index=False).to_numpy() % 100
+VALIDATION_SALT = 0x5EED_0F_5A1D
+
+
+def hash_split(frame: pd.DataFrame, eval_percent: int, salt: int = 0):
+    """Deterministic split by a hash of each row's content (like ExampleGen's hash split).
+
+    Splitting a split again needs another ``salt``: with the same one its rows all fall in
+    the buckets they were selected by. The salt is mixed into the row hash (pandas' own
+    ``hash_key`` only affects text columns).
+    """
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    if salt:
+        with np.errstate(over="ignore"):
+            hashes = ((hashes ^ np.uint64(salt)) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
+    buckets = hashes % 100
     is_eval = buckets < eval_percent
     return frame[~is_eval].reset_index(drop=True), frame[is_eval].reset_index(drop=True)
 
@@ -62,23 +75,50 @@ def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
 
     strategy = make_strategy()
     global_batch = cfg.train.batch_size * strategy.num_replicas_in_sync
-    train_ds = from_arrays(arrays["train"], info.input_names, spec, global_batch, shuffle=True,
+    train_arrays, validation = arrays["train"], None
+    if cfg.train.early_stopping_patience:
+        if "test" in arrays:  # eval is a validation split, test the held-out one
+            validation = arrays["eval"]
+        else:
+            train_frame, val_frame = hash_split(frames["train"], cfg.train.validation_percent,
+                                                VALIDATION_SALT)
+            train_arrays, validation = pre.transform(train_frame), pre.transform(val_frame)
+            rows = {**rows, "train": len(train_frame), "validation": len(val_frame)}
+            log.info("early stopping validates on %d rows held out of train", len(val_frame))
+    train_ds = from_arrays(train_arrays, info.input_names, spec, global_batch, shuffle=True,
                            seed=cfg.train.seed)
     eval_ds = from_arrays(arrays["eval"], info.input_names, spec, cfg.train.eval_batch_size)
+    val_ds = None if validation is None else from_arrays(
+        validation, info.input_names, spec, cfg.train.eval_batch_size)
+
+    def meta_rows():
+        keep = {k: v[:cfg.meta.max_rows] for k, v in train_arrays.items()}
+        return keep, {"click": transformed_name(spec.click_key),
+                      "conversion": transformed_name(spec.conversion_key)}
+
     t0 = time.perf_counter()
-    model, progress = fit_model(cfg, info, train_ds, None, strategy)
+    model, progress = fit_model(cfg, info, train_ds, val_ds, strategy, meta_rows=meta_rows)
     train_seconds = time.perf_counter() - t0
 
     result = {"heads": evaluate_heads(model.network, eval_ds),
               "examples_per_sec": progress.examples_per_sec,
               "train_seconds": train_seconds, "rows": rows,
-              "replicas": strategy.num_replicas_in_sync, "config": config_lib.to_dict(cfg)}
+              "replicas": strategy.num_replicas_in_sync, **progress.summary,
+              "config": config_lib.to_dict(cfg)}
     if "test" in arrays:
         test_ds = from_arrays(arrays["test"], info.input_names, spec, cfg.train.eval_batch_size)
         result["test_heads"] = evaluate_heads(model.network, test_ds)
     print(format_report(result["heads"]))
     print(f"training: {progress.examples_per_sec:.0f} examples/s over "
           f"{cfg.train.epochs} epoch(s), {train_seconds:.1f}s")
+    for head, learned in (progress.summary.get("objective") or {}).items():
+        if isinstance(learned, dict) and "weight" in learned:
+            print(f"learned task weight {head}: {learned['weight']:.5f} "
+                  f"(log sigma {learned['log_sigma']:+.4f})")
+    if "meta" in progress.summary:
+        meta = progress.summary["meta"]
+        print(f"meta stage: {meta['steps']} steps over {meta['partitions']} partitions, query "
+              f"loss {meta['query_loss_first']:.5f} -> {meta['query_loss_last']:.5f}")
     with open(os.path.join(out_dir, METRICS_FILE), "w") as f:
         json.dump(result, f, indent=2, default=_json_default)
     model.network.save(os.path.join(out_dir, "model"), save_format="tf")

@@ -50,7 +50,7 @@ class FunnelModel(tf.keras.Model):
     def metrics(self):
         return [self.loss_tracker, *self.term_trackers.values(), *self.aucs.values()]
 
-    def _terms(self, labels, outputs) -> Dict[str, tf.Tensor]:
+    def loss_terms(self, labels, outputs) -> Dict[str, tf.Tensor]:
         terms = dict(self.objective(labels, outputs))
         if self.training_network.losses:
             terms["regularization"] = tf.add_n(self.training_network.losses)
@@ -76,7 +76,7 @@ class FunnelModel(tf.keras.Model):
         x, labels = data
         with tf.GradientTape() as tape:
             outputs = self.training_network(x, training=True)
-            terms = self._terms(labels, outputs)
+            terms = self.loss_terms(labels, outputs)
             total = tf.add_n(list(terms.values()))
             # Gradients are summed over replicas; scale the per-replica mean accordingly.
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
@@ -88,7 +88,7 @@ class FunnelModel(tf.keras.Model):
     def test_step(self, data):
         x, labels = data
         outputs = self.training_network(x, training=False)
-        terms = self._terms(labels, outputs)
+        terms = self.loss_terms(labels, outputs)
         return self._track(labels, outputs, terms, tf.add_n(list(terms.values())))
 
 

@@ -7,6 +7,8 @@ A recipe is chosen by ``loss.name`` in the config (one module each):
 * ``pwiser`` (:mod:`trainer.objectives.pwiser`): esmm + ``lambda * PWiseR`` (PWiseR eq. 1-2).
 * ``adaftr`` (:mod:`trainer.objectives.adaftr`): esmm + AdaFTR's relatedness and adaptive-tau
   contrastive terms (AdaFTR eq. 8-14) and its Table 5 ablation variants.
+* ``uncertainty`` (:mod:`trainer.objectives.uncertainty`): MAN's recipe, the esmm task losses
+  (optionally class-weighted) combined by learned uncertainty weights (MAN eq. 3).
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from trainer.objectives.adaftr import AdaFTRObjective
 from trainer.objectives.base import Objective, Terms, bce, head_labels
 from trainer.objectives.esmm import Esmm
 from trainer.objectives.pwiser import PWiseRObjective
+from trainer.objectives.uncertainty import UncertaintyObjective
 
 RECIPES: Dict[str, Callable[[LossConfig], Objective]] = {
-    "esmm": Esmm, "pwiser": PWiseRObjective, "adaftr": AdaFTRObjective}
+    "esmm": Esmm, "pwiser": PWiseRObjective, "adaftr": AdaFTRObjective,
+    "uncertainty": UncertaintyObjective}
 
 __all__ = ["Objective", "Terms", "bce", "head_labels", "build_objective", "RECIPES"]
 

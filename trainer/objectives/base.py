@@ -53,6 +53,10 @@ class Objective:
     def term_names(self, heads: Sequence[str]) -> List[str]:
         raise NotImplementedError
 
+    def report(self) -> Dict[str, object]:
+        """Learned recipe state worth printing after training (e.g. MAN's task weights)."""
+        return {}
+
     def __call__(self, labels: Mapping[str, tf.Tensor],
                  outputs: Mapping[str, tf.Tensor]) -> Terms:
         raise NotImplementedError
