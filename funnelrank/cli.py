@@ -76,6 +76,10 @@ def cmd_run(args) -> int:
     for head, m in sorted(result["evaluation"].items()):
         if "auc" in m:
             print(f"evaluation {head} AUC: {m['auc']:.4f}")
+    for head, m in sorted((result.get("trainer") or {}).get("heads", {}).items()):
+        gauc = m.get("gauc")
+        if gauc is not None and gauc == gauc:  # not NaN
+            print(f"trainer eval split {head} GAUC: {gauc:.4f} (AUC {m['auc']:.4f})")
     if result["pushed_model"]:
         print(f"pushed model: {result['pushed_model']}")
     else:

@@ -46,3 +46,25 @@ def prepare_data(cfg: config_lib.ExperimentConfig, paths: PipelinePaths):
     from funnelrank.data import adapters  # not needed to compile for Kubeflow
 
     return adapters.prepare(cfg.data, os.path.join(paths.root, "data"))
+
+
+def dataset_spec(cfg: config_lib.ExperimentConfig, spec: features.DatasetSpec
+                 ) -> features.DatasetSpec:
+    """The spec the Transform and Trainer see: with the ADM columns when ADM runs."""
+    if not cfg.adm.enabled:
+        return spec
+    try:
+        return features.with_adm(spec)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"adm.enabled: {e}") from e
+
+
+def adm_params(cfg: config_lib.ExperimentConfig, spec: features.DatasetSpec):
+    """``AdmParams.to_dict()`` for the ADM component, or None when ADM is off."""
+    if not cfg.adm.enabled:
+        return None
+    from transform.adm import AdmParams
+
+    thresholds = cfg.adm.thresholds
+    return AdmParams.for_spec(spec, cfg.adm.window_seconds,
+                              thresholds[0] if len(thresholds) == 1 else thresholds).to_dict()

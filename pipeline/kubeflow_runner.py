@@ -11,7 +11,7 @@ import os
 
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline.common import PipelinePaths, custom_config
+from pipeline.common import PipelinePaths, adm_params, custom_config, dataset_spec
 from pipeline.pipeline import create_pipeline
 from funnelrank.data import adapters
 from trainer import config as config_lib
@@ -25,10 +25,12 @@ def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
     pipeline = create_pipeline(
         pipeline_name=cfg.pipeline.name, pipeline_root=paths.pipeline_root,
         data_root=paths.data_root, splits=splits, eval_percent=cfg.data.eval_percent,
-        schema_path=cfg.pipeline.schema, custom_config=custom_config(cfg, spec),
+        schema_path=cfg.pipeline.schema,
+        custom_config=custom_config(cfg, dataset_spec(cfg, spec)),
         click_key=spec.click_key, conversion_key=spec.conversion_key,
         min_ctr_auc=cfg.eval.min_ctr_auc, serving_model_dir=paths.serving_dir(cfg),
-        metadata_connection_config=None, beam_pipeline_args=list(cfg.pipeline.beam_args))
+        metadata_connection_config=None, beam_pipeline_args=list(cfg.pipeline.beam_args),
+        adm_params=adm_params(cfg, spec))
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

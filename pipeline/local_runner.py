@@ -9,7 +9,8 @@ from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
-from pipeline.common import PipelinePaths, custom_config, prepare_data
+from pipeline.common import (PipelinePaths, adm_params, custom_config, dataset_spec,
+                             prepare_data)
 from pipeline.pipeline import create_pipeline
 from trainer import config as config_lib
 
@@ -42,6 +43,19 @@ def read_evaluation(pipeline_root: str) -> Dict[str, Dict[str, float]]:
     return heads
 
 
+def read_trainer_metrics(pipeline_root: str) -> Dict:
+    """The Trainer's own eval-split report (``run_fn``'s metrics.json: AUC, LogLoss, GAUC per
+    head, learned recipe state), or {} when the run wrote none."""
+    import json
+
+    uri = _latest(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
+    path = os.path.join(uri, "metrics.json") if uri else None
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def blessed(pipeline_root: str) -> bool:
     uri = _latest(os.path.join(pipeline_root, "Evaluator", "blessing", "*"))
     return bool(uri) and os.path.exists(os.path.join(uri, "BLESSED"))
@@ -66,7 +80,8 @@ def run(cfg: config_lib.ExperimentConfig) -> Dict:
     """Prepares the data, runs every component, and reports where the model was pushed.
 
     Returns:
-      ``{"pushed_model": path or None, "blessed": bool, "evaluation": {...}, "seconds": ..}``.
+      ``{"pushed_model": path or None, "blessed": bool, "evaluation": {...} (TFMA),
+      "trainer": {...} (run_fn's metrics.json), "seconds": ..}``.
     """
     t0 = time.perf_counter()
     paths = PipelinePaths(os.path.abspath(cfg.pipeline.root))
@@ -79,15 +94,17 @@ def run(cfg: config_lib.ExperimentConfig) -> Dict:
         data_root=paths.data_root,
         splits=None if prepared.hash_split else sorted(prepared.splits),
         eval_percent=cfg.data.eval_percent, schema_path=cfg.pipeline.schema,
-        custom_config=custom_config(cfg, prepared.spec), click_key=prepared.spec.click_key,
-        conversion_key=prepared.spec.conversion_key, min_ctr_auc=cfg.eval.min_ctr_auc,
-        serving_model_dir=serving_dir,
+        custom_config=custom_config(cfg, dataset_spec(cfg, prepared.spec)),
+        click_key=prepared.spec.click_key, conversion_key=prepared.spec.conversion_key,
+        min_ctr_auc=cfg.eval.min_ctr_auc, serving_model_dir=serving_dir,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
-        beam_pipeline_args=local_beam_args(cfg.pipeline.beam_args))
+        beam_pipeline_args=local_beam_args(cfg.pipeline.beam_args),
+        adm_params=adm_params(cfg, prepared.spec))
     tfx.orchestration.LocalDagRunner().run(pipeline)
     pushed = sorted(set(glob.glob(os.path.join(serving_dir, "*"))) - before)
     return {"pushed_model": pushed[-1] if pushed else None,
             "blessed": blessed(paths.pipeline_root),
             "evaluation": read_evaluation(paths.pipeline_root),
+            "trainer": read_trainer_metrics(paths.pipeline_root),
             "seconds": time.perf_counter() - t0}

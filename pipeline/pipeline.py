@@ -1,10 +1,12 @@
 """The TFX pipeline definition: every value is passed in, nothing read from globals.
 
-ExampleGen (CSV) -> StatisticsGen -> SchemaGen | ImportSchemaGen -> ExampleValidator ->
-Transform -> Trainer -> Evaluator (TFMA, AUC per head, blessing threshold) -> Pusher.
+ExampleGen (CSV) [-> AttributionDrivenMasking (KAML's ADM, a Beam job)] -> StatisticsGen ->
+SchemaGen | ImportSchemaGen -> ExampleValidator -> Transform -> Trainer -> Evaluator (TFMA,
+AUC per head, blessing threshold) -> Pusher.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
@@ -61,7 +63,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
                     click_key: str, conversion_key: str, min_ctr_auc: float,
                     serving_model_dir: str,
                     metadata_connection_config=None,
-                    beam_pipeline_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
+                    beam_pipeline_args: Optional[List[str]] = None,
+                    adm_params: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -78,6 +81,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
       serving_model_dir: Pusher destination (``<dir>/<version>/``).
       metadata_connection_config: ML Metadata connection (None for Kubeflow).
       beam_pipeline_args: Beam runner arguments.
+      adm_params: ``transform.adm.AdmParams.to_dict()`` to run ADM on the examples before
+        every component that reads them, or None.
 
     Returns:
       The ``tfx.dsl.Pipeline``.
@@ -85,7 +90,15 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
     input_config, output_config = example_gen_configs(splits, eval_percent)
     example_gen = tfx.components.CsvExampleGen(
         input_base=data_root, input_config=input_config, output_config=output_config)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    components = [example_gen]
+    examples = example_gen.outputs["examples"]
+    if adm_params is not None:
+        from pipeline.adm_component import AttributionDrivenMasking
+
+        adm = AttributionDrivenMasking(examples=examples, params_json=json.dumps(adm_params))
+        components.append(adm)
+        examples = adm.outputs["adm_examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     if schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
     else:
@@ -94,7 +107,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        examples=examples, schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
     all_splits = list(splits) if splits else ["train", "eval"]
     eval_split = "eval"
@@ -108,7 +121,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
         custom_config=custom_config)
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        examples=examples, model=trainer.outputs["model"],
         eval_config=eval_config(click_key, conversion_key, min_ctr_auc),
         example_splits=[evaluator_split])
     pusher = tfx.components.Pusher(
@@ -117,7 +130,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, evaluator, pusher],
+        components=components + [statistics_gen, schema_gen, example_validator, transform,
+                                 trainer, evaluator, pusher],
         enable_cache=False, metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

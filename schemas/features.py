@@ -23,6 +23,19 @@ def transformed_name(key: str) -> str:
     return key + TRANSFORMED_SUFFIX
 
 
+ADM_COUNT, ADM_MASK, ADM_ORIGINAL = "adm_count", "adm_mask", "adm_original"
+
+
+def adm_key(prefix: str, action: int) -> str:
+    """Column the ADM job (``transform.adm``) adds for ``action``: ``adm_mask_3`` etc."""
+    return f"{prefix}_{action}"
+
+
+def action_head(action: int) -> str:
+    """Name of the per-action conversion head: ``cvr_<action>`` (DESIGN.md)."""
+    return f"cvr_{action}"
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """Columns of one dataset format, by role.
@@ -39,6 +52,11 @@ class DatasetSpec:
         (e.g. timestamp, target action for evaluation slices).
       timestamp_key: Column with the impression time (integer seconds, >= 0), or ``None``;
         list it in ``passthrough_keys`` (or another role) to make it a column.
+      target_key: Column with the sample's target conversion action ``0..N-1`` (KAML), or
+        ``None``.
+      task_key: Column with the ad task id whose history ADM counts, or ``None``.
+      adm_keys: Columns the ADM job added (``adm_mask_<j>``, ``adm_original_<j>``), passed
+        through preprocessing to the trainer; empty unless ADM ran (:func:`with_adm`).
 
     ``integer_keys`` (derived): columns that must parse as integers (ids, labels, timestamps).
     """
@@ -52,6 +70,23 @@ class DatasetSpec:
     action_label_keys: Tuple[str, ...] = ()
     passthrough_keys: Tuple[str, ...] = ()
     timestamp_key: str | None = None
+    target_key: str | None = None
+    task_key: str | None = None
+    adm_keys: Tuple[str, ...] = ()
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_label_keys)
+
+    @property
+    def adm_mask_keys(self) -> Tuple[str, ...]:
+        return tuple(adm_key(ADM_MASK, j) for j in range(self.num_actions)) \
+            if self.adm_keys else ()
+
+    @property
+    def adm_original_keys(self) -> Tuple[str, ...]:
+        return tuple(adm_key(ADM_ORIGINAL, j) for j in range(self.num_actions)) \
+            if self.adm_keys else ()
 
     @property
     def label_keys(self) -> Tuple[str, ...]:
@@ -91,7 +126,29 @@ def synthetic_spec(num_actions: int = DEFAULT_NUM_ACTIONS) -> DatasetSpec:
         action_label_keys=tuple(f"conv_{j}" for j in range(num_actions)),
         passthrough_keys=("timestamp",),
         timestamp_key="timestamp",
+        target_key="target_action",
+        task_key="ad_task_id",
     )
+
+
+def with_adm(spec: DatasetSpec) -> DatasetSpec:
+    """``spec`` of the data after the ADM job: its masks and original indicators are features
+    of the examples that preprocessing passes through (never network inputs).
+
+    Raises:
+      ValueError: The dataset has no target action, ad task, timestamp or action labels.
+    """
+    missing = [name for name, value in (("target_key", spec.target_key),
+                                        ("task_key", spec.task_key),
+                                        ("timestamp_key", spec.timestamp_key),
+                                        ("action_label_keys", spec.action_label_keys))
+               if not value]
+    if missing:
+        raise ValueError(f"ADM needs per-action labels, a target action, an ad task and a "
+                         f"timestamp; dataset {spec.name!r} lacks {missing}")
+    keys = tuple(adm_key(p, j) for p in (ADM_MASK, ADM_ORIGINAL)
+                 for j in range(spec.num_actions))
+    return dataclasses.replace(spec, adm_keys=keys)
 
 
 ALI_CCP_SPARSE = ("101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206",

@@ -1,4 +1,5 @@
-"""Regenerates ``schemas/synthetic.pbtxt`` and ``schemas/ali_ccp.pbtxt`` with TFDV.
+"""Regenerates ``schemas/synthetic.pbtxt``, ``schemas/ali_ccp.pbtxt`` (TFDV) and
+``schemas/synthetic_adm.pbtxt`` (the synthetic schema plus the ADM columns).
 
 Each schema is inferred (``tfdv.infer_schema`` with ``infer_feature_shape=True``, as the
 pipeline's SchemaGen does) from statistics of *prepared* CSVs (``funnelrank.data.adapters``),
@@ -6,10 +7,13 @@ i.e. exactly what CsvExampleGen reads: INT for integer columns, FLOAT for dense 
 feature required (presence min_fraction 1) with one value (shape [1]). Domains and
 vocabularies are removed so ExampleValidator never flags ids or values unseen here.
 
+The ADM schema adds ``adm_count_<j>``, ``adm_mask_<j>`` and ``adm_original_<j>`` (INT, like
+the action labels) for the KAML pipeline, whose Transform reads the ADM component's output.
+
 Usage (from the repository root)::
 
     .venv/bin/python schemas/make_schemas.py [--ali-ccp-dir ../shared/data/ali_ccp_sample]
-        [--synthetic-rows 20000] [--out-dir schemas] [--value-count]
+        [--synthetic-rows 20000] [--out-dir schemas] [--value-count] [--adm-only]
 """
 from __future__ import annotations
 
@@ -57,6 +61,31 @@ def infer(data_cfg: DataConfig, work_dir: str, infer_feature_shape: bool = True)
     return schema
 
 
+def with_adm_features(schema, num_actions: int):
+    """A copy of ``schema`` with the ADM columns, each shaped like ``conv_0``."""
+    from schemas.features import ADM_COUNT, ADM_MASK, ADM_ORIGINAL, adm_key
+
+    out = type(schema)()
+    out.CopyFrom(schema)
+    template = next(f for f in schema.feature if f.name == "conv_0")
+    for prefix in (ADM_COUNT, ADM_MASK, ADM_ORIGINAL):
+        for j in range(num_actions):
+            feature = out.feature.add()
+            feature.CopyFrom(template)
+            feature.name = adm_key(prefix, j)
+    return out
+
+
+def write_adm_schema(out_dir: str, num_actions: int = 5) -> str:
+    """Derives ``synthetic_adm.pbtxt`` from ``synthetic.pbtxt`` in ``out_dir``."""
+    import tensorflow_data_validation as tfdv
+
+    schema = tfdv.load_schema_text(os.path.join(out_dir, "synthetic.pbtxt"))
+    out = os.path.join(out_dir, "synthetic_adm.pbtxt")
+    tfdv.write_schema_text(with_adm_features(schema, num_actions), out)
+    return out
+
+
 def main(argv=None) -> int:
     """Writes both schema files; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,7 +94,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", default=os.path.join(ROOT, "schemas"))
     parser.add_argument("--value-count", action="store_true",
                         help="value_count 1 (VarLen) instead of shape [1] (FixedLen)")
+    parser.add_argument("--adm-only", action="store_true",
+                        help="only derive synthetic_adm.pbtxt from synthetic.pbtxt")
     args = parser.parse_args(argv)
+    if args.adm_only:
+        print(f"wrote {write_adm_schema(args.out_dir)}")
+        return 0
 
     import tensorflow_data_validation as tfdv
 
@@ -80,6 +114,7 @@ def main(argv=None) -> int:
             out = os.path.join(args.out_dir, f"{name}.pbtxt")
             tfdv.write_schema_text(schema, out)
             print(f"wrote {out} ({len(schema.feature)} features)")
+    print(f"wrote {write_adm_schema(args.out_dir)}")
     return 0
 
 

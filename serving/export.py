@@ -88,7 +88,8 @@ def export_serving_model(network: tf.keras.Model, tft_output: tft.TFTransformOut
     network.tft_layer = tft_output.transform_features_layer()
     parse_spec = raw_serving_spec(tft_output, spec)
     raw_dtypes = {k: parse_spec[k].dtype for k in spec.feature_keys}
-    sigs = signatures.build_signatures(network, network.tft_layer, raw_dtypes, parse_spec)
+    sigs = signatures.build_signatures(network, network.tft_layer, raw_dtypes, parse_spec,
+                                       target_key=spec.target_key)
     if warmup_examples is None:
         from transform.preprocessing import vocab_filename
 
@@ -116,7 +117,8 @@ def export_from_preprocessor(network: tf.keras.Model, preprocessor, export_dir: 
     """
     transform = lookup.PreprocessorTransform(preprocessor)
     network.raw_preprocessing = transform  # tracked: its tables are saved with the model
-    sigs = signatures.build_signatures(network, transform, transform.raw_dtypes)
+    sigs = signatures.build_signatures(network, transform, transform.raw_dtypes,
+                                       target_key=preprocessor.spec.target_key)
     if warmup_examples is None:
         types = {k: d.name for k, d in transform.raw_dtypes.items()}
         warmup_examples = client.serialize_examples(

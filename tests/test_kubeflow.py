@@ -28,3 +28,15 @@ def test_compiled_spec_lists_every_component_and_entry_points(tmp_path):
 def test_invalid_pipeline_name_is_rejected_when_the_config_loads():
     with pytest.raises(config_lib.ConfigError, match="pipeline.name.*'Bad_Name'"):
         config_lib.load("configs/synthetic_mmoe.yaml", {"pipeline.name": "Bad_Name"})
+
+
+@pytest.mark.slow
+def test_kaml_spec_has_the_adm_beam_component_before_the_readers(tmp_path):
+    cfg = config_lib.load("configs/kaml.yaml", {"pipeline.root": "gs://bucket/kaml"})
+    path = kubeflow_runner.compile_pipeline(cfg, str(tmp_path / "kaml.json"))
+    spec = json.load(open(path))
+    tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted(COMPONENTS + ["AttributionDrivenMasking"])
+    for reader in ("StatisticsGen", "Transform", "Evaluator"):
+        assert "AttributionDrivenMasking" in tasks[reader]["dependentTasks"], reader
+    assert "window_seconds" in json.dumps(spec)

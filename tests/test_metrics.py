@@ -51,3 +51,9 @@ def test_gauc_skips_one_class_users_and_handles_ties():
     assert metrics.gauc(users, y, s, weighted=True) == pytest.approx(
         np.average(expected, weights=weights), abs=1e-12)
     assert np.isnan(metrics.gauc([1, 1, 2], [1, 1, 0], [0.1, 0.2, 0.3]))
+
+
+def test_rela_impr_is_kaml_eq_14():
+    assert metrics.rela_impr(0.9133, 0.9116) == pytest.approx((0.4133 / 0.4116) - 1.0)
+    assert metrics.rela_impr(0.6, 0.6) == 0.0
+    assert np.isnan(metrics.rela_impr(0.7, 0.5))

@@ -53,6 +53,10 @@ def test_pipeline_pushes_a_blessed_model_with_per_head_auc(pipeline_run):
         m = result["evaluation"][head]
         assert 0.0 <= m["auc"] <= 1.0
         assert m["example_count"] > 0.1 * ROWS
+    trainer = result["trainer"]["heads"]  # run_fn's own eval-split report, GAUC included
+    assert set(trainer) == {"ctr", "cvr", "ctcvr"}
+    assert 0.0 <= trainer["ctr"]["gauc"] <= 1.0
+    assert trainer["cvr"]["count"] < trainer["ctr"]["count"]  # cvr: clicked impressions only
     components = sorted(os.listdir(os.path.join(cfg.pipeline.root, "pipeline")))
     for name in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
                  "Transform", "Trainer", "Evaluator", "Pusher"):
@@ -136,3 +140,49 @@ def test_bad_input_stops_before_any_component_runs(tmp_path):
     with pytest.raises(DataValidationError, match=r"bad\.csv.*row 8.*conversion"):
         local_runner.run(cfg)
     assert not os.path.exists(tmp_path / "root" / "pipeline")
+
+
+@pytest.mark.slow
+def test_man_two_stage_training_runs_inside_run_fn(tmp_path):
+    """MAN's uncertainty recipe, early stopping on the eval split and the meta stage, all in
+    the TFX Trainer's run_fn (meta rows read back from the transformed examples)."""
+    cfg = config_lib.load("configs/man.yaml", {
+        "data.generate_rows": 3000, "train.epochs": 2, "train.batch_size": 256,
+        "meta.steps": 3, "meta.support_size": 32, "meta.query_size": 32,
+        "eval.min_ctr_auc": 0.0, "pipeline.root": str(tmp_path)})
+    result = local_runner.run(cfg)
+    assert result["pushed_model"]
+    trainer = result["trainer"]
+    assert trainer["meta"]["steps"] == 3 and trainer["meta"]["partitions"] >= 2
+    assert trainer["early_stopping"]["epochs_run"] <= 2
+    assert set(trainer["objective"]) == {"ctr", "ctcvr"}
+    names = [n for n, _ in tf.train.list_variables(
+        os.path.join(result["pushed_model"], "variables", "variables"))]
+    assert any("attention" in n for n in names)
+    assert not [n for n in names if "log_sigma" in n or "uncertainty" in n]
+
+
+@pytest.mark.slow
+def test_kaml_pipeline_runs_adm_in_beam_and_pushes_a_selector(tmp_path):
+    """ADM as a Beam component before StatisticsGen/Transform/Evaluator, per-action heads with
+    HKE and the KAML recipe in run_fn, and a pushed model with the selector signature."""
+    cfg = config_lib.load("configs/kaml.yaml", {
+        "data.generate_rows": 3000, "train.epochs": 1, "train.batch_size": 256,
+        "eval.min_ctr_auc": 0.0, "pipeline.root": str(tmp_path)})
+    result = local_runner.run(cfg)
+    assert result["pushed_model"]
+    root = os.path.join(str(tmp_path), "pipeline")
+    assert "AttributionDrivenMasking" in os.listdir(root)
+    adm_files = glob.glob(os.path.join(root, "AttributionDrivenMasking", "adm_examples", "*",
+                                       "Split-train", "*.gz"))
+    assert adm_files
+    example = tf.train.Example.FromString(next(iter(
+        tf.data.TFRecordDataset(adm_files[0], compression_type="GZIP"))).numpy())
+    assert {"adm_mask_0", "adm_original_4", "adm_count_2"} <= set(example.features.feature)
+    heads = result["trainer"]["heads"]
+    assert {"cvr", "ctcvr", "cvr_0", "cvr_4"} <= set(heads)
+    loaded = tf.saved_model.load(result["pushed_model"])
+    assert {"serving_default", "predict_raw", "select_cvr"} <= set(loaded.signatures)
+    names = [n for n, _ in tf.train.list_variables(
+        os.path.join(result["pushed_model"], "variables", "variables"))]
+    assert not [n for n in names if "extended" in n]

@@ -57,7 +57,11 @@ class ModelConfig:
       tower_dropout: Dropout rate inside towers.
       tower_batch_norm: Batch-normalise each tower layer's pre-activation output.
       tasks: ``[ctr, cvr]`` (ctcvr = ctr * cvr), ``[ctr, ctcvr]`` (funnel order, AITM;
-        cvr = ctcvr / ctr) or ``[ctr]`` (single-task CTR).
+        cvr = ctcvr / ctr), ``[ctr]`` (single-task CTR) or ``[ctr, actions]`` (KAML: one
+        post-click CVR head ``cvr_<j>`` per conversion action of the data).
+      hke: Per-action heads as KAML's HKE (original and extended sub-towers, eq. 9-10)
+        instead of plain towers; needs ``tasks: [ctr, actions]`` and ADM data.
+      hke_units: Hidden sizes of each HKE sub-tower (the merged MLP uses ``tower_units``).
     """
 
     backbone: str = "mmoe"
@@ -69,6 +73,8 @@ class ModelConfig:
     tower_dropout: float = 0.0
     tower_batch_norm: bool = False
     tasks: Tuple[str, ...] = ("ctr", "cvr")
+    hke: bool = False
+    hke_units: Tuple[int, ...] = (32,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +124,23 @@ class TrainConfig:
     early_stopping_patience: int = 0
     early_stopping_monitor: str = "val_ctcvr_auc"
     validation_percent: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class AdmConfig:
+    """KAML's Attribution Driven Masking (Sec. 3.2; ``transform.adm``).
+
+    Attributes:
+      enabled: Run ADM before preprocessing (a Beam component in the pipeline, NumPy in
+        ``funnelrank train``); the data must have per-action labels, a target action, an ad
+        task and a timestamp (the synthetic log has).
+      window_seconds: T, how far back an ad task's submitted conversions count.
+      thresholds: alpha_j: one value for every action, or one per action.
+    """
+
+    enabled: bool = False
+    window_seconds: int = 7 * 86_400
+    thresholds: Tuple[int, ...] = (1,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +222,7 @@ class ExperimentConfig:
 
     name: str = "experiment"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    adm: AdmConfig = dataclasses.field(default_factory=AdmConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -209,7 +233,7 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _SECTION_CLASSES = {
-    "data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
+    "data": DataConfig, "adm": AdmConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
     "meta": MetaConfig, "eval": EvalConfig, "pipeline": PipelineConfig,
 }
 
@@ -224,8 +248,8 @@ def _build(cls, values: Mapping[str, Any], where: str):
     kwargs = {}
     for key, value in values.items():
         default = getattr(cls(), key)
-        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
-            value = tuple(value)
+        if isinstance(default, tuple):
+            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: expected true/false, got {value!r}")
         elif isinstance(default, int) and not isinstance(default, bool) and not (
@@ -287,6 +311,28 @@ def _validate(cfg: ExperimentConfig) -> None:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):
         raise ConfigError(f"pipeline.name: expected lowercase letters, digits and '-' "
                           f"(Kubeflow's rule), got {cfg.pipeline.name!r}")
+    if cfg.adm.window_seconds < 1:
+        raise ConfigError(f"adm.window_seconds: expected >= 1, got {cfg.adm.window_seconds}")
+    if not cfg.adm.thresholds or any(isinstance(a, bool) or not isinstance(a, int) or a < 1
+                                     for a in cfg.adm.thresholds):
+        raise ConfigError(f"adm.thresholds: expected integers >= 1, got "
+                          f"{list(cfg.adm.thresholds)}")
+    if len(cfg.adm.thresholds) not in (1, cfg.data.num_actions):
+        raise ConfigError(f"adm.thresholds: expected 1 value or one per action "
+                          f"({cfg.data.num_actions}), got {list(cfg.adm.thresholds)}")
+    if cfg.model.hke and tuple(cfg.model.tasks) != ("ctr", "actions"):
+        raise ConfigError(f"model.hke needs model.tasks [ctr, actions], got "
+                          f"{list(cfg.model.tasks)}")
+    if tuple(cfg.model.tasks) == ("ctr", "actions") and not cfg.adm.enabled:
+        raise ConfigError("model.tasks [ctr, actions] needs adm.enabled: true (the ADM job "
+                          "provides the target-action indicators the per-action heads are "
+                          "trained and evaluated with)")
+    if cfg.loss.name == "kaml" and tuple(cfg.model.tasks) != ("ctr", "actions"):
+        raise ConfigError(f"loss.name kaml trains per-action heads: set model.tasks to "
+                          f"[ctr, actions], got {list(cfg.model.tasks)}")
+    if cfg.model.hke and not cfg.adm.enabled:
+        raise ConfigError("model.hke trains extended sub-towers on ADM-extended samples: "
+                          "set adm.enabled: true (HKE cannot be used without ADM, KAML 4.2.3)")
     if "ctr" not in cfg.model.tasks:
         raise ConfigError(f"model.tasks must include 'ctr', got {list(cfg.model.tasks)}")
 

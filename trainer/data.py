@@ -1,12 +1,13 @@
 """tf.data input pipelines yielding ``(features, labels)`` for ``FunnelModel``.
 
 Features are the transformed model inputs (``<key>_xf``); labels the canonical dict
-``{"click", "conversion"}``. Two sources: transformed TFRecords written by the TFX Transform
-component, and in-memory arrays from ``trainer.preprocess`` (``funnelrank train``).
+``{"click", "conversion", ...}`` (see :func:`_split`). Two sources: transformed TFRecords
+written by the TFX Transform component, and in-memory arrays from ``trainer.preprocess``
+(``funnelrank train``).
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -14,13 +15,34 @@ import tensorflow as tf
 from schemas import features
 
 
+def _stack(batch: Mapping[str, tf.Tensor], keys: Sequence[str]) -> tf.Tensor:
+    """``[B, len(keys)]`` float32 of the ``<key>_xf`` columns."""
+    return tf.concat([tf.reshape(tf.cast(batch[features.transformed_name(k)], tf.float32),
+                                 [-1, 1]) for k in keys], axis=1)
+
+
+def label_columns(spec: features.DatasetSpec) -> Tuple[str, ...]:
+    """``<key>_xf`` columns that become labels (not network inputs)."""
+    keys = (spec.click_key, spec.conversion_key, spec.user_key) + tuple(
+        spec.action_label_keys) + tuple(spec.adm_keys)
+    return tuple(features.transformed_name(k) for k in keys if k)
+
+
 def _split(batch: Mapping[str, tf.Tensor], input_names: Sequence[str],
            spec: features.DatasetSpec):
+    """Features and the canonical labels: ``click``, ``conversion`` ``[B]``; ``user`` (GAUC);
+    with per-action labels ``actions`` ``[B, N]``; after ADM ``adm_mask`` and ``adm_original``
+    ``[B, N]`` (the latter also feeds HKE's training network)."""
     x = {k: batch[k] for k in input_names}
     y = {"click": tf.reshape(batch[features.transformed_name(spec.click_key)], [-1]),
          "conversion": tf.reshape(batch[features.transformed_name(spec.conversion_key)], [-1])}
     if spec.user_key is not None:  # carried for GAUC, never a model input by this name
         y["user"] = tf.reshape(batch[features.transformed_name(spec.user_key)], [-1])
+    if spec.action_label_keys:
+        y["actions"] = _stack(batch, spec.action_label_keys)
+    if spec.adm_keys:
+        y["adm_mask"] = _stack(batch, spec.adm_mask_keys)
+        y["adm_original"] = _stack(batch, spec.adm_original_keys)
     return x, y
 
 
@@ -28,8 +50,7 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
                 spec: features.DatasetSpec, batch_size: int, shuffle: bool = False,
                 seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches in-memory ``<key>_xf`` arrays (one pass; Keras repeats it each epoch)."""
-    keep = set(input_names) | {features.transformed_name(k) for k in
-                               (spec.click_key, spec.conversion_key, spec.user_key) if k}
+    keep = set(input_names) | set(label_columns(spec))
     ds = tf.data.Dataset.from_tensor_slices({k: arrays[k] for k in keep})
     if shuffle:
         n = len(next(iter(arrays.values())))

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from schemas.features import transformed_name
+from schemas.features import action_head, transformed_name
 from trainer import metrics as offline
 from trainer.config import ConfigError, ExperimentConfig
 from trainer.data import predict
@@ -61,7 +61,7 @@ def _fmt(logs) -> str:
 def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
     """Network(s) + loss recipe (and its training-only layers); call inside a strategy scope."""
     objective = build_objective(cfg.loss)
-    networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.NEEDS_AUX)
+    networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.AUX)
     objective.build(networks.training)
     return FunnelModel(networks.inference, objective, networks.training)
 
@@ -151,6 +151,20 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
     return model, progress
 
 
+def select_target_action(outputs: Mapping[str, np.ndarray],
+                         labels: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Adds ``cvr`` (each sample's pCVR of its OWN target action, KAML Sec. 4.1.4) and
+    ``ctcvr = ctr * cvr`` to the outputs of a per-action model (heads ``cvr_<j>``); the
+    target comes from the ADM original indicators. Other models pass through unchanged."""
+    heads = [h for h in outputs if h.startswith("cvr_")]
+    if not heads or "adm_original" not in labels:
+        return dict(outputs)
+    per_action = np.stack([outputs[action_head(j)] for j in range(len(heads))], axis=1)
+    target = np.argmax(labels["adm_original"], axis=1)
+    selected = per_action[np.arange(len(target)), target]
+    return {**outputs, "cvr": selected, "ctcvr": outputs["ctr"] * selected}
+
+
 def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Dict[str, float]]:
     """Exact per-head AUC, LogLoss and GAUC (cvr on clicked impressions only).
 
@@ -158,13 +172,23 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Di
     over all impressions, i.e. how well the CTR ranking puts converting impressions first
     (PWiseR's "conversion-weighted" view of CTR ranking, robust to noisy clicks).
 
+    Per-action models (KAML) are scored as the paper does: every sample only on its target
+    action. ``cvr`` is then the overall entry (each clicked sample's target-action pCVR against
+    its conversion label), ``cvr_<j>`` the clicked samples whose target is action ``j``, and
+    ``ctcvr`` uses ``ctr * cvr`` over all impressions.
+
     Returns:
       ``{head: {"auc", "logloss", "count", "positives", ["gauc"], ["auc_conversion"]}}``.
     """
     outputs, labels = predict(network, ds)
+    outputs = select_target_action(outputs, labels)
     click = labels["click"]
     targets = {"ctr": (click, None), "ctcvr": (click * labels["conversion"], None),
                "cvr": (labels["conversion"], click)}
+    if "adm_original" in labels:
+        for j in range(labels["adm_original"].shape[1]):
+            targets[action_head(j)] = (labels["conversion"],
+                                       click * labels["adm_original"][:, j])
     report: Dict[str, Dict[str, float]] = {}
     for head, probs in outputs.items():
         y, mask = targets[head]

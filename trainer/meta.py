@@ -175,7 +175,7 @@ def meta_train(model, arrays: Mapping[str, np.ndarray], input_names: Sequence[st
 
     def loss_fn(batch: Batch) -> tf.Tensor:
         x, y = batch
-        terms = model.loss_terms(y, model.training_network(x, training=True))
+        terms = model.loss_terms(y, model.training_outputs(x, y, training=True))
         return tf.add_n(list(terms.values()))
 
     def replica_step(tasks):

@@ -85,3 +85,11 @@ def masked(values: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
     """``values[mask > 0.5]`` (or ``values`` when mask is None)."""
     values = np.asarray(values).reshape(-1)
     return values if mask is None else values[np.asarray(mask).reshape(-1) > 0.5]
+
+
+def rela_impr(auc_model: float, auc_baseline: float) -> float:
+    """Relative AUC improvement over a baseline, KAML eq. 14 (after Yan et al., DCN):
+    ``(AUC(model) - 0.5) / (AUC(baseline) - 0.5) - 1``; NaN when the baseline is at 0.5."""
+    if auc_baseline == 0.5:
+        return float("nan")
+    return (auc_model - 0.5) / (auc_baseline - 0.5) - 1.0

@@ -11,15 +11,19 @@ from ``model.tasks``:
 
 Everything the inference path needs is in it, nothing training-only (losses and their
 weights live in ``trainer.training.FunnelModel``). Loss recipes that read intermediate
-representations (AdaFTR) train a second functional model over the SAME layers
-(:func:`build_networks` with ``aux=True``) whose outputs add ``"_reps"`` (each task's backbone
-output) and ``"_hidden"`` (each task tower's layer activations); the inference network stays
-as it is and is what gets exported.
+values (AdaFTR, KAML) train a second functional model over the SAME layers
+(:func:`build_networks` with ``aux``) whose outputs add ``"_reps"`` (each task's backbone
+output), ``"_hidden"`` (each task tower's layer activations) or ``"_logits"``; with KAML's HKE
+it also holds the extended sub-towers and their extra input. The inference network stays as it
+is and is what gets exported.
+
+``[ctr, actions]`` (KAML) gives heads ctr and ``cvr_<j>`` for every conversion action; a
+sample's pCVR is the head of its target action (the serving signatures select it).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -29,6 +33,7 @@ from trainer.layers.aitm import AITM
 from trainer.layers.common import register
 from trainer.layers.cross_stitch import CrossStitch
 from trainer.layers.embedding import FeatureEmbedding
+from trainer.layers.hke import HKE
 from trainer.layers.man import MAN
 from trainer.layers.mlp import MLP
 from trainer.layers.mmoe import MMoE
@@ -47,7 +52,7 @@ BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
 }
 # Backbones whose output already went through task towers: only the logit is added.
 OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})
-TASK_FORMS = (("ctr", "cvr"), ("ctr", "ctcvr"), ("ctr",))
+TASK_FORMS = (("ctr", "cvr"), ("ctr", "ctcvr"), ("ctr",), ("ctr", "actions"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +62,12 @@ class FeatureInfo:
     Attributes:
       vocab_sizes: Sparse feature (raw key) -> embedding rows, OOV buckets included.
       dense_keys: Dense features (raw keys).
+      num_actions: Conversion actions with a label column (per-action heads need them).
     """
 
     vocab_sizes: Mapping[str, int]
     dense_keys: tuple
+    num_actions: int = 0
 
     @property
     def input_names(self):
@@ -93,15 +100,43 @@ class Networks:
 
     Attributes:
       inference: ``{<key>_xf}`` -> ``{head: [B]}``; exported.
-      training: ``inference`` itself, or (``aux=True``) a model over the same layers whose
-        outputs also hold ``"_reps": {task: [B, d]}`` and ``"_hidden": {task: [h_0, ...]}``.
+      training: ``inference`` itself, or a model over the same layers whose outputs also hold
+        the requested auxiliary outputs (``"_reps"``: ``{task: [B, d]}`` backbone outputs,
+        ``"_hidden"``: ``{task: [h_0, ...]}`` tower activations, ``"_logits"``:
+        ``{task: [B]}``), and, with HKE, the merged (training) per-action heads and the extra
+        input ``adm_original`` ``[B, N]``.
     """
 
     inference: tf.keras.Model
     training: tf.keras.Model
 
+    @property
+    def extra_inputs(self) -> Tuple[str, ...]:
+        """Inputs of the training network that the inference network does not have."""
+        return tuple(n for n in self.training.input_names
+                     if n not in self.inference.input_names)
 
-REPS, HIDDEN = "_reps", "_hidden"
+
+REPS, HIDDEN, LOGITS = "_reps", "_hidden", "_logits"
+AUX_KINDS = ("reps", "hidden", "logits")
+ACTIONS = "actions"
+HKE_INPUT = "adm_original"
+
+
+def backbone_tasks(cfg: ModelConfig, info: FeatureInfo) -> List[str]:
+    """The backbone's tasks: ``model.tasks`` with ``actions`` expanded to ``cvr_<j>``."""
+    if ACTIONS not in cfg.tasks:
+        return list(cfg.tasks)
+    if info.num_actions < 1:
+        raise ConfigError("model.tasks [ctr, actions] needs per-action labels; the dataset "
+                          "has none")
+    return ["ctr"] + [features.action_head(j) for j in range(info.num_actions)]
+
+
+def _probability(logit, name: str):
+    # Output layers are named after their head, so output_names == head names.
+    prob = tf.keras.layers.Activation("sigmoid", dtype="float32", name=f"{name}/sigmoid")(logit)
+    return tf.keras.layers.Reshape((), name=name)(prob)
 
 
 def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.keras.Model:
@@ -110,23 +145,30 @@ def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.ker
 
 
 def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
-                   aux: bool = False) -> Networks:
+                   aux: Sequence[str] = ()) -> Networks:
     """Builds the functional inference network (and an auxiliary training view of it).
 
     Args:
       cfg: Model section of the experiment config.
-      info: Vocabulary sizes and dense feature names.
+      info: Vocabulary sizes, dense feature names and number of conversion actions.
       seed: Seed of the weight initialisation.
-      aux: Also expose backbone representations and tower activations for training.
+      aux: Auxiliary training outputs to expose, some of :data:`AUX_KINDS` (``True`` for
+        ``reps`` and ``hidden``, as AdaFTR needs).
 
     Returns:
       :class:`Networks`; ``inference`` maps ``{<key>_xf: [B, 1]}`` to ``{head: [B]}``
       probabilities.
 
     Raises:
-      ConfigError: Unknown backbone or task form, bad backbone arguments, or ``aux`` with a
-        backbone that owns its towers (their layers are not exposed).
+      ConfigError: Unknown backbone or task form, bad backbone arguments, ``hidden`` with a
+        backbone that owns its towers (their layers are not exposed), or per-action heads
+        without action labels.
     """
+    aux = ("reps", "hidden") if aux is True else tuple(aux or ())
+    unknown = sorted(set(aux) - set(AUX_KINDS))
+    if unknown:
+        raise ValueError(f"build_networks: unknown aux outputs {unknown}; expected some of "
+                         f"{list(AUX_KINDS)}")
     tf.keras.utils.set_random_seed(seed)
     registry = BACKBONES
     if cfg.backbone not in registry:
@@ -135,6 +177,7 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
     if tuple(cfg.tasks) not in TASK_FORMS:
         raise ConfigError(f"model.tasks: expected one of {[list(t) for t in TASK_FORMS]}, got "
                           f"{list(cfg.tasks)}")
+    tasks = backbone_tasks(cfg, info)
     inputs = {}
     for key in info.vocab_sizes:
         name = features.transformed_name(key)
@@ -149,38 +192,56 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
         name="embedding")
     x = embed(inputs)
     try:
-        backbone = registry[cfg.backbone](tasks=list(cfg.tasks), **dict(cfg.backbone_args),
+        backbone = registry[cfg.backbone](tasks=tasks, **dict(cfg.backbone_args),
                                           name="backbone")
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model.backbone_args for {cfg.backbone!r}: {e}") from e
     reps = backbone(x)
     has_towers = cfg.backbone not in OWNS_TOWERS and bool(cfg.tower_units)
-    if aux and not has_towers:
+    if "hidden" in aux and not has_towers:
         raise ConfigError(f"model: this loss reads task tower activations, but backbone "
                           f"{cfg.backbone!r} with tower_units={list(cfg.tower_units)} has no "
                           f"separate towers; use one of "
                           f"{sorted(set(BACKBONES) - OWNS_TOWERS)} with tower_units set")
-    outputs, hidden = {}, {}
-    for task in cfg.tasks:
+    hke_input = (tf.keras.Input(shape=(info.num_actions,), dtype=tf.float32, name=HKE_INPUT)
+                 if cfg.hke else None)
+    outputs, trained, hidden, logits = {}, {}, {}, {}
+    for task in tasks:
         h = reps[task]
+        if hke_input is not None and task != "ctr":
+            hke = HKE(list(cfg.hke_units), list(cfg.tower_units), cfg.tower_dropout,
+                      name=f"{task}/hke")
+            hke.build(h.shape)
+            outputs[task] = _probability(hke.inference_logit(h), task)  # serving: M = 1
+            column = tasks.index(task) - 1
+            logits[task] = hke((h, hke_input[:, column]))  # training: eq. 10 with M
+            trained[task] = _probability(logits[task], f"{task}/merged")
+            continue
         if has_towers:
             h = MLP(list(cfg.tower_units), dropout=cfg.tower_dropout,
-                    use_batch_norm=cfg.tower_batch_norm, return_hidden=aux,
+                    use_batch_norm=cfg.tower_batch_norm, return_hidden="hidden" in aux,
                     name=f"{task}/tower")(h)
-            if aux:
+            if "hidden" in aux:
                 h, hidden[task] = h[0], list(h[1:])
-        logit = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
-        # Output layers are named after their head, so output_names == head names.
-        outputs[task] = tf.keras.layers.Reshape((), name=task)(
-            tf.keras.layers.Activation("sigmoid", dtype="float32", name=f"{task}/sigmoid")(logit))
-    if "cvr" in outputs:
-        outputs["ctcvr"] = ProductHead(name="ctcvr")((outputs["ctr"], outputs["cvr"]))
-    elif "ctcvr" in outputs:
-        outputs["cvr"] = RatioHead(name="cvr")((outputs["ctcvr"], outputs["ctr"]))
+        logits[task] = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
+        outputs[task] = trained[task] = _probability(logits[task], task)
+    for heads in (outputs, trained):
+        if "cvr" in heads:
+            heads["ctcvr"] = ProductHead(name="ctcvr")((heads["ctr"], heads["cvr"]))
+        elif "ctcvr" in heads:
+            heads["cvr"] = RatioHead(name="cvr")((heads["ctcvr"], heads["ctr"]))
     inference = tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")
-    if not aux:
+    if not aux and hke_input is None:
         return Networks(inference, inference)
-    training = tf.keras.Model(
-        inputs=inputs, outputs={**outputs, REPS: {t: reps[t] for t in cfg.tasks},
-                                HIDDEN: hidden}, name="funnel_training_network")
+    extra = {}
+    if "reps" in aux:
+        extra[REPS] = {t: reps[t] for t in tasks}
+    if "hidden" in aux:
+        extra[HIDDEN] = hidden
+    if "logits" in aux:
+        extra[LOGITS] = {t: tf.keras.layers.Reshape((), name=f"{t}/logit_flat")(v)
+                         for t, v in logits.items()}
+    training_inputs = dict(inputs) if hke_input is None else {**inputs, HKE_INPUT: hke_input}
+    training = tf.keras.Model(inputs=training_inputs, outputs={**trained, **extra},
+                              name="funnel_training_network")
     return Networks(inference, training)

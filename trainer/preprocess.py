@@ -3,7 +3,7 @@
 Same semantics as ``transform.preprocessing.preprocessing_fn``: vocabularies ordered by
 decreasing frequency (ties: decreasing byte order of the value's text), ``NUM_OOV_BUCKETS``
 OOV ids after the vocabulary, dense z-scores with population variance (a constant column is
-only centred), labels as float32. Fitted on the train split only.
+only centred), labels and ADM masks as float32. Fitted on the train split only.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class Preprocessor:
             if self.stds[key] > 0:
                 x = x / self.stds[key]
             out[features.transformed_name(key)] = x.astype(np.float32).reshape(-1, 1)
-        for key in self.spec.label_keys:
+        for key in self.spec.label_keys + self.spec.adm_keys:
             out[features.transformed_name(key)] = (
                 frame[key].to_numpy(np.float32).reshape(-1, 1))
         return out

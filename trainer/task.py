@@ -27,7 +27,7 @@ def feature_info(tft_output: tft.TFTransformOutput, spec: features.DatasetSpec) 
     return FeatureInfo(
         vocab_sizes={k: tft_output.vocabulary_size_by_name(vocab_filename(k)) + NUM_OOV_BUCKETS
                      for k in spec.sparse_keys},
-        dense_keys=spec.dense_keys)
+        dense_keys=spec.dense_keys, num_actions=spec.num_actions)
 
 
 def run_fn(fn_args: FnArgs) -> None:

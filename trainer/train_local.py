@@ -62,16 +62,40 @@ def load_splits(cfg: config_lib.ExperimentConfig, work_dir: str) -> Dict[str, pd
     return frames, prepared.spec
 
 
+def with_adm(cfg: config_lib.ExperimentConfig, spec, frames):
+    """ADM masks (``transform.adm``, NumPy) added to every split; returns (spec, frames)."""
+    from schemas import features
+    from transform import adm
+
+    try:
+        spec = features.with_adm(spec)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"adm.enabled: {e}") from e
+    params = adm.AdmParams.for_spec(spec, cfg.adm.window_seconds,
+                                    cfg.adm.thresholds[0] if len(cfg.adm.thresholds) == 1
+                                    else cfg.adm.thresholds)
+    t0 = time.perf_counter()
+    frames = adm.add_to_frames(frames, params)
+    shares = [float(frames["train"][k].mean()) for k in spec.adm_mask_keys]
+    log.info("ADM (T=%ds, alpha=%s) in %.1fs: share of train rows per action mask %s",
+             params.window_seconds, list(params.thresholds), time.perf_counter() - t0,
+             [round(x, 3) for x in shares])
+    return spec, frames
+
+
 def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
     """Runs the whole fast path; returns the metrics dict (also written to out_dir)."""
     os.makedirs(out_dir, exist_ok=True)
     log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
     frames, spec = load_splits(cfg, os.path.join(out_dir, "data"))
     rows = {k: len(v) for k, v in frames.items()}
+    if cfg.adm.enabled:
+        spec, frames = with_adm(cfg, spec, frames)
     log.info("rows per split: %s", rows)
     pre = preprocess.fit(frames["train"], spec)
     arrays = {k: pre.transform(v) for k, v in frames.items()}
-    info = FeatureInfo(vocab_sizes=pre.vocab_sizes, dense_keys=spec.dense_keys)
+    info = FeatureInfo(vocab_sizes=pre.vocab_sizes, dense_keys=spec.dense_keys,
+                       num_actions=spec.num_actions)
 
     strategy = make_strategy()
     global_batch = cfg.train.batch_size * strategy.num_replicas_in_sync

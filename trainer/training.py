@@ -33,6 +33,9 @@ class FunnelModel(tf.keras.Model):
         self.training_network = training_network or network
         self.objective = objective
         self.objective_layers = list(objective.layers)  # tracked: checkpoints hold them
+        # Inputs only the training network has (HKE's indicator) come from the labels.
+        self.extra_inputs = [n for n in self.training_network.input_names
+                             if n not in network.input_names]
         self.heads = [h for h in ("ctr", "cvr", "ctcvr") if h in network.output_names]
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         names = list(objective.term_names(self.heads))
@@ -72,10 +75,15 @@ class FunnelModel(tf.keras.Model):
         """Everything the optimizer updates: the network's and the recipe's weights."""
         return self.training_network.trainable_variables + self.objective.trainable_variables
 
+    def training_outputs(self, x, labels, training: bool):
+        """The training network on a batch (its extra inputs taken from ``labels``)."""
+        feed = {**x, **{name: labels[name] for name in self.extra_inputs}}
+        return self.training_network(feed, training=training)
+
     def train_step(self, data):
         x, labels = data
         with tf.GradientTape() as tape:
-            outputs = self.training_network(x, training=True)
+            outputs = self.training_outputs(x, labels, training=True)
             terms = self.loss_terms(labels, outputs)
             total = tf.add_n(list(terms.values()))
             # Gradients are summed over replicas; scale the per-replica mean accordingly.
@@ -87,7 +95,7 @@ class FunnelModel(tf.keras.Model):
 
     def test_step(self, data):
         x, labels = data
-        outputs = self.training_network(x, training=False)
+        outputs = self.training_outputs(x, labels, training=False)
         terms = self.loss_terms(labels, outputs)
         return self._track(labels, outputs, terms, tf.add_n(list(terms.values())))
 

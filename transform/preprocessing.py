@@ -2,8 +2,8 @@
 
 Sparse ids get a frequency-ordered vocabulary with ``num_oov_buckets`` OOV buckets (unknown ids
 at serving time map there instead of failing); dense features are z-scored with full-pass
-statistics; labels are passed through as float32. Output keys follow
-``schemas.features.transformed_name``. ``trainer.preprocess`` reproduces exactly this in
+statistics; labels (and the ADM masks, when ADM ran) are passed through as float32. Output
+keys follow ``schemas.features.transformed_name``. ``trainer.preprocess`` reproduces exactly this in
 process for ``funnelrank train``; a test holds the two to the same numbers.
 """
 from __future__ import annotations
@@ -55,7 +55,12 @@ def preprocessing_fn(inputs: Dict[str, Any],
     for key in spec.dense_keys:
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(
             tf.cast(_dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.float32))
-    for key in spec.label_keys:
+    missing = [k for k in spec.adm_keys if k not in inputs]
+    if missing:
+        raise ValueError(f"ADM is enabled but the examples' schema lacks {missing[:3]}...; "
+                         f"import a schema that has the ADM columns (e.g. "
+                         f"schemas/synthetic_adm.pbtxt) as pipeline.schema")
+    for key in spec.label_keys + spec.adm_keys:
         outputs[features.transformed_name(key)] = tf.cast(
             _dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.float32)
     return outputs

@@ -7,6 +7,8 @@ A recipe is chosen by ``loss.name`` in the config (one module each):
 * ``pwiser`` (:mod:`trainer.objectives.pwiser`): esmm + ``lambda * PWiseR`` (PWiseR eq. 1-2).
 * ``adaftr`` (:mod:`trainer.objectives.adaftr`): esmm + AdaFTR's relatedness and adaptive-tau
   contrastive terms (AdaFTR eq. 8-14) and its Table 5 ablation variants.
+* ``kaml`` (:mod:`trainer.objectives.kaml`): per-action CVR heads on ADM-masked labels with
+  KAML's masked BCE and RLU ranking loss (KAML eq. 11-13).
 * ``uncertainty`` (:mod:`trainer.objectives.uncertainty`): MAN's recipe, the esmm task losses
   (optionally class-weighted) combined by learned uncertainty weights (MAN eq. 3).
 """
@@ -18,12 +20,13 @@ from trainer.config import ConfigError, LossConfig
 from trainer.objectives.adaftr import AdaFTRObjective
 from trainer.objectives.base import Objective, Terms, bce, head_labels
 from trainer.objectives.esmm import Esmm
+from trainer.objectives.kaml import KamlObjective
 from trainer.objectives.pwiser import PWiseRObjective
 from trainer.objectives.uncertainty import UncertaintyObjective
 
 RECIPES: Dict[str, Callable[[LossConfig], Objective]] = {
     "esmm": Esmm, "pwiser": PWiseRObjective, "adaftr": AdaFTRObjective,
-    "uncertainty": UncertaintyObjective}
+    "uncertainty": UncertaintyObjective, "kaml": KamlObjective}
 
 __all__ = ["Objective", "Terms", "bce", "head_labels", "build_objective", "RECIPES"]
 

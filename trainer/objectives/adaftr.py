@@ -66,7 +66,7 @@ def task_label(labels, task: str) -> tf.Tensor:
 class AdaFTRObjective(Esmm):
     """ESMM terms + AdaFTR's relatedness and contrastive terms (see the module docstring)."""
 
-    NEEDS_AUX = True
+    AUX = ("reps", "hidden")
     ARGS = {**Esmm.ARGS, "alpha": 1.0, "beta": 0.01, "tau_upper": 1.0, "tau_lower": 0.05,
             "variant": "adaptive", "fixed_tau": 0.05, "initial_tau": 0.5,
             "relatedness_units": [32], "contrast_layer": 0, "l2": 0.0, "tau_gradient": False,

@@ -6,7 +6,7 @@ batch-level values); the training step scales their sum for the distribution str
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -23,16 +23,18 @@ class Objective:
     ``term_names`` (known before training, so metric trackers can be created up front, which
     distribution strategies require) and ``__call__``.
 
-    Recipes with training-only state (AdaFTR's relatedness net, MAN's uncertainty weights) set
-    ``NEEDS_AUX = True`` to receive the training network's auxiliary outputs (``"_reps"``: each
-    task's backbone representation; ``"_hidden"``: each task tower's layer activations), create
-    their layers in :meth:`build` (called once, inside the strategy scope, with the training
-    network) and list them in ``layers``. Those layers are trained with the network but are
-    never part of the exported inference network.
+    Recipes that read intermediate values list them in ``AUX`` (some of
+    ``trainer.model.AUX_KINDS``: ``"reps"`` each task's backbone representation, ``"hidden"``
+    each task tower's layer activations, ``"logits"`` each head's logit) and find them in the
+    training network's outputs (``"_reps"``, ``"_hidden"``, ``"_logits"``). Recipes with
+    training-only state (AdaFTR's relatedness net, MAN's uncertainty weights) create their
+    layers in :meth:`build` (called once, inside the strategy scope, with the training network)
+    and list them in ``layers``. Those layers are trained with the network but are never part
+    of the exported inference network.
     """
 
     ARGS: Dict[str, object] = {}
-    NEEDS_AUX = False
+    AUX: Tuple[str, ...] = ()
 
     def __init__(self, cfg: LossConfig):
         unknown = sorted(set(cfg.args) - set(self.ARGS))

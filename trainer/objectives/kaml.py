@@ -1,0 +1,89 @@
+"""KAML recipe: per-action post-click CVR heads trained on ADM-masked labels (+ RLU ranking).
+
+Jia et al. (/work/shared/papers/kaml_incomplete_skewed_multilabel.md) Sec. 3.2-3.5; DESIGN.md.
+For a model with ``tasks: [ctr, actions]`` (heads ``ctr`` and ``cvr_<j>``):
+
+* ``bce_ctr``: ``ctr_weight * BCE(p_ctr, click)`` over all impressions (the funnel's first
+  step, as in the other recipes);
+* ``bce_actions``: ``gamma * L_BCE`` with ``L_BCE`` eq. 12 (:func:`masked_bce_with_logits`):
+  per action, BCE averaged over its valid samples, summed over actions. Valid = clicked
+  (KAML's samples are post-click) AND ``Mask_ij``: the ADM mask ``1[o_i == j] OR
+  1[c_i^j >= alpha_j]`` (``adm: true``) or the base mask ``1[o_i == j]`` (eq. 6,
+  ``adm: false``);
+* ``ranking``: ``(1 - gamma) * L_Ranking`` with ``L_Ranking`` eq. 11 (:func:`rlu_ranking`)
+  over the batch's clicked samples, on labels ``y * Mask`` (masked-out labels count as 0, the
+  paper's Type C samples), weights ``beta_k``. Omitted when ``gamma == 1``.
+
+The logits are the training network's (with HKE: the merged sub-towers of eq. 10). ``loss.args``:
+``gamma`` (0.9), ``beta`` (1.0, or one per action), ``adm`` (true), ``ctr_weight`` (1.0).
+The paper gives no gamma or beta; 0.9 keeps the ranking term from dominating early training.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import tensorflow as tf
+
+from schemas.features import action_head
+from trainer.config import ConfigError, LossConfig
+from trainer.losses.kaml import masked_bce_with_logits, rlu_ranking
+from trainer.model import LOGITS
+from trainer.objectives.base import Objective, bce
+
+
+class KamlObjective(Objective):
+    """ctr BCE + KAML eq. 13 on the per-action heads (see the module docstring)."""
+
+    AUX = ("logits",)
+    ARGS = {"gamma": 0.9, "beta": 1.0, "adm": True, "ctr_weight": 1.0}
+
+    def __init__(self, cfg: LossConfig):
+        super().__init__(cfg)
+        self.gamma = self.number("gamma", high=1.0)
+        self.ctr_weight = self.number("ctr_weight")
+        if not isinstance(self.args["adm"], bool):
+            raise ConfigError(f"loss.args.adm: expected true/false, got {self.args['adm']!r}")
+        beta = self.args["beta"]
+        betas = beta if isinstance(beta, (list, tuple)) else [beta]
+        if not betas or any(isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0
+                            for b in betas):
+            raise ConfigError(f"loss.args.beta: expected a number >= 0 or one per action, got "
+                              f"{beta!r}")
+        self.beta = [float(b) for b in betas]
+        self.actions: List[str] = []
+
+    def build(self, training_network: tf.keras.Model) -> None:
+        heads = training_network.output  # the dict of the functional model's outputs
+        count = 0
+        while action_head(count) in heads:
+            count += 1
+        if count == 0:
+            raise ConfigError("loss.name=kaml needs per-action heads: set model.tasks to "
+                              "[ctr, actions]")
+        if len(self.beta) not in (1, count):
+            raise ConfigError(f"loss.args.beta: expected 1 value or one per action ({count}), "
+                              f"got {self.beta}")
+        self.actions = [action_head(j) for j in range(count)]
+        if len(self.beta) == 1:
+            self.beta = self.beta * count
+
+    def term_names(self, heads):
+        names = ["bce_ctr", "bce_actions"]
+        if self.gamma < 1.0:
+            names.append("ranking")
+        return names
+
+    def __call__(self, labels, outputs):
+        click = tf.cast(labels["click"], tf.float32)
+        actions = tf.cast(labels["actions"], tf.float32)
+        mask = labels["adm_mask"] if self.args["adm"] else labels["adm_original"]
+        valid = tf.cast(mask, tf.float32) * click[:, tf.newaxis]
+        logits = tf.stack([tf.reshape(outputs[LOGITS][h], [-1]) for h in self.actions], axis=1)
+        terms = {"bce_ctr": self.ctr_weight * bce(click, outputs["ctr"]),
+                 "bce_actions": self.gamma * masked_bce_with_logits(actions, logits, valid)}
+        if self.gamma < 1.0:
+            clicked = click > 0.5
+            terms["ranking"] = (1.0 - self.gamma) * rlu_ranking(
+                tf.boolean_mask(actions * valid, clicked), tf.boolean_mask(logits, clicked),
+                self.beta)
+        return terms
