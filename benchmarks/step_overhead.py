@@ -4,7 +4,7 @@ Measures what an extra loss term costs per optimizer step, e.g. PWiseR against p
 (issue 4 goal: under 10 % at batch 2048)::
 
     .venv/bin/python benchmarks/step_overhead.py --config configs/mmoe.yaml \\
-        --variant "PWiseR=loss.name=pwiser" --batch 2048
+        --base "BCE=loss.name=esmm" --variant "PWiseR=loss.name=pwiser" --batch 2048
 
 Each variant is ``LABEL=section.key=value[,section.key=value...]`` (values parsed as YAML).
 The batches are ``--batches`` fixed batches of generated synthetic rows (preprocessed as
@@ -49,7 +49,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "mmoe.yaml"))
     parser.add_argument("--variant", action="append", required=True,
                         help="LABEL=section.key=value[,...] (repeatable)")
-    parser.add_argument("--base-label", default="base")
+    parser.add_argument("--base", default="base=",
+                        help="LABEL[=section.key=value,...]: the base run (default: the "
+                             "config as it is)")
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batches", type=int, default=24)
@@ -72,10 +74,12 @@ def main(argv=None) -> int:
     from trainer.model import FeatureInfo
     from trainer.strategy import make_strategy
 
-    variants = [(args.base_label, {})] + [parse_variant(v) for v in args.variant]
+    base_label, _, base_rest = args.base.partition("=")
+    base = (base_label, parse_variant(args.base)[1] if base_rest else {})
+    variants = [base] + [parse_variant(v) for v in args.variant]
     configs = {label: config_lib.load(args.config, {"train.batch_size": args.batch, **ov})
                for label, ov in variants}
-    num_actions = configs[args.base_label].data.num_actions
+    num_actions = configs[base_label].data.num_actions
     spec = features.synthetic_spec(num_actions)
     frame = synthetic.generate(args.rows, seed=7, num_actions=num_actions)[list(spec.columns)]
     pre = preprocess.fit(frame, spec)
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         for label in steppers:
             blocks[label].append(run(label, args.steps))
 
-    base_ms = statistics.median(blocks[args.base_label]) * 1e3
+    base_ms = statistics.median(blocks[base_label]) * 1e3
     rows = []
     for label, times in blocks.items():
         ms = statistics.median(times) * 1e3
