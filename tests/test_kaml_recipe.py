@@ -56,14 +56,15 @@ def _batch(b=40, seed=0):
     return labels, outputs, logits
 
 
-@pytest.mark.parametrize("use_adm", [True, False])
-def test_recipe_terms_match_numpy(use_adm):
-    objective = build_objective(_cfg(loss={"adm": use_adm, "beta": [1, 2, 0.5, 1, 3]}).loss)
+@pytest.mark.parametrize("mask", ["adm", "target", "all"])
+def test_recipe_terms_match_numpy(mask):
+    objective = build_objective(_cfg(loss={"mask": mask, "beta": [1, 2, 0.5, 1, 3]}).loss)
     objective.build(_heads_network())
     labels, outputs, logits = _batch()
     terms = objective(labels, outputs)
     assert objective.term_names(["ctr"]) == ["bce_ctr", "bce_actions", "ranking"]
-    mask = labels["adm_mask"] if use_adm else labels["adm_original"]
+    mask = {"adm": labels["adm_mask"], "target": labels["adm_original"],
+            "all": np.ones((40, N), np.float32)}[mask]
     valid = mask * labels["click"][:, None]  # post-click samples only
     probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
     want_bce = _np_masked_bce(labels["actions"], probs, valid)
@@ -77,6 +78,8 @@ def test_recipe_terms_match_numpy(use_adm):
 @pytest.mark.parametrize("sections, message", [
     ({"loss": {"name": "kaml", "args": {"gamma": 1.5}}},
      r"loss.args.gamma: expected a number >= 0 and <= 1, got 1.5"),
+    ({"loss": {"name": "kaml", "args": {"mask": "some"}}},
+     r"loss.args.mask: expected one of \['adm', 'target', 'all'\], got 'some'"),
     ({"loss": {"name": "kaml", "args": {"beta": [1, -1]}}},
      r"loss.args.beta: expected a number >= 0 or one per action, got \[1, -1\]"),
     ({"model": {"tasks": ["ctr", "cvr"], "hke": False}},

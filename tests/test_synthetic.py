@@ -40,6 +40,11 @@ def test_columns_are_spec_columns_then_ground_truth(num_actions):
     assert all(c.startswith(features.GROUND_TRUTH_PREFIX) for c in gt)
     assert {f"gt_cvr_{j}" for j in range(num_actions)} <= set(gt)
     assert {f"gt_submits_{j}" for j in range(num_actions)} <= set(gt)
+    for j in range(num_actions):  # observed = happened AND submitted
+        submitted = frame[f"gt_submits_{j}"] == 1
+        assert (frame.loc[submitted, f"conv_{j}"] == frame.loc[submitted, f"gt_conv_{j}"]).all()
+        assert (frame.loc[~submitted, f"conv_{j}"] == 0).all()
+        assert (frame[f"gt_conv_{j}"] <= frame["click"]).all()
     for key in spec.integer_keys:
         assert frame[key].dtype == np.int64, key
     for key in spec.dense_keys:

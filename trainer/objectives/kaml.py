@@ -7,15 +7,17 @@ For a model with ``tasks: [ctr, actions]`` (heads ``ctr`` and ``cvr_<j>``):
   step, as in the other recipes);
 * ``bce_actions``: ``gamma * L_BCE`` with ``L_BCE`` eq. 12 (:func:`masked_bce_with_logits`):
   per action, BCE averaged over its valid samples, summed over actions. Valid = clicked
-  (KAML's samples are post-click) AND ``Mask_ij``: the ADM mask ``1[o_i == j] OR
-  1[c_i^j >= alpha_j]`` (``adm: true``) or the base mask ``1[o_i == j]`` (eq. 6,
-  ``adm: false``);
+  (KAML's samples are post-click) AND ``Mask_ij``, chosen by ``loss.args.mask``: ``adm``, the
+  ADM mask ``1[o_i == j] OR 1[c_i^j >= alpha_j]`` (eq. 8 + DESIGN.md); ``target``, the base
+  mask ``1[o_i == j]`` (eq. 6, "Vanilla"); ``all``, every action on every clicked sample (the
+  Oracle of Table 3 when the labels are complete; with submitted labels it trusts every
+  unsubmitted 0);
 * ``ranking``: ``(1 - gamma) * L_Ranking`` with ``L_Ranking`` eq. 11 (:func:`rlu_ranking`)
   over the batch's clicked samples, on labels ``y * Mask`` (masked-out labels count as 0, the
   paper's Type C samples), weights ``beta_k``. Omitted when ``gamma == 1``.
 
 The logits are the training network's (with HKE: the merged sub-towers of eq. 10). ``loss.args``:
-``gamma`` (0.9), ``beta`` (1.0, or one per action), ``adm`` (true), ``ctr_weight`` (1.0).
+``gamma`` (0.9), ``beta`` (1.0, or one per action), ``mask`` ("adm"), ``ctr_weight`` (1.0).
 The paper gives no gamma or beta; 0.9 keeps the ranking term from dominating early training.
 """
 from __future__ import annotations
@@ -35,14 +37,14 @@ class KamlObjective(Objective):
     """ctr BCE + KAML eq. 13 on the per-action heads (see the module docstring)."""
 
     AUX = ("logits",)
-    ARGS = {"gamma": 0.9, "beta": 1.0, "adm": True, "ctr_weight": 1.0}
+    ARGS = {"gamma": 0.9, "beta": 1.0, "mask": "adm", "ctr_weight": 1.0}
+    MASKS = ("adm", "target", "all")
 
     def __init__(self, cfg: LossConfig):
         super().__init__(cfg)
         self.gamma = self.number("gamma", high=1.0)
         self.ctr_weight = self.number("ctr_weight")
-        if not isinstance(self.args["adm"], bool):
-            raise ConfigError(f"loss.args.adm: expected true/false, got {self.args['adm']!r}")
+        self.mask = self.choice("mask", self.MASKS)
         beta = self.args["beta"]
         betas = beta if isinstance(beta, (list, tuple)) else [beta]
         if not betas or any(isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0
@@ -76,7 +78,10 @@ class KamlObjective(Objective):
     def __call__(self, labels, outputs):
         click = tf.cast(labels["click"], tf.float32)
         actions = tf.cast(labels["actions"], tf.float32)
-        mask = labels["adm_mask"] if self.args["adm"] else labels["adm_original"]
+        if self.mask == "all":
+            mask = tf.ones_like(actions)
+        else:
+            mask = labels["adm_mask" if self.mask == "adm" else "adm_original"]
         valid = tf.cast(mask, tf.float32) * click[:, tf.newaxis]
         logits = tf.stack([tf.reshape(outputs[LOGITS][h], [-1]) for h in self.actions], axis=1)
         terms = {"bce_ctr": self.ctr_weight * bce(click, outputs["ctr"]),
