@@ -59,9 +59,13 @@ def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] 
         raise config_lib.ConfigError(f"{path}: unknown grid key(s) {unknown}; expected some of "
                                      f"{sorted(fields)}")
     for i, run in enumerate(raw.get("runs") or []):
-        if not {"label", "config"} <= set(run):
+        if not isinstance(run, dict) or not {"label", "config"} <= set(run):
             raise config_lib.ConfigError(f"{path}: runs[{i}] needs 'label' and 'config', got "
-                                         f"{sorted(run)}")
+                                         f"{run!r}")
+        extra = sorted(set(run) - {"label", "config", "overrides"})
+        if extra:  # e.g. an unquoted label with a comma in a YAML flow mapping
+            raise config_lib.ConfigError(f"{path}: runs[{i}] has unknown key(s) {extra}; "
+                                         f"quote labels that contain ',' or ':'")
     grid = Grid(**raw)
     if rows is not None:
         grid = dataclasses.replace(grid, rows=rows)
@@ -110,9 +114,7 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
                                                          f"seed{seed}"))
             log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
             per_seed.append({m: _metric(result, m) for m in grid.metrics})
-        summary = {m: {"mean": float(np.nanmean([r[m] for r in per_seed])),
-                       "std": float(np.nanstd([r[m] for r in per_seed])),
-                       "values": [r[m] for r in per_seed]} for m in grid.metrics}
+        summary = {m: _summary([r[m] for r in per_seed]) for m in grid.metrics}
         results["runs"].append({"label": run["label"], "config": run["config"],
                                 "overrides": run.get("overrides") or {}, "metrics": summary})
     table = markdown_table(results)
@@ -124,6 +126,14 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
     return results
 
 
+def _summary(values: List[float]) -> Dict[str, Any]:
+    """Mean and (population) std over the finite values; NaN when there are none."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return {"mean": float("nan"), "std": float("nan"), "values": values}
+    return {"mean": float(np.mean(finite)), "std": float(np.std(finite)), "values": values}
+
+
 def markdown_table(results: Mapping[str, Any]) -> str:
     metrics = results["grid"]["metrics"]
     seeds = results["grid"]["seeds"]
@@ -133,7 +143,12 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         cells = []
         for m in metrics:
             s = run["metrics"][m]
-            cells.append("n/a" if math.isnan(s["mean"]) else f"{s['mean']:.4f} ± {s['std']:.4f}")
+            if math.isnan(s["mean"]):
+                cells.append("n/a")
+            elif abs(s["mean"]) >= 100:  # throughputs, seconds
+                cells.append(f"{s['mean']:.0f} ± {s['std']:.0f}")
+            else:
+                cells.append(f"{s['mean']:.4f} ± {s['std']:.4f}")
         lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
     lines.append(f"\nmean ± std over train seeds {seeds}")
     return "\n".join(lines)
