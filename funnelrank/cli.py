@@ -192,9 +192,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from funnelrank.data.validate import DataValidationError
     from trainer.config import ConfigError
 
+    errors = (ConfigError, DataValidationError, FileNotFoundError)
+    if args.command == "run":
+        from pipeline.anomaly_gate import DataAnomaliesError
+
+        errors += (DataAnomaliesError,)
     try:
         return args.fn(args)
-    except (ConfigError, DataValidationError, FileNotFoundError) as e:
+    except errors as e:
         print(f"funnelrank {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -30,7 +30,7 @@ def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
         click_key=spec.click_key, conversion_key=spec.conversion_key,
         min_ctr_auc=cfg.eval.min_ctr_auc, serving_model_dir=paths.serving_dir(cfg),
         metadata_connection_config=None, beam_pipeline_args=list(cfg.pipeline.beam_args),
-        adm_params=adm_params(cfg, spec))
+        adm_params=adm_params(cfg, spec), max_ctr_auc_drop=cfg.eval.max_ctr_auc_drop)
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

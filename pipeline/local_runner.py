@@ -24,13 +24,18 @@ def _latest(pattern: str) -> Optional[str]:
 
 
 def read_evaluation(pipeline_root: str) -> Dict[str, Dict[str, float]]:
-    """Overall-slice metrics per head from the newest Evaluator output."""
+    """Overall-slice metrics per head of the candidate model from the newest Evaluator output
+    (the first run has no baseline and TFX then drops the model names)."""
     import tensorflow_model_analysis as tfma
 
     uri = _latest(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
     if uri is None:
         raise FileNotFoundError(f"no Evaluator output under {pipeline_root}")
+    from pipeline.pipeline import CANDIDATE
+
     result = tfma.load_eval_result(uri)
+    if len(result.config.model_specs) > 1:  # with a baseline, pick the candidate's metrics
+        result = tfma.load_eval_result(uri, model_name=CANDIDATE)
     heads: Dict[str, Dict[str, float]] = {}
     for slice_key, by_output in result.slicing_metrics:
         if slice_key:
@@ -100,7 +105,7 @@ def run(cfg: config_lib.ExperimentConfig) -> Dict:
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
         beam_pipeline_args=local_beam_args(cfg.pipeline.beam_args),
-        adm_params=adm_params(cfg, prepared.spec))
+        adm_params=adm_params(cfg, prepared.spec), max_ctr_auc_drop=cfg.eval.max_ctr_auc_drop)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     pushed = sorted(set(glob.glob(os.path.join(serving_dir, "*"))) - before)
     return {"pushed_model": pushed[-1] if pushed else None,

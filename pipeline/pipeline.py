@@ -1,8 +1,9 @@
 """The TFX pipeline definition: every value is passed in, nothing read from globals.
 
 ExampleGen (CSV) [-> AttributionDrivenMasking (KAML's ADM, a Beam job)] -> StatisticsGen ->
-SchemaGen | ImportSchemaGen -> ExampleValidator -> Transform -> Trainer -> Evaluator (TFMA,
-AUC per head, blessing threshold) -> Pusher.
+SchemaGen | ImportSchemaGen -> ExampleValidator -> AnomalyGate (fails the run on any anomaly)
+-> Transform -> Trainer -> Evaluator (TFMA, AUC per head, blessing thresholds, the last blessed
+model as baseline) -> Pusher.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
+
+from pipeline.anomaly_gate import AnomalyGate
 
 PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.task.run_fn"
@@ -35,26 +38,43 @@ def example_gen_configs(splits: Optional[Sequence[str]], eval_percent: int):
                 example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=eval_percent)])))
 
 
-def eval_config(click_key: str, conversion_key: str, min_ctr_auc: float) -> tfma.EvalConfig:
-    """TFMA config: AUC, LogLoss and counts for the ctr and ctcvr heads; blessing needs
-    ``ctr`` AUC above ``min_ctr_auc``. The ctcvr label is the conversion column (conversion
-    implies click, checked by the adapters)."""
-    def metrics(threshold: Optional[float]):
+CANDIDATE, BASELINE = "candidate", "baseline"
+
+
+def eval_config(click_key: str, conversion_key: str, min_ctr_auc: float,
+                max_ctr_auc_drop: Optional[float] = None) -> tfma.EvalConfig:
+    """TFMA config: AUC, LogLoss and counts for the ctr and ctcvr heads.
+
+    Blessing needs the candidate's ``ctr`` AUC above ``min_ctr_auc`` and, when
+    ``max_ctr_auc_drop`` is set and a baseline (the last blessed model) exists, not below the
+    baseline's by more than ``max_ctr_auc_drop``. The ctcvr label is the conversion column
+    (conversion implies click, checked by the adapters).
+    """
+    def metrics(gate: bool):
         auc = tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}')
-        if threshold is not None:
-            auc.threshold.CopyFrom(tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                lower_bound={"value": threshold})))
+        if gate:
+            threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                lower_bound={"value": min_ctr_auc}))
+            if max_ctr_auc_drop is not None:
+                threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                    absolute={"value": -max_ctr_auc_drop}))
+            auc.threshold.CopyFrom(threshold)
         return [auc, tfma.MetricConfig(class_name="BinaryCrossentropy"),
                 tfma.MetricConfig(class_name="ExampleCount"),
                 tfma.MetricConfig(class_name="MeanPrediction"),
                 tfma.MetricConfig(class_name="MeanLabel")]
 
+    labels = {"ctr": click_key, "ctcvr": conversion_key}
+    specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
+                            label_keys=labels)]
+    if max_ctr_auc_drop is not None:
+        specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
+                                    label_keys=labels, is_baseline=True))
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name="serving_default",
-                                    label_keys={"ctr": click_key, "ctcvr": conversion_key})],
-        slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(output_names=["ctr"], metrics=metrics(min_ctr_auc)),
-                       tfma.MetricsSpec(output_names=["ctcvr"], metrics=metrics(None))])
+        model_specs=specs, slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[tfma.MetricsSpec(output_names=["ctr"], metrics=metrics(True)),
+                       tfma.MetricsSpec(output_names=["ctcvr"], metrics=metrics(False))])
 
 
 def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
@@ -64,7 +84,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
                     serving_model_dir: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
-                    adm_params: Optional[Dict[str, Any]] = None) -> tfx.dsl.Pipeline:
+                    adm_params: Optional[Dict[str, Any]] = None,
+                    max_ctr_auc_drop: Optional[float] = None) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -83,6 +104,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
       beam_pipeline_args: Beam runner arguments.
       adm_params: ``transform.adm.AdmParams.to_dict()`` to run ADM on the examples before
         every component that reads them, or None.
+      max_ctr_auc_drop: Tolerated ctr AUC drop against the last blessed model (resolved from
+        ML Metadata), or None for no comparison.
 
     Returns:
       The ``tfx.dsl.Pipeline``.
@@ -106,9 +129,11 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=examples, schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
+    transform.add_upstream_node(anomaly_gate)
     all_splits = list(splits) if splits else ["train", "eval"]
     eval_split = "eval"
     evaluator_split = "test" if "test" in all_splits else "eval"
@@ -120,9 +145,18 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
         custom_config=custom_config)
+    resolver = []
+    baseline = None
+    if max_ctr_auc_drop is not None:
+        latest_blessed = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        resolver, baseline = [latest_blessed], latest_blessed.outputs["model"]
     evaluator = tfx.components.Evaluator(
-        examples=examples, model=trainer.outputs["model"],
-        eval_config=eval_config(click_key, conversion_key, min_ctr_auc),
+        examples=examples, model=trainer.outputs["model"], baseline_model=baseline,
+        eval_config=eval_config(click_key, conversion_key, min_ctr_auc, max_ctr_auc_drop),
         example_splits=[evaluator_split])
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
@@ -130,7 +164,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=components + [statistics_gen, schema_gen, example_validator, transform,
-                                 trainer, evaluator, pusher],
+        components=components + [statistics_gen, schema_gen, example_validator, anomaly_gate,
+                                 transform, trainer] + resolver + [evaluator, pusher],
         enable_cache=False, metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

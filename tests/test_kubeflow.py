@@ -7,7 +7,7 @@ from pipeline import kubeflow_runner
 from trainer import config as config_lib
 
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "Transform", "Trainer", "Evaluator", "Pusher"]
+              "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher"]
 
 
 @pytest.mark.slow

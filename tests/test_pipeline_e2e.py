@@ -15,7 +15,7 @@ from pipeline import local_runner
 from schemas import features
 from trainer import config as config_lib
 
-ROWS = 4000
+ROWS = 20_000  # enough for a trained model to beat an untrained one clearly
 
 
 def _examples(frame, spec, with_labels: bool):
@@ -59,7 +59,7 @@ def test_pipeline_pushes_a_blessed_model_with_per_head_auc(pipeline_run):
     assert trainer["cvr"]["count"] < trainer["ctr"]["count"]  # cvr: clicked impressions only
     components = sorted(os.listdir(os.path.join(cfg.pipeline.root, "pipeline")))
     for name in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-                 "Transform", "Trainer", "Evaluator", "Pusher"):
+                 "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher"):
         assert name in components
 
 
@@ -186,3 +186,41 @@ def test_kaml_pipeline_runs_adm_in_beam_and_pushes_a_selector(tmp_path):
     names = [n for n, _ in tf.train.list_variables(
         os.path.join(result["pushed_model"], "variables", "variables"))]
     assert not [n for n in names if "extended" in n]
+
+
+@pytest.mark.slow
+def test_anomalies_stop_the_pipeline_before_transform_and_training(tmp_path, capsys):
+    from funnelrank import cli
+
+    schema = open("schemas/synthetic.pbtxt").read()
+    at = schema.index('name: "price"')
+    schema = schema[:at] + schema[at:].replace("type: FLOAT", "type: INT", 1)
+    (tmp_path / "schema.pbtxt").write_text(schema)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"base: {os.path.abspath('configs/synthetic_mmoe.yaml')}\n"
+                      f"data: {{generate_rows: 1500}}\n"
+                      f"pipeline: {{root: {tmp_path / 'run'},\n"
+                      f"           schema: {tmp_path / 'schema.pbtxt'}}}\n")
+    assert cli.main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "ExampleValidator found" in err and "feature 'price'" in err
+    ran = os.listdir(tmp_path / "run" / "pipeline")
+    assert "ExampleValidator" in ran and "Transform" not in ran and "Trainer" not in ran
+
+
+@pytest.mark.slow
+def test_a_worse_model_is_not_pushed(pipeline_run):
+    """A second run into the same root is evaluated against the last blessed model (resolved
+    from ML Metadata); one that barely trained loses more than eval.max_ctr_auc_drop of CTR
+    AUC, is not blessed and is not pushed, whatever min_ctr_auc says."""
+    cfg, first = pipeline_run
+    assert first["pushed_model"]
+    worse = config_lib.load("configs/synthetic_mmoe.yaml", {
+        "data.generate_rows": ROWS, "train.epochs": 1, "train.batch_size": 256,
+        "train.learning_rate": 1e-9, "eval.min_ctr_auc": 0.0, "eval.max_ctr_auc_drop": 0.005,
+        "pipeline.root": cfg.pipeline.root})
+    before = sorted(os.listdir(os.path.join(cfg.pipeline.root, "serving")))
+    result = local_runner.run(worse)
+    assert result["blessed"] is False and result["pushed_model"] is None
+    assert sorted(os.listdir(os.path.join(cfg.pipeline.root, "serving"))) == before
+    assert result["evaluation"]["ctr"]["auc"] < first["evaluation"]["ctr"]["auc"] - 0.005

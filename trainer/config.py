@@ -190,9 +190,14 @@ class EvalConfig:
 
     Attributes:
       min_ctr_auc: The Evaluator blesses (and the Pusher pushes) only above this CTR AUC.
+      max_ctr_auc_drop: ... and only if its CTR AUC is not worse than the last blessed
+        (pushed) model's by more than this (TFMA change threshold against the baseline the
+        pipeline resolves from ML Metadata; the first run has no baseline). ``null`` disables
+        the comparison.
     """
 
     min_ctr_auc: float = 0.5
+    max_ctr_auc_drop: Optional[float] = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,8 +238,8 @@ class ExperimentConfig:
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
 _SECTION_CLASSES = {
-    "data": DataConfig, "adm": AdmConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
-    "meta": MetaConfig, "eval": EvalConfig, "pipeline": PipelineConfig,
+    "data": DataConfig, "adm": AdmConfig, "model": ModelConfig, "loss": LossConfig,
+    "train": TrainConfig, "meta": MetaConfig, "eval": EvalConfig, "pipeline": PipelineConfig,
 }
 
 
@@ -311,6 +316,9 @@ def _validate(cfg: ExperimentConfig) -> None:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):
         raise ConfigError(f"pipeline.name: expected lowercase letters, digits and '-' "
                           f"(Kubeflow's rule), got {cfg.pipeline.name!r}")
+    drop = cfg.eval.max_ctr_auc_drop
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
+        raise ConfigError(f"eval.max_ctr_auc_drop: expected a number or null, got {drop!r}")
     if cfg.adm.window_seconds < 1:
         raise ConfigError(f"adm.window_seconds: expected >= 1, got {cfg.adm.window_seconds}")
     if not cfg.adm.thresholds or any(isinstance(a, bool) or not isinstance(a, int) or a < 1

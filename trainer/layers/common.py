@@ -37,7 +37,8 @@ def check_rate(name: str, value) -> float:
 
 def check_tasks(name: str, value: Sequence[str]) -> tuple:
     if (not isinstance(value, (list, tuple)) or not value
-            or any(not isinstance(t, str) or not t for t in value) or len(set(value)) != len(value)):
+            or any(not isinstance(t, str) or not t for t in value)
+            or len(set(value)) != len(value)):
         raise ValueError(f"`{name}` must be a non-empty list of distinct task names, "
                          f"received: {name}={value!r}")
     return tuple(value)
