@@ -35,9 +35,13 @@ def cmd_generate(args) -> int:
 def cmd_prepare(args) -> int:
     from funnelrank.data import adapters
 
-    cfg = _load_config(args, {"data.path": args.data} if args.data else None)
+    overrides = {"data.path": args.data} if args.data else {}
+    if args.skip_bad_rows:
+        overrides["data.skip_bad_rows"] = True
+    cfg = _load_config(args, overrides)
     prepared = adapters.prepare(cfg.data, os.path.join(cfg.pipeline.root, "data"))
     print(f"prepared {prepared.rows} under {os.path.join(cfg.pipeline.root, 'data', 'prepared')}")
+    print(adapters.describe_drops(prepared))
     return 0
 
 
@@ -55,6 +59,8 @@ def cmd_train(args) -> int:
         overrides["train.seed"] = args.seed
     if args.rows is not None:
         overrides["data.generate_rows"] = args.rows
+    if args.skip_bad_rows:
+        overrides["data.skip_bad_rows"] = True
     cfg = _load_config(args, overrides)
     out = args.out or os.path.join("work", "train", cfg.name)
     train_local.train(cfg, out)
@@ -70,6 +76,8 @@ def cmd_run(args) -> int:
         overrides["data.path"] = args.data
     if args.rows is not None:
         overrides["data.generate_rows"] = args.rows
+    if args.skip_bad_rows:
+        overrides["data.skip_bad_rows"] = True
     cfg = _load_config(args, overrides)
     result = local_runner.run(cfg)
     print(json.dumps(result["evaluation"], indent=2, sort_keys=True))
@@ -134,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="validate and normalise data for the pipeline")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--data", help="CSV file or directory (overrides data.path)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="drop invalid rows (counted and reported per reason) instead of failing")
     p.set_defaults(fn=cmd_prepare)
 
     p = sub.add_parser("train", help="fast in-process training without TFX")
@@ -145,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default work/train/<name>)")
     p.add_argument("--cpu-replicas", type=int, default=1,
                    help="split the CPU into N logical devices for MirroredStrategy")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="drop invalid rows (counted and reported per reason) instead of failing")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("run", help="run the TFX pipeline locally (Beam DirectRunner)")
@@ -152,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="CSV file or directory (overrides data.path)")
     p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.add_argument("--root", help="work directory (overrides pipeline.root)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="drop invalid rows (counted and reported per reason) instead of failing")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("bench", help="run a grid of fast-path trainings, seeds averaged")
@@ -192,7 +206,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from funnelrank.data.validate import DataValidationError
     from trainer.config import ConfigError
 
-    errors = (ConfigError, DataValidationError, FileNotFoundError)
+    from trainer.errors import TrainingDivergedError
+
+    errors = (ConfigError, DataValidationError, FileNotFoundError, TrainingDivergedError)
     if args.command == "run":
         from pipeline.anomaly_gate import DataAnomaliesError
 

@@ -125,7 +125,7 @@ def test_two_stage_man_reports_weights_and_exports_without_log_sigma(tmp_path):
     cfg = _man_config(train={"early_stopping_patience": 1, "epochs": 3})
     (model, progress), _ = _fit(cfg, tf.distribute.OneDeviceStrategy("/cpu:0"))
     summary = progress.summary
-    assert set(summary) == {"early_stopping", "objective", "meta"}
+    assert set(summary) == {"early_stopping", "objective", "meta", "steps"}
     stop = summary["early_stopping"]
     history = model.history.history["val_ctcvr_auc"]
     assert stop["best"] == pytest.approx(max(history)) and stop["epochs_run"] == len(history)

@@ -13,6 +13,7 @@ from schemas.features import action_head, transformed_name
 from trainer import metrics as offline
 from trainer.config import ConfigError, ExperimentConfig
 from trainer.data import predict
+from trainer.errors import TrainingDivergedError
 from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
 from trainer.training import FunnelModel
@@ -21,7 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class ProgressLogger(tf.keras.callbacks.Callback):
-    """Logs loss, AUCs and examples/sec every ``every`` steps and at each epoch end."""
+    """Logs loss, AUCs and examples/sec every ``every`` steps and at each epoch end.
+
+    Also notes where a run restored from a BackupAndRestore checkpoint resumed
+    (``summary["resumed_at"]``).
+    """
 
     def __init__(self, global_batch: int, every: int = 100):
         super().__init__()
@@ -30,6 +35,7 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         self.train_seconds = 0.0
         self.train_examples = 0
         self.summary: Dict[str, object] = {}  # objective report, meta stage, early stopping
+        self._first_batch = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -37,6 +43,12 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         self._steps = 0
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._first_batch:
+            self._first_batch = False
+            if batch > 0 or self._epoch > 0:  # BackupAndRestore put us mid-run
+                self.summary["resumed_at"] = {"epoch": self._epoch + 1, "step": int(batch) + 1}
+                log.info("resumed from a checkpoint at epoch %d, step %d", self._epoch + 1,
+                         batch + 1)
         self._steps += 1
         if self.every and self._steps % self.every == 0:
             rate = self._steps * self.global_batch / (time.perf_counter() - self._t0)
@@ -52,6 +64,33 @@ class ProgressLogger(tf.keras.callbacks.Callback):
     @property
     def examples_per_sec(self) -> float:
         return self.train_examples / self.train_seconds if self.train_seconds else float("nan")
+
+
+class DivergenceGuard(tf.keras.callbacks.Callback):
+    """Stops training at the first non-finite loss term (Keras' TerminateOnNaN only prints
+    ``Invalid loss``): raises :class:`TrainingDivergedError` naming the epoch, the step, every
+    term's value and the batch (rows, clicks, conversions of the first replica's batch)."""
+
+    BATCH_KEYS = ("batch_rows", "batch_clicks", "batch_conversions")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        terms = {k: float(v) for k, v in logs.items()
+                 if k not in self.BATCH_KEYS and not k.endswith("_auc")}
+        bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
+        if not bad:
+            return
+        self.model.stop_training = True
+        stats = ", ".join(f"{k[6:]}={int(logs[k])}" for k in self.BATCH_KEYS if k in logs)
+        step = int(self.model.optimizer.iterations.numpy())
+        raise TrainingDivergedError(
+            f"training diverged at epoch {self._epoch + 1}, step {batch + 1} (optimizer step "
+            f"{step}): non-finite {bad}; loss terms {_fmt(terms)}; batch: {stats or 'n/a'}. "
+            "Lower train.learning_rate or check the input; a BackupAndRestore checkpoint, if "
+            "any, still holds the weights from before.")
 
 
 def _fmt(logs) -> str:
@@ -115,7 +154,7 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
         model = build_model(cfg, info)
         model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     progress = ProgressLogger(cfg.train.batch_size * strategy.num_replicas_in_sync, log_every)
-    callbacks = [progress, tf.keras.callbacks.TerminateOnNaN()]
+    callbacks = [progress, DivergenceGuard()]
     stopper = None
     if patience:
         stopper = tf.keras.callbacks.EarlyStopping(
@@ -137,6 +176,7 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
                                               "best": float(history[best])}
         log.info("stage 1: best %s %.5f at epoch %d of %d", cfg.train.early_stopping_monitor,
                  history[best], best + 1, len(history))
+    progress.summary["steps"] = int(model.optimizer.iterations.numpy())
     report = model.objective.report()
     if report:
         progress.summary["objective"] = report

@@ -2,7 +2,9 @@
 
 Reads the data through the same adapters as the pipeline, fits vocabularies and dense
 statistics in process (``trainer.preprocess``, the same maths as the Transform component),
-trains the same network and loss code under MirroredStrategy, and writes ``metrics.json``::
+trains the same network and loss code under MirroredStrategy (checkpointing to
+``<out>/backup`` so a killed run resumes when started again with the same ``--out``), and
+writes ``metrics.json``::
 
     {"heads": {"ctr": {"auc": .., "logloss": .., ...}, ...}, "examples_per_sec": .., "rows": ..}
 """
@@ -55,6 +57,9 @@ def hash_split(frame: pd.DataFrame, eval_percent: int, salt: int = 0):
 def load_splits(cfg: config_lib.ExperimentConfig, work_dir: str) -> Dict[str, pd.DataFrame]:
     """Validated train / eval (/ test) frames for ``cfg.data``."""
     prepared = adapters.prepare(cfg.data, work_dir)
+    log.info("%s", adapters.describe_drops(prepared))
+    if prepared.total_stats.rows_dropped:
+        print(adapters.describe_drops(prepared))
     frames = adapters.load_frames(prepared)
     if prepared.hash_split:
         train, evaluation = hash_split(frames["all"], cfg.data.eval_percent)
@@ -121,7 +126,10 @@ def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
                       "conversion": transformed_name(spec.conversion_key)}
 
     t0 = time.perf_counter()
-    model, progress = fit_model(cfg, info, train_ds, val_ds, strategy, meta_rows=meta_rows)
+    # BackupAndRestore: a run killed mid-epoch and started again with the same --out resumes
+    # from the last checkpoint (every train.checkpoint_every_steps steps).
+    model, progress = fit_model(cfg, info, train_ds, val_ds, strategy, meta_rows=meta_rows,
+                                backup_dir=os.path.join(out_dir, "backup"))
     train_seconds = time.perf_counter() - t0
 
     result = {"heads": evaluate_heads(model.network, eval_ds),

@@ -91,7 +91,12 @@ class FunnelModel(tf.keras.Model):
         variables = self.step_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return self._track(labels, outputs, terms, total)
+        logs = self._track(labels, outputs, terms, total)
+        click = tf.cast(labels["click"], tf.float32)
+        logs.update({"batch_rows": tf.shape(click)[0], "batch_clicks": tf.reduce_sum(click),
+                     "batch_conversions": tf.reduce_sum(
+                         tf.cast(labels["conversion"], tf.float32))})
+        return logs
 
     def test_step(self, data):
         x, labels = data

@@ -196,3 +196,13 @@ def load_frames(prepared: PreparedData) -> Dict[str, pd.DataFrame]:
         parts = [pd.read_csv(p, dtype=dtypes, usecols=list(spec.columns)) for p in paths]
         frames[split] = pd.concat(parts, ignore_index=True)[list(spec.columns)]
     return frames
+
+
+def describe_drops(prepared: PreparedData) -> str:
+    """One line: rows read and kept, and the rows dropped per reason (``skip_bad_rows``)."""
+    total = prepared.total_stats
+    line = f"validated {total.rows_read} rows, kept {total.rows_kept}"
+    if total.dropped:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(total.dropped.items()))
+        line += f", dropped {total.rows_dropped} ({reasons})"
+    return line

@@ -95,6 +95,8 @@ def read_header(path: str, spec: features.DatasetSpec) -> List[str]:
             header = next(csv.reader(f))
         except StopIteration:
             raise _fail(path, "empty file (expected a header line and data rows)") from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise _fail(path, f"not a UTF-8 text CSV file ({e})") from None
     if not any(header):
         raise _fail(path, "empty header line (expected a header line and data rows)")
     duplicates = sorted({h for h in header if header.count(h) > 1})
@@ -248,6 +250,8 @@ def iter_valid_chunks(path: str, spec: features.DatasetSpec, skip_bad_rows: bool
         raise _fail(path, "empty file (expected a header line and data rows)") from None
     except pd.errors.ParserError as e:
         raise _fail(path, f"malformed CSV: {e}") from None
+    except UnicodeDecodeError as e:
+        raise _fail(path, f"not a UTF-8 text CSV file ({e})") from None
     if row_offset == 0:
         raise _fail(path, "no data rows (header only)")
 
