@@ -1,10 +1,13 @@
-"""The anomaly gate: ExampleValidator's findings stop the pipeline, listed in the error."""
+"""Pipeline gates: ExampleValidator's findings stop the run (listed in the error); the
+Evaluator blesses only above a minimum AUC and not far below the last blessed model."""
 import os
 
 import pytest
+import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from pipeline.anomaly_gate import ANOMALIES_FILE, DataAnomaliesError, check_anomalies
+from pipeline.pipeline import eval_config
 
 
 def _write(root, split, anomalies):
@@ -40,3 +43,21 @@ def test_every_anomaly_is_listed_with_split_and_feature(tmp_path):
 def test_missing_split_file_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no SchemaDiff.pb for split 'test'"):
         check_anomalies(str(tmp_path), ["test"])
+
+
+def test_eval_config_gates_on_min_auc_and_on_the_baseline_drop():
+    with_baseline = eval_config("click", "conversion", 0.6, max_ctr_auc_drop=0.01)
+    assert [s.name for s in with_baseline.model_specs] == ["candidate", "baseline"]
+    assert with_baseline.model_specs[1].is_baseline
+    ctr = with_baseline.metrics_specs[0]
+    assert list(ctr.output_names) == ["ctr"]
+    auc = ctr.metrics[0]
+    assert auc.class_name == "AUC"
+    assert auc.threshold.value_threshold.lower_bound.value == 0.6
+    assert auc.threshold.change_threshold.absolute.value == -0.01
+    assert (auc.threshold.change_threshold.direction
+            == tfma.MetricDirection.HIGHER_IS_BETTER)
+    assert not with_baseline.metrics_specs[1].metrics[0].HasField("threshold")  # ctcvr: report
+    alone = eval_config("click", "conversion", 0.55)
+    assert len(alone.model_specs) == 1
+    assert not alone.metrics_specs[0].metrics[0].threshold.HasField("change_threshold")

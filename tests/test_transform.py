@@ -72,3 +72,11 @@ def test_transform_agrees_with_in_process_on_random_data(tmp_path):
         np.testing.assert_allclose(mine[key].reshape(-1), np.ravel([r[key] for r in rows]),
                                    rtol=1e-5,
                                    atol=1e-6, err_msg=key)
+
+
+def test_adm_without_its_columns_in_the_schema_names_them():
+    spec = features.with_adm(features.synthetic_spec())
+    inputs = {k: tf.zeros([2, 1], tf.int64) for k in spec.columns}  # no adm_* columns
+    with pytest.raises(ValueError, match=r"lacks \['adm_mask_0', 'adm_mask_1', 'adm_mask_2'\]"
+                                         r".*schemas/synthetic_adm.pbtxt"):
+        preprocessing_fn(inputs, {SPEC_KEY: features.spec_to_dict(spec)})

@@ -47,6 +47,11 @@ def preprocessing_fn(inputs: Dict[str, Any],
       dense ones, float32 labels.
     """
     spec = spec_from_custom_config(custom_config)
+    missing = [k for k in spec.adm_keys if k not in inputs]
+    if missing:
+        raise ValueError(f"ADM is enabled but the examples' schema lacks {missing[:3]}...; "
+                         f"import a schema that has the ADM columns (e.g. "
+                         f"schemas/synthetic_adm.pbtxt) as pipeline.schema")
     outputs: Dict[str, Any] = {}
     for key in spec.sparse_keys:
         outputs[features.transformed_name(key)] = tft.compute_and_apply_vocabulary(
@@ -55,11 +60,6 @@ def preprocessing_fn(inputs: Dict[str, Any],
     for key in spec.dense_keys:
         outputs[features.transformed_name(key)] = tft.scale_to_z_score(
             tf.cast(_dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.float32))
-    missing = [k for k in spec.adm_keys if k not in inputs]
-    if missing:
-        raise ValueError(f"ADM is enabled but the examples' schema lacks {missing[:3]}...; "
-                         f"import a schema that has the ADM columns (e.g. "
-                         f"schemas/synthetic_adm.pbtxt) as pipeline.schema")
     for key in spec.label_keys + spec.adm_keys:
         outputs[features.transformed_name(key)] = tf.cast(
             _dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.float32)
