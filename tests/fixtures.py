@@ -45,3 +45,18 @@ def tiny_arrays(rows: int = 2000, seed: int = 0):
 def tiny_network(seed: int = 3):
     _, arrays, info = tiny_arrays()
     return build_network(tiny_config().model, info, seed=seed), arrays, info
+
+
+def adm_arrays(rows: int = 1200, seed: int = 3, window_seconds: int = 86_400):
+    """(spec, preprocessor, transformed arrays, FeatureInfo) of a small synthetic log with
+    ADM columns, for per-action (KAML) models."""
+    from funnelrank.data import synthetic
+    from transform import adm
+
+    spec = features.with_adm(features.synthetic_spec())
+    log = synthetic.generate(rows, seed=seed)
+    frame = adm.add_to_frames({"all": log}, adm.AdmParams.for_spec(
+        spec, window_seconds, 1))["all"]
+    pre = preprocess.fit(frame, spec)
+    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys, num_actions=spec.num_actions)
+    return spec, pre, pre.transform(frame), info

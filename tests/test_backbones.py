@@ -25,18 +25,27 @@ def test_every_backbone_has_a_config():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
 def test_config_trains_and_predicts_its_heads(path):
-    _, arrays, info = fixtures.tiny_arrays(600)
     cfg = config_lib.load(path, {"train.batch_size": 200, "train.epochs": 1, "meta.steps": 2,
                                  "meta.support_size": 8, "meta.query_size": 8,
-                                 "meta.partition_key": "item"})
-    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 200, shuffle=True)
+                                 "meta.partition_key": "user_segment"})
+    if cfg.adm.enabled:  # per-action heads: a synthetic log with its ADM columns
+        spec, _, arrays, info = fixtures.adm_arrays(600)
+    else:
+        _, arrays, info = fixtures.tiny_arrays(600)
+        spec = fixtures.TINY_SPEC
+        cfg = config_lib.load(path, {"train.batch_size": 200, "train.epochs": 1,
+                                     "meta.steps": 2, "meta.support_size": 8,
+                                     "meta.query_size": 8, "meta.partition_key": "item"})
+    ds = from_arrays(arrays, info.input_names, spec, 200, shuffle=True)
     labels = {"click": "click_xf", "conversion": "conversion_xf"}
     model, _ = fit_model(cfg, info, ds, ds, tf.distribute.OneDeviceStrategy("/cpu:0"),
                          meta_rows=lambda: (arrays, labels))
     assert np.isfinite(model.history.history["loss"]).all()
-    outputs, _ = predict(model.network, from_arrays(arrays, info.input_names,
-                                                    fixtures.TINY_SPEC, 600))
-    expected = {"ctr"} if cfg.model.tasks == ("ctr",) else {"ctr", "cvr", "ctcvr"}
+    outputs, _ = predict(model.network, from_arrays(arrays, info.input_names, spec, 600))
+    if cfg.adm.enabled:
+        expected = {"ctr"} | {f"cvr_{j}" for j in range(info.num_actions)}
+    else:
+        expected = {"ctr"} if cfg.model.tasks == ("ctr",) else {"ctr", "cvr", "ctcvr"}
     assert set(outputs) == expected
     for head, p in outputs.items():
         assert p.shape == (600,) and np.all((p >= 0) & (p <= 1)), head

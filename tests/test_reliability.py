@@ -12,16 +12,12 @@ import tensorflow as tf
 
 from funnelrank import cli
 from funnelrank.data import synthetic
-from schemas import features
 from tests import fixtures
 from tests.test_kaml_recipe import _cfg as kaml_cfg
 from trainer import config as config_lib
-from trainer import preprocess
 from trainer.data import from_arrays
 from trainer.errors import TrainingDivergedError
 from trainer.fit import build_model, fit_model
-from trainer.model import FeatureInfo
-from transform import adm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,20 +42,12 @@ RECIPES = {
 }
 
 
-def _kaml_setup():
-    log = synthetic.generate(1200, seed=3)
-    spec = features.with_adm(features.synthetic_spec())
-    frame = adm.add_to_frames({"all": log}, adm.AdmParams.for_spec(spec, 86_400, 1))["all"]
-    pre = preprocess.fit(frame, spec)
-    return kaml_cfg(), pre.transform(frame), FeatureInfo(pre.vocab_sizes, spec.dense_keys,
-                                                         num_actions=5), spec
-
-
 @pytest.mark.parametrize("recipe", list(RECIPES) + ["kaml"])
 @pytest.mark.parametrize("batch", ["no_clicks", "no_conversions", "all_converted"])
 def test_no_loss_is_ever_nan_on_degenerate_batches(recipe, batch):
     if recipe == "kaml":
-        cfg, arrays, info, spec = _kaml_setup()
+        cfg = kaml_cfg()
+        spec, _, arrays, info = fixtures.adm_arrays()
     else:
         _, arrays, info = fixtures.tiny_arrays(600)
         spec = fixtures.TINY_SPEC

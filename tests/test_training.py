@@ -82,3 +82,38 @@ def test_training_is_deterministic_on_cpu():
         results.append(predict(model.network, from_arrays(
             arrays, info.input_names, fixtures.TINY_SPEC, 500))[0]["ctr"])
     np.testing.assert_allclose(results[0], results[1], atol=1e-6)
+
+
+def test_xla_train_step_trains_and_dynamic_shape_losses_are_refused():
+    _, arrays, info = fixtures.tiny_arrays(1500)
+    cfg = fixtures.tiny_config(epochs=2, jit_compile=True)
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
+    model, _ = fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert model.train_function is not None and model._jit_compile  # pylint: disable=protected-access
+    history = model.history.history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    d = config_lib.to_dict(cfg)
+    d["loss"] = {"name": "pwiser"}
+    with pytest.raises(config_lib.ConfigError, match="train.jit_compile: loss 'pwiser' gathers"):
+        config_lib.from_dict(d)
+
+
+def test_mixed_precision_step_scales_the_loss_and_keeps_float32_weights():
+    from trainer.fit import build_model, precision_policy
+
+    _, arrays, info = fixtures.tiny_arrays(1000)
+    cfg = fixtures.tiny_config(mixed_precision=True)
+    assert precision_policy(cfg) == "float32"  # no GPU here: the flag is ignored, logged
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")  # what a GPU run uses
+    try:
+        model = build_model(cfg, info)
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
+    history = model.fit(ds, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    assert all(w.dtype == tf.float32 for w in model.network.trainable_weights)
+    outputs = model.network({k: arrays[k][:8] for k in info.input_names})
+    assert outputs["ctr"].dtype == tf.float32  # heads stay float32 for the losses

@@ -112,6 +112,10 @@ class TrainConfig:
       validation_percent: When early stopping needs validation data and the input has no
         separate test split, this share of the train split (by hash) becomes the validation
         set (``funnelrank train``; the TFX Trainer validates on its eval split).
+      jit_compile: Compile the train step with XLA. Losses that gather pairs with dynamic
+        shapes (PWiseR, KAML's ranking term) cannot be XLA-compiled and are refused.
+      mixed_precision: Train in ``mixed_float16`` (float16 compute, float32 weights, dynamic
+        loss scaling) when a GPU is present; ignored, with a log line, on CPU.
     """
 
     batch_size: int = 1024
@@ -124,6 +128,8 @@ class TrainConfig:
     early_stopping_patience: int = 0
     early_stopping_monitor: str = "val_ctcvr_auc"
     validation_percent: int = 10
+    jit_compile: bool = False
+    mixed_precision: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,6 +325,10 @@ def _validate(cfg: ExperimentConfig) -> None:
     drop = cfg.eval.max_ctr_auc_drop
     if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
         raise ConfigError(f"eval.max_ctr_auc_drop: expected a number or null, got {drop!r}")
+    if cfg.train.jit_compile and (cfg.loss.name == "pwiser" or (
+            cfg.loss.name == "kaml" and cfg.loss.args.get("gamma", 0.9) < 1.0)):
+        raise ConfigError(f"train.jit_compile: loss {cfg.loss.name!r} gathers pairs with "
+                          f"dynamic shapes, which XLA cannot compile; set jit_compile: false")
     if cfg.adm.window_seconds < 1:
         raise ConfigError(f"adm.window_seconds: expected >= 1, got {cfg.adm.window_seconds}")
     if not cfg.adm.thresholds or any(isinstance(a, bool) or not isinstance(a, int) or a < 1

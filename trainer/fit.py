@@ -105,6 +105,16 @@ def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
     return FunnelModel(networks.inference, objective, networks.training)
 
 
+def precision_policy(cfg: ExperimentConfig) -> str:
+    """``mixed_float16`` when ``train.mixed_precision`` is set and a GPU is present."""
+    if not cfg.train.mixed_precision:
+        return "float32"
+    if not tf.config.list_logical_devices("GPU"):
+        log.info("train.mixed_precision is set but there is no GPU: training in float32")
+        return "float32"
+    return "mixed_float16"
+
+
 MetaRows = Callable[[], Tuple[Mapping[str, np.ndarray], Mapping[str, str]]]
 
 
@@ -150,9 +160,15 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
         if cfg.meta.partition_key not in info.vocab_sizes:
             raise ConfigError(f"meta.partition_key: expected one of the sparse features "
                               f"{sorted(info.vocab_sizes)}, got {cfg.meta.partition_key!r}")
-    with strategy.scope():
-        model = build_model(cfg, info)
-        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+    policy = precision_policy(cfg)
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            model = build_model(cfg, info)
+            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
+                          jit_compile=cfg.train.jit_compile)
+    finally:  # the policy only matters while layers are built
+        tf.keras.mixed_precision.set_global_policy("float32")
     progress = ProgressLogger(cfg.train.batch_size * strategy.num_replicas_in_sync, log_every)
     callbacks = [progress, DivergenceGuard()]
     stopper = None

@@ -135,8 +135,9 @@ def backbone_tasks(cfg: ModelConfig, info: FeatureInfo) -> List[str]:
 
 def _probability(logit, name: str):
     # Output layers are named after their head, so output_names == head names.
+    # float32 from here on, also under a mixed_float16 policy: the losses need the precision.
     prob = tf.keras.layers.Activation("sigmoid", dtype="float32", name=f"{name}/sigmoid")(logit)
-    return tf.keras.layers.Reshape((), name=name)(prob)
+    return tf.keras.layers.Reshape((), dtype="float32", name=name)(prob)
 
 
 def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.keras.Model:
@@ -227,9 +228,11 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
         outputs[task] = trained[task] = _probability(logits[task], task)
     for heads in (outputs, trained):
         if "cvr" in heads:
-            heads["ctcvr"] = ProductHead(name="ctcvr")((heads["ctr"], heads["cvr"]))
+            heads["ctcvr"] = ProductHead(dtype="float32", name="ctcvr")(
+                (heads["ctr"], heads["cvr"]))
         elif "ctcvr" in heads:
-            heads["cvr"] = RatioHead(name="cvr")((heads["ctcvr"], heads["ctr"]))
+            heads["cvr"] = RatioHead(dtype="float32", name="cvr")(
+                (heads["ctcvr"], heads["ctr"]))
     inference = tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")
     if not aux and hke_input is None:
         return Networks(inference, inference)

@@ -88,8 +88,13 @@ class FunnelModel(tf.keras.Model):
             total = tf.add_n(list(terms.values()))
             # Gradients are summed over replicas; scale the per-replica mean accordingly.
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+            loss_scaled = isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+            if loss_scaled:  # mixed precision: keep float16 gradients from underflowing
+                scaled = self.optimizer.get_scaled_loss(scaled)
         variables = self.step_variables
         grads = tape.gradient(scaled, variables)
+        if loss_scaled:
+            grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(zip(grads, variables))
         logs = self._track(labels, outputs, terms, total)
         click = tf.cast(labels["click"], tf.float32)
