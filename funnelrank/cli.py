@@ -101,7 +101,8 @@ def cmd_bench(args) -> int:
     from trainer import bench
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    grid = bench.load_grid(args.grid, rows=args.rows, seeds=seeds)
+    only = [label.strip() for label in args.runs.split(";")] if args.runs else None
+    grid = bench.load_grid(args.grid, rows=args.rows, seeds=seeds, only=only)
     bench.run_grid(grid, args.out or os.path.join("benchmarks", "results", grid.name))
     return 0
 
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", required=True, help="grid YAML (see trainer/bench.py)")
     p.add_argument("--rows", type=int, help="override the grid's synthetic rows")
     p.add_argument("--seeds", help="comma-separated train seeds (override the grid's)")
+    p.add_argument("--runs", help="only these runs: labels separated by ';'")
     p.add_argument("--out", help="results directory (default benchmarks/results/<name>)")
     p.set_defaults(fn=cmd_bench)
 

@@ -54,3 +54,10 @@ def test_tiny_grid_writes_table_and_json(tmp_path):
     throughput = mmoe["metrics"]["train.examples_per_sec"]["mean"]
     assert f"{throughput:.0f} ±" in table  # large values are printed without decimals
     assert results["runs"][1]["label"] == "DNN"
+
+
+def test_only_keeps_the_named_runs_and_refuses_unknown_labels():
+    grid = bench.load_grid("benchmarks/grids/man.yaml", only=["MAN", "MAN without meta"])
+    assert [r["label"] for r in grid.runs] == ["MAN", "MAN without meta"]
+    with pytest.raises(config_lib.ConfigError, match=r"no run labelled \['MAM'\]"):
+        bench.load_grid("benchmarks/grids/man.yaml", only=["MAM"])

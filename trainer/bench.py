@@ -50,7 +50,14 @@ class Grid:
     adapter: Optional[str] = None
 
 
-def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] = None) -> Grid:
+def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] = None,
+              only: Optional[List[str]] = None) -> Grid:
+    """Reads a grid file; ``rows``/``seeds`` override its values, ``only`` keeps the runs with
+    those labels (in the file's order).
+
+    Raises:
+      ConfigError: Unknown keys, runs without label/config, or ``only`` naming no run.
+    """
     with open(path) as f:
         raw = yaml.safe_load(f)
     fields = {f.name for f in dataclasses.fields(Grid)}
@@ -67,6 +74,12 @@ def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] 
             raise config_lib.ConfigError(f"{path}: runs[{i}] has unknown key(s) {extra}; "
                                          f"quote labels that contain ',' or ':'")
     grid = Grid(**raw)
+    if only:
+        labels = [run["label"] for run in grid.runs]
+        missing = [label for label in only if label not in labels]
+        if missing:
+            raise config_lib.ConfigError(f"{path}: no run labelled {missing}; runs are {labels}")
+        grid = dataclasses.replace(grid, runs=[r for r in grid.runs if r["label"] in only])
     if rows is not None:
         grid = dataclasses.replace(grid, rows=rows)
     if seeds:
