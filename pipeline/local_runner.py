@@ -61,6 +61,22 @@ def read_trainer_metrics(pipeline_root: str) -> Dict:
         return json.load(f)
 
 
+def component_seconds(metadata_path: str) -> Dict[str, float]:
+    """Wall seconds of each component's last execution, from the ML Metadata store."""
+    from ml_metadata.metadata_store import metadata_store
+
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    types = {t.id: t.name for t in store.get_execution_types()}
+    out: Dict[str, float] = {}
+    for execution in sorted(store.get_executions(), key=lambda e: e.id):
+        name = types.get(execution.type_id, str(execution.type_id)).split(".")[-1]
+        seconds = (execution.last_update_time_since_epoch
+                   - execution.create_time_since_epoch) / 1000.0
+        out[name] = seconds
+    return out
+
+
 def blessed(pipeline_root: str) -> bool:
     uri = _latest(os.path.join(pipeline_root, "Evaluator", "blessing", "*"))
     return bool(uri) and os.path.exists(os.path.join(uri, "BLESSED"))
@@ -81,8 +97,11 @@ def local_beam_args(args) -> list:
     return args
 
 
-def run(cfg: config_lib.ExperimentConfig) -> Dict:
+def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False) -> Dict:
     """Prepares the data, runs every component, and reports where the model was pushed.
+
+    With ``through_transform_only`` the pipeline stops after Transform and the result holds
+    the per-component times instead (``"components"``: name -> seconds, from ML Metadata).
 
     Returns:
       ``{"pushed_model": path or None, "blessed": bool, "evaluation": {...} (TFMA),
@@ -91,7 +110,11 @@ def run(cfg: config_lib.ExperimentConfig) -> Dict:
     t0 = time.perf_counter()
     paths = PipelinePaths(os.path.abspath(cfg.pipeline.root))
     prepared = prepare_data(cfg, paths)
-    log.info("prepared data: %s", prepared.rows)
+    from funnelrank.data.adapters import describe_drops
+
+    log.info("prepared data: %s; %s", prepared.rows, describe_drops(prepared))
+    if prepared.total_stats.rows_dropped:
+        print(describe_drops(prepared))
     serving_dir = paths.serving_dir(cfg)
     before = set(glob.glob(os.path.join(serving_dir, "*")))
     pipeline = create_pipeline(
@@ -105,8 +128,15 @@ def run(cfg: config_lib.ExperimentConfig) -> Dict:
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
         beam_pipeline_args=local_beam_args(cfg.pipeline.beam_args),
-        adm_params=adm_params(cfg, prepared.spec), max_ctr_auc_drop=cfg.eval.max_ctr_auc_drop)
+        adm_params=adm_params(cfg, prepared.spec), max_ctr_auc_drop=cfg.eval.max_ctr_auc_drop,
+        through_transform_only=through_transform_only)
+    t_pipeline = time.perf_counter()
     tfx.orchestration.LocalDagRunner().run(pipeline)
+    if through_transform_only:
+        return {"components": component_seconds(paths.metadata_path),
+                "prepare_seconds": t_pipeline - t0,
+                "pipeline_seconds": time.perf_counter() - t_pipeline,
+                "seconds": time.perf_counter() - t0}
     pushed = sorted(set(glob.glob(os.path.join(serving_dir, "*"))) - before)
     return {"pushed_model": pushed[-1] if pushed else None,
             "blessed": blessed(paths.pipeline_root),

@@ -85,7 +85,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     adm_params: Optional[Dict[str, Any]] = None,
-                    max_ctr_auc_drop: Optional[float] = None) -> tfx.dsl.Pipeline:
+                    max_ctr_auc_drop: Optional[float] = None,
+                    through_transform_only: bool = False) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -106,6 +107,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         every component that reads them, or None.
       max_ctr_auc_drop: Tolerated ctr AUC drop against the last blessed model (resolved from
         ML Metadata), or None for no comparison.
+      through_transform_only: Stop after Transform (data preparation only: the transformed
+        examples and graph are the outputs; used to measure preprocessing throughput).
 
     Returns:
       The ``tfx.dsl.Pipeline``.
@@ -134,6 +137,13 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         examples=examples, schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
     transform.add_upstream_node(anomaly_gate)
+    preprocessing = components + [statistics_gen, schema_gen, example_validator, anomaly_gate,
+                                  transform]
+    if through_transform_only:
+        return tfx.dsl.Pipeline(
+            pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=preprocessing,
+            enable_cache=False, metadata_connection_config=metadata_connection_config,
+            beam_pipeline_args=beam_pipeline_args or [])
     all_splits = list(splits) if splits else ["train", "eval"]
     eval_split = "eval"
     evaluator_split = "test" if "test" in all_splits else "eval"
@@ -164,7 +174,6 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
-        components=components + [statistics_gen, schema_gen, example_validator, anomaly_gate,
-                                 transform, trainer] + resolver + [evaluator, pusher],
+        components=preprocessing + [trainer] + resolver + [evaluator, pusher],
         enable_cache=False, metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

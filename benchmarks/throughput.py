@@ -1,0 +1,217 @@
+"""Training and inference throughput of funnelrank vs DeepCTR and torch-rechub (issue 9).
+
+The same synthetic rows (generated with seed 7, preprocessed by ``trainer.preprocess``: vocab
+ids and z-scored dense values) go to three implementations of the same architecture sizes
+(``configs/mmoe.yaml`` and ``configs/ple.yaml``: experts, expert and tower widths, embedding
+dim 8, 9 sparse + 4 dense features), batch 2048, Adam, BCE on two heads:
+
+* funnelrank: ``model.fit`` over ``trainer.data.from_arrays`` (the ``funnelrank train`` input
+  path) under the production MirroredStrategy, and the "ideal" (the same train step on 24
+  batches cached in memory: no input pipeline);
+* DeepCTR 0.9.3 (TensorFlow 2.15, Keras ``fit`` on the in-memory arrays, its usual use);
+* torch-rechub 0.9.0 (PyTorch 2.13 CPU; plain DataLoader loop over in-memory tensors).
+
+Each peer is installed by this script into its own throwaway venv under ``--venv-dir``
+(default ``work/peers``; never a project dependency) and runs in its own process on the shared
+``data.npz``. Training throughput is rows / median epoch time over ``--epochs`` epochs, the first
+(tracing) epoch excluded; inference is the forward pass on in-memory batches.
+Writes ``benchmarks/results/throughput.json``.
+
+Usage::
+
+    .venv/bin/python benchmarks/throughput.py [--rows 200000] [--models mmoe,ple]
+        [--peers deepctr,torch-rechub] [--epochs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = {
+    "deepctr": {"python": "3.10", "script": "deepctr_throughput.py",
+                "install": [["-m", "pip", "install", "-q", "tensorflow-cpu==2.15.1",
+                             "deepctr==0.9.3", "h5py==3.7.0"]]},
+    "torch-rechub": {"python": "3.11", "script": "torch_rechub_throughput.py",
+                     "install": [["-m", "pip", "install", "-q", "torch==2.13.0"],
+                                 ["-m", "pip", "install", "-q", "torch-rechub==0.9.0"]]},
+}
+
+
+def _interpreter(version: str) -> str:
+    """A Python ``version`` interpreter: pyenv's newest ``<version>.x``, else on the PATH."""
+    pyenv = os.path.expanduser("~/.pyenv/versions")
+    if os.path.isdir(pyenv):
+        found = sorted(n for n in os.listdir(pyenv) if n.startswith(version + "."))
+        if found:
+            return os.path.join(pyenv, found[-1], "bin", "python")
+    path = shutil.which(f"python{version}")
+    if path:
+        return path
+    raise SystemExit(f"no Python {version} interpreter found for the peer venv")
+
+
+def ensure_venv(name: str, venv_dir: str) -> str:
+    """Creates (once) the peer's throwaway venv; returns its python."""
+    peer = PEERS[name]
+    home = os.path.join(venv_dir, name)
+    python = os.path.join(home, "bin", "python")
+    stamp = os.path.join(home, ".installed")
+    if not os.path.exists(stamp):
+        print(f"installing {name} into {home} (once)", file=sys.stderr)
+        subprocess.run([_interpreter(peer["python"]), "-m", "venv", home], check=True)
+        for args in peer["install"]:
+            subprocess.run([python] + args, check=True)
+        open(stamp, "w").close()
+    return python
+
+
+def export_data(rows: int, path: str):
+    """Generates and preprocesses the rows; writes them with the architecture to ``path``."""
+    import numpy as np
+
+    from funnelrank.data import synthetic
+    from schemas import features
+    from trainer import config as config_lib
+    from trainer import preprocess
+
+    spec = features.synthetic_spec()
+    frame = synthetic.generate(rows, seed=7)[list(spec.columns)]
+    pre = preprocess.fit(frame, spec)
+    arrays = pre.transform(frame)
+    models = {}
+    for name in ("mmoe", "ple"):
+        cfg = config_lib.load(os.path.join(ROOT, "configs", f"{name}.yaml"))
+        models[name] = {**dict(cfg.model.backbone_args),
+                        "tower_units": list(cfg.model.tower_units)}
+    meta = {"sparse": list(spec.sparse_keys), "dense": list(spec.dense_keys),
+            "vocab": pre.vocab_sizes, "embedding_dim": 8, "models": models}
+    out = {k: arrays[features.transformed_name(k)].reshape(-1) for k in spec.feature_keys}
+    out["click"] = arrays["click_xf"].reshape(-1)
+    out["ctcvr"] = (arrays["click_xf"] * arrays["conversion_xf"]).reshape(-1)
+    np.savez(path, meta=json.dumps(meta), **out)
+    return pre, arrays, spec
+
+
+def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
+    """funnelrank's fit over the arrays pipeline, the cached-batch ideal, and inference."""
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer import config as config_lib
+    from trainer.data import from_arrays
+    from trainer.fit import build_model
+    from trainer.model import FeatureInfo
+    from trainer.strategy import make_strategy
+
+    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
+    cfg = config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
+                          {"train.batch_size": batch})
+    strategy = make_strategy()
+    with strategy.scope():
+        model = build_model(cfg, info)
+        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+    times = []
+
+    class Timer(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    ds = from_arrays(arrays, info.input_names, spec, batch, shuffle=True, seed=1)
+    model.fit(ds, epochs=epochs, verbose=0, callbacks=[Timer()])
+    rows = len(arrays["click_xf"])
+    train = rows / float(np.median(times[1:]))
+    cached = from_arrays(arrays, info.input_names, spec, batch, shuffle=True, seed=1,
+                         drop_remainder=True).take(24).cache().repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(cached))
+    step = model.make_train_function()
+    for _ in range(20):
+        logs = step(iterator)
+    float(logs["loss"])
+    t0 = time.perf_counter()
+    for _ in range(120):
+        logs = step(iterator)
+    float(logs["loss"])
+    ideal = 120 * batch / (time.perf_counter() - t0)
+    forward = tf.function(lambda x: model.network(x, training=False))
+    batches = [x for x, _ in from_arrays(arrays, info.input_names, spec, batch).take(24)]
+    for x in batches[:3]:
+        forward(x)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        for x in batches:
+            out = forward(x)
+    float(out["ctr"][0])
+    infer = 3 * len(batches) * batch / (time.perf_counter() - t0)
+    params = int(sum(np.prod(w.shape) for w in model.network.trainable_weights))
+    tf.keras.backend.clear_session()
+    return {"peer": "funnelrank (this project, TF " + tf.__version__ + ")", "model": model_name,
+            "train_examples_per_sec": train, "ideal_train_examples_per_sec": ideal,
+            "inference_examples_per_sec": infer, "trainable_parameters": params,
+            "epoch_seconds": times}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--models", default="mmoe,ple")
+    parser.add_argument("--peers", default="deepctr,torch-rechub")
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--venv-dir", default=os.path.join(ROOT, "work", "peers"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                      "throughput.json"))
+    args = parser.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+
+    os.makedirs(args.venv_dir, exist_ok=True)
+    data = os.path.join(args.venv_dir, "data.npz")
+    pre, arrays, spec = export_data(args.rows, data)
+    peers = [p for p in args.peers.split(",") if p]
+    pythons = {p: ensure_venv(p, args.venv_dir) for p in peers}
+    results = []
+    for model in args.models.split(","):
+        results.append(measure_ours(model, arrays, pre, spec, args.batch, args.epochs))
+        for peer in peers:
+            script = os.path.join(ROOT, "benchmarks", "peers", PEERS[peer]["script"])
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+            proc = subprocess.run([pythons[peer], script, data, model, str(args.batch),
+                                   str(args.epochs)], capture_output=True, text=True,
+                                  env=env, cwd=args.venv_dir)
+            if proc.returncode != 0:
+                raise SystemExit(f"{peer} {model} failed:\n{proc.stderr[-3000:]}")
+            line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+            results.append(json.loads(line[7:]))
+    report = {"benchmark": "throughput", "rows": args.rows, "batch": args.batch,
+              "epochs": args.epochs, "results": results,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform()},
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nThroughput, {args.rows} synthetic rows, batch {args.batch}, 2 CPU cores\n")
+    print("| model | implementation | train examples/s | inference examples/s | parameters |")
+    print("|---|---|---:|---:|---:|")
+    for r in results:
+        ideal = r.get("ideal_train_examples_per_sec")
+        extra = f" (ideal, no input: {ideal:.0f})" if ideal else ""
+        print(f"| {r['model']} | {r['peer']} | {r['train_examples_per_sec']:.0f}{extra} | "
+              f"{r['inference_examples_per_sec']:.0f} | {r['trainable_parameters']} |")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
