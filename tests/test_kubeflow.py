@@ -7,7 +7,10 @@ from pipeline import kubeflow_runner
 from trainer import config as config_lib
 
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-              "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher"]
+              "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher",
+              # KFP v2 compiles the baseline resolver into two resolver tasks
+              "latest_blessed_model_resolver-model-blessing-resolver",
+              "latest_blessed_model_resolver-model-resolver"]
 
 
 @pytest.mark.slow
