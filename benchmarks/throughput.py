@@ -8,7 +8,8 @@ dim 8, 9 sparse + 4 dense features), batch 2048, Adam, BCE on two heads:
 * funnelrank: ``model.fit`` over ``trainer.data.from_arrays`` (the ``funnelrank train`` input
   path) under the production MirroredStrategy, and the "ideal" (the same train step on 24
   batches cached in memory: no input pipeline);
-* DeepCTR 0.9.3 (TensorFlow 2.15, Keras ``fit`` on the in-memory arrays, its usual use);
+* DeepCTR 0.9.3 (TensorFlow 2.10, the newest it imports under; Keras ``fit`` on the in-memory
+  arrays, its usual use);
 * torch-rechub 0.9.0 (PyTorch 2.13 CPU; plain DataLoader loop over in-memory tensors).
 
 Each peer is installed by this script into its own throwaway venv under ``--venv-dir``
@@ -36,8 +37,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = {
     "deepctr": {"python": "3.10", "script": "deepctr_throughput.py",
-                "install": [["-m", "pip", "install", "-q", "tensorflow-cpu==2.15.1",
-                             "deepctr==0.9.3", "h5py==3.7.0"]]},
+                "install": [["-m", "pip", "install", "-q", "tensorflow-cpu==2.10.1",
+                             "numpy==1.23.5", "deepctr==0.9.3", "h5py==3.7.0"]]},
     "torch-rechub": {"python": "3.11", "script": "torch_rechub_throughput.py",
                      "install": [["-m", "pip", "install", "-q", "torch==2.13.0"],
                                  ["-m", "pip", "install", "-q", "torch-rechub==0.9.0"]]},
@@ -143,7 +144,8 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     float(logs["loss"])
     ideal = 120 * batch / (time.perf_counter() - t0)
     forward = tf.function(lambda x: model.network(x, training=False))
-    batches = [x for x, _ in from_arrays(arrays, info.input_names, spec, batch).take(24)]
+    batches = [x for x, _ in from_arrays(arrays, info.input_names, spec, batch,
+                                         drop_remainder=True).take(24)]  # one shape, one trace
     for x in batches[:3]:
         forward(x)
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """DeepCTR's MMOE / PLE trained and run on the shared synthetic arrays (peer of issue 9).
 
-Runs INSIDE a throwaway venv with deepctr and tensorflow-cpu 2.15 (made by
+Runs INSIDE a throwaway venv with deepctr and tensorflow-cpu 2.10 (made by
 ``benchmarks/throughput.py``); never imports this project. Usage::
 
     python deepctr_throughput.py DATA.npz MODEL BATCH EPOCHS
