@@ -148,3 +148,19 @@ def test_skip_bad_rows_drops_and_reports_instead_of_failing(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert ("validated 300 rows, kept 297, dropped 3 (conversion_without_click: 1, "
             "label_not_binary: 1, not_a_number: 1)") in printed
+
+
+def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path):
+    """The shuffle order also depends on TF's global seed: train() must set it first."""
+    from trainer import train_local
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\n"
+                      "data: {generate_rows: 6000}\ntrain: {seed: 5}\n")
+    cfg = config_lib.load(str(config))
+    first = train_local.train(cfg, str(tmp_path / "a"))["heads"]
+    tf.keras.utils.set_random_seed(999)  # what another run before it would leave behind
+    tf.random.uniform([3])
+    second = train_local.train(cfg, str(tmp_path / "b"))["heads"]
+    for head in first:
+        assert first[head]["auc"] == pytest.approx(second[head]["auc"], abs=1e-9)

@@ -158,8 +158,10 @@ def markdown_table(results: Mapping[str, Any]) -> str:
             s = run["metrics"][m]
             if math.isnan(s["mean"]):
                 cells.append("n/a")
-            elif abs(s["mean"]) >= 100:  # throughputs, seconds
+            elif abs(s["mean"]) >= 100:  # throughputs
                 cells.append(f"{s['mean']:.0f} ± {s['std']:.0f}")
+            elif m.endswith("seconds"):
+                cells.append(f"{s['mean']:.1f} ± {s['std']:.1f}")
             else:
                 cells.append(f"{s['mean']:.4f} ± {s['std']:.4f}")
         lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")

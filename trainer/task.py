@@ -40,6 +40,7 @@ def run_fn(fn_args: FnArgs) -> None:
     cfg = config_lib.from_dict(fn_args.custom_config[EXPERIMENT_KEY])
     spec = features.spec_from_dict(fn_args.custom_config[SPEC_KEY])
     log.info("run_fn config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
+    tf.keras.utils.set_random_seed(cfg.train.seed)  # before the datasets: see train_local
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     info = feature_info(tft_output, spec)
     feature_spec = tft_output.transformed_feature_spec()  # outside any tf.function

@@ -92,6 +92,9 @@ def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
     """Runs the whole fast path; returns the metrics dict (also written to out_dir)."""
     os.makedirs(out_dir, exist_ok=True)
     log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
+    # Before any dataset exists: a shuffle's order depends on the global seed too, so without
+    # this a run's data order would depend on what ran earlier in the process.
+    tf.keras.utils.set_random_seed(cfg.train.seed)
     frames, spec = load_splits(cfg, os.path.join(out_dir, "data"))
     rows = {k: len(v) for k, v in frames.items()}
     if cfg.adm.enabled:
