@@ -60,3 +60,14 @@ def adm_arrays(rows: int = 1200, seed: int = 3, window_seconds: int = 86_400):
     pre = preprocess.fit(frame, spec)
     info = FeatureInfo(pre.vocab_sizes, spec.dense_keys, num_actions=spec.num_actions)
     return spec, pre, pre.transform(frame), info
+
+
+def exported_variable_names(export_dir: str):
+    """Names of the variables a SavedModel restores (``backbone/attention/query/kernel:0``...).
+
+    ``tf.train.list_variables`` on the checkpoint only shows object-graph paths such as
+    ``variables/12/.ATTRIBUTES/VARIABLE_VALUE``, which say nothing about what a variable is.
+    """
+    import tensorflow as tf
+
+    return sorted({v.name for v in tf.saved_model.load(export_dir).variables})

@@ -34,7 +34,7 @@ def test_unquoted_label_with_a_comma_is_refused(tmp_path):
 def test_tiny_grid_writes_table_and_json(tmp_path):
     grid_path = tmp_path / "tiny.yaml"
     grid_path.write_text(yaml.safe_dump({
-        "name": "tiny", "rows": 3000, "seeds": [1, 2], "epochs": 1,
+        "name": "tiny", "rows": 3000, "seeds": [1], "epochs": 1,
         "metrics": ["ctr.auc", "cvr.auc", "train.examples_per_sec"],
         "runs": [{"label": "MMoE, 2 experts", "config": "configs/mmoe.yaml",
                   "overrides": {"model.backbone_args": {"num_experts": 2,
@@ -46,11 +46,10 @@ def test_tiny_grid_writes_table_and_json(tmp_path):
     saved = json.loads((tmp_path / "out" / "tiny.json").read_text())
     assert saved["runs"][0]["label"] == "MMoE, 2 experts"
     mmoe, dnn = saved["runs"]
-    assert len(mmoe["metrics"]["ctr.auc"]["values"]) == 2
+    assert len(mmoe["metrics"]["ctr.auc"]["values"]) == 1
     assert 0.3 < mmoe["metrics"]["ctr.auc"]["mean"] < 1.0
-    assert dnn["metrics"]["cvr.auc"]["values"] == [None, None] or all(
-        v != v for v in dnn["metrics"]["cvr.auc"]["values"])  # STL: no cvr head
-    assert "| DNN | " in table and "n/a" in table and "mean ± std over train seeds [1, 2]" in table
+    assert all(v != v for v in dnn["metrics"]["cvr.auc"]["values"])  # STL: no cvr head (NaN)
+    assert "| DNN | " in table and "n/a" in table and "mean ± std over train seeds [1]" in table
     throughput = mmoe["metrics"]["train.examples_per_sec"]["mean"]
     assert f"{throughput:.0f} ±" in table  # large values are printed without decimals
     assert results["runs"][1]["label"] == "DNN"

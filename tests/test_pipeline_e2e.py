@@ -1,5 +1,6 @@
 """The whole TFX pipeline on a few thousand synthetic rows (LocalDagRunner + DirectRunner)."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from funnelrank.data import synthetic
 from funnelrank.data.validate import DataValidationError
 from pipeline import local_runner
 from schemas import features
+from tests import fixtures
 from trainer import config as config_lib
 
 ROWS = 20_000  # enough for a trained model to beat an untrained one clearly
@@ -143,22 +145,33 @@ def test_bad_input_stops_before_any_component_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_man_two_stage_training_runs_inside_run_fn(tmp_path):
+def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path):
     """MAN's uncertainty recipe, early stopping on the eval split and the meta stage, all in
-    the TFX Trainer's run_fn (meta rows read back from the transformed examples)."""
-    cfg = config_lib.load("configs/man.yaml", {
-        "data.generate_rows": 3000, "train.epochs": 2, "train.batch_size": 256,
-        "meta.steps": 3, "meta.support_size": 32, "meta.query_size": 32,
-        "eval.min_ctr_auc": 0.0, "pipeline.root": str(tmp_path)})
-    result = local_runner.run(cfg)
-    assert result["pushed_model"]
-    trainer = result["trainer"]
+    the TFX Trainer's run_fn, on the Transform output of the pipeline run above (meta rows are
+    read back from the transformed examples)."""
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    from pipeline.common import custom_config
+    from trainer.task import run_fn
+
+    cfg, _ = pipeline_run
+    root = os.path.join(cfg.pipeline.root, "pipeline", "Transform")
+    graph = sorted(glob.glob(os.path.join(root, "transform_graph", "*")))[-1]
+    examples = sorted(glob.glob(os.path.join(root, "transformed_examples", "*")))[-1]
+    man = config_lib.load("configs/man.yaml", {
+        "train.epochs": 2, "train.batch_size": 256, "meta.steps": 3,
+        "meta.support_size": 32, "meta.query_size": 32})
+    run_fn(FnArgs(
+        train_files=[os.path.join(examples, "Split-train", "*")],
+        eval_files=[os.path.join(examples, "Split-eval", "*")], transform_output=graph,
+        serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
+        custom_config=custom_config(man, features.synthetic_spec())))
+    trainer = json.load(open(tmp_path / "run" / "metrics.json"))
     assert trainer["meta"]["steps"] == 3 and trainer["meta"]["partitions"] >= 2
     assert trainer["early_stopping"]["epochs_run"] <= 2
     assert set(trainer["objective"]) == {"ctr", "ctcvr"}
-    names = [n for n, _ in tf.train.list_variables(
-        os.path.join(result["pushed_model"], "variables", "variables"))]
-    assert any("attention" in n for n in names)
+    names = fixtures.exported_variable_names(str(tmp_path / "serving"))
+    assert "backbone/attention/query/kernel:0" in names
     assert not [n for n in names if "log_sigma" in n or "uncertainty" in n]
 
 
@@ -183,8 +196,8 @@ def test_kaml_pipeline_runs_adm_in_beam_and_pushes_a_selector(tmp_path):
     assert {"cvr", "ctcvr", "cvr_0", "cvr_4"} <= set(heads)
     loaded = tf.saved_model.load(result["pushed_model"])
     assert {"serving_default", "predict_raw", "select_cvr"} <= set(loaded.signatures)
-    names = [n for n, _ in tf.train.list_variables(
-        os.path.join(result["pushed_model"], "variables", "variables"))]
+    names = fixtures.exported_variable_names(result["pushed_model"])
+    assert "cvr_4/hke/original/dense_0/kernel:0" in names
     assert not [n for n in names if "extended" in n]
 
 

@@ -116,20 +116,6 @@ def test_a_killed_trainer_resumes_from_its_checkpoint_and_finishes_the_same_step
     assert not backup.exists() or not os.listdir(backup)  # deleted after a finished run
 
 
-@pytest.mark.slow
-def test_same_seed_and_data_give_the_same_metrics(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\n"
-                      "data: {generate_rows: 20000}\n")
-    results = []
-    for run in ("a", "b"):
-        assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / run)]) == 0
-        results.append(json.loads((tmp_path / run / "metrics.json").read_text())["heads"])
-    for head in results[0]:
-        for key in ("auc", "logloss", "gauc"):
-            assert results[0][head][key] == pytest.approx(results[1][head][key], abs=1e-6)
-
-
 def test_skip_bad_rows_drops_and_reports_instead_of_failing(tmp_path, capsys):
     frame = synthetic.generate(300, seed=2)
     frame = frame.astype({"price": object})
@@ -150,8 +136,11 @@ def test_skip_bad_rows_drops_and_reports_instead_of_failing(tmp_path, capsys):
             "label_not_binary: 1, not_a_number: 1)") in printed
 
 
-def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path):
-    """The shuffle order also depends on TF's global seed: train() must set it first."""
+@pytest.mark.slow
+def test_same_seed_and_data_give_the_same_metrics_whatever_ran_before(tmp_path):
+    """Determinism on CPU: two runs with the same seed and data give the same metrics, even
+    with another seed used in between (a shuffle's order also depends on TF's global seed, so
+    train() must set it before making the datasets)."""
     from trainer import train_local
 
     config = tmp_path / "c.yaml"
@@ -163,4 +152,6 @@ def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path):
     tf.random.uniform([3])
     second = train_local.train(cfg, str(tmp_path / "b"))["heads"]
     for head in first:
-        assert first[head]["auc"] == pytest.approx(second[head]["auc"], abs=1e-9)
+        assert np.isfinite(first[head]["auc"]) and np.isfinite(first[head]["logloss"])
+        for key in ("auc", "logloss", "gauc"):  # gauc is NaN when no user has both labels
+            assert first[head][key] == pytest.approx(second[head][key], abs=1e-6, nan_ok=True)

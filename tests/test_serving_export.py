@@ -150,6 +150,9 @@ def test_no_training_only_variables_in_the_export(exported):
     assert any("VARIABLE_VALUE" in n for n in names)
     leaked = [n for n in names if any(bad in n.lower() for bad in TRAINING_ONLY)]
     assert leaked == []
+    restored = fixtures.exported_variable_names(exported["dir"])
+    assert "backbone/shared/expert_0/dense_0/kernel:0" in restored
+    assert [n for n in restored if any(bad in n.lower() for bad in TRAINING_ONLY)] == []
     sizes = sorted(int(np.prod(s)) for n, s in tf.train.list_variables(
         os.path.join(exported["dir"], "variables", "variables")) if s)
     want = sorted(int(np.prod(w.shape)) for w in exported["network"].weights)
