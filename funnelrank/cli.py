@@ -98,6 +98,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.throughput:
+        return _throughput(args)
+    if not args.grid:
+        raise SystemExit("funnelrank bench: give --grid GRID.yaml or --throughput")
     from trainer import bench
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
@@ -105,6 +109,26 @@ def cmd_bench(args) -> int:
     grid = bench.load_grid(args.grid, rows=args.rows, seeds=seeds, only=only)
     bench.run_grid(grid, args.out or os.path.join("benchmarks", "results", grid.name))
     return 0
+
+
+def _throughput(args) -> int:
+    """``bench --throughput``: runs ``benchmarks/throughput.py`` (needs the source checkout:
+    the peers' scripts live beside it)."""
+    import runpy
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks", "throughput.py")
+    if not os.path.exists(script):
+        raise SystemExit(f"funnelrank bench --throughput needs the source checkout: {script} "
+                         "does not exist (install with `pip install -e .` from a clone)")
+    argv = ["--rows", str(args.rows or 200_000)]
+    if args.out:
+        argv += ["--out", args.out]
+    if args.peers is not None:
+        argv += ["--peers", args.peers]
+    if args.peer_venvs:
+        argv += ["--venv-dir", args.peer_venvs]
+    return runpy.run_path(script)["main"](argv)
 
 
 def cmd_export(args) -> int:
@@ -169,12 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop invalid rows (counted and reported per reason) instead of failing")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("bench", help="run a grid of fast-path trainings, seeds averaged")
-    p.add_argument("--grid", required=True, help="grid YAML (see trainer/bench.py)")
-    p.add_argument("--rows", type=int, help="override the grid's synthetic rows")
+    p = sub.add_parser("bench", help="run a grid of fast-path trainings, seeds averaged; or "
+                       "--throughput: examples/s of MMoE and PLE beside DeepCTR, torch-rechub")
+    p.add_argument("--grid", help="grid YAML (see trainer/bench.py)")
+    p.add_argument("--throughput", action="store_true",
+                   help="training/inference examples/s at batch 2048 against the peers, each "
+                        "installed in its own throwaway venv (benchmarks/throughput.py)")
+    p.add_argument("--peers", help="with --throughput: comma-separated peers "
+                                   "(default deepctr,torch-rechub; '' for none)")
+    p.add_argument("--peer-venvs", help="with --throughput: where the peers' venvs and the "
+                                        "shared data file go (default work/peers)")
+    p.add_argument("--rows", type=int, help="override the grid's synthetic rows "
+                                            "(--throughput: default 200000)")
     p.add_argument("--seeds", help="comma-separated train seeds (override the grid's)")
     p.add_argument("--runs", help="only these runs: labels separated by ';'")
-    p.add_argument("--out", help="results directory (default benchmarks/results/<name>)")
+    p.add_argument("--out", help="results directory (default benchmarks/results/<name>); "
+                                  "--throughput: the JSON file")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("export", help="export `funnelrank train` output for TF Serving")

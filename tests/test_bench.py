@@ -60,3 +60,28 @@ def test_only_keeps_the_named_runs_and_refuses_unknown_labels():
     assert [r["label"] for r in grid.runs] == ["MAN", "MAN without meta"]
     with pytest.raises(config_lib.ConfigError, match=r"no run labelled \['MAM'\]"):
         bench.load_grid("benchmarks/grids/man.yaml", only=["MAM"])
+
+
+def test_bench_needs_a_grid_or_throughput():
+    from funnelrank import cli
+
+    with pytest.raises(SystemExit, match="give --grid GRID.yaml or --throughput"):
+        cli.main(["bench"])
+
+
+@pytest.mark.slow
+def test_throughput_bench_reports_ours_and_the_in_memory_ideal(tmp_path, capsys):
+    """`funnelrank bench --throughput` without peers (their venvs take minutes to install):
+    the table and JSON hold fit, ideal and inference examples/s for MMoE and PLE."""
+    from funnelrank import cli
+
+    out = tmp_path / "throughput.json"
+    assert cli.main(["bench", "--throughput", "--peers", "", "--rows", "5000",
+                     "--out", str(out), "--peer-venvs", str(tmp_path / "peers")]) == 0
+    report = json.loads(out.read_text())
+    assert report["rows"] == 5000 and report["batch"] == 2048
+    assert [r["model"] for r in report["results"]] == ["mmoe", "ple"]
+    for r in report["results"]:
+        assert r["train_examples_per_sec"] > 0 and r["ideal_train_examples_per_sec"] > 0
+        assert r["inference_examples_per_sec"] > 0 and r["trainable_parameters"] > 1000
+    assert "| mmoe | funnelrank (this project" in capsys.readouterr().out
