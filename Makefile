@@ -20,7 +20,7 @@ export PYTHONHASHSEED := 0
 
 $(STAMP): requirements/lock.txt setup.py
 	$(PYTHON) -m pip install -q uv
-	$(PYTHON) -m uv venv --seed --python $$($(PYTHON) -c 'import sys; print(sys.executable)') $(VENV)
+	$(PYTHON) -m uv venv --allow-existing --seed --python $$($(PYTHON) -c 'import sys; print(sys.executable)') $(VENV)
 	$(PYTHON) -m uv pip sync --python $(VPY) requirements/lock.txt
 	$(PYTHON) -m uv pip install --python $(VPY) --no-deps -e .
 	touch $(STAMP)
