@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tests import fixtures
-from trainer.data import from_arrays
+from trainer.data import from_arrays, from_transformed, load_transformed
 
 
 def _epoch_rows(ds):
@@ -72,3 +72,56 @@ def test_a_missing_column_is_named(numbered):
     del arrays["click_xf"]
     with pytest.raises(KeyError, match=r"columns \['click_xf'\] are not in the arrays"):
         from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 64)
+
+
+def _write_gzipped_examples(arrays, path, columns):
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for i in range(len(arrays[columns[0]])):
+            feature = {}
+            for k in columns:
+                value = arrays[k].reshape(-1)[i]
+                feature[k] = (tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                              if arrays[k].dtype.kind == "f" else
+                              tf.train.Feature(int64_list=tf.train.Int64List(value=[value])))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                         .SerializeToString())
+
+
+def test_load_transformed_reads_every_row_back_and_feeds_the_same_rows(numbered, tmp_path):
+    """``train.in_memory``: the TFRecords parsed once hold the rows from_transformed reads."""
+    arrays, info = numbered
+    columns = sorted(arrays)
+    _write_gzipped_examples({k: v[:600] for k, v in arrays.items()}, tmp_path / "p-0.gz",
+                            columns)
+    _write_gzipped_examples({k: v[600:] for k, v in arrays.items()}, tmp_path / "p-1.gz",
+                            columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    loaded = load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128)
+    order = np.argsort(loaded["price_xf"])  # the row ids: files are read interleaved
+    for k in columns:
+        np.testing.assert_array_equal(loaded[k][order], arrays[k].reshape(-1))
+
+    def rows(ds):
+        parts = [{**x, **y} for x, y in ds]
+        out = {k: np.concatenate([p[k].numpy().reshape(len(p["click"]), -1) for p in parts])
+               for k in parts[0]}
+        return {k: v[np.argsort(out["price_xf"][:, 0])] for k, v in out.items()}
+
+    direct = rows(from_transformed(str(tmp_path / "p-*.gz"), spec, info.input_names,
+                                   fixtures.TINY_SPEC, 256))
+    via_memory = rows(from_arrays(loaded, info.input_names, fixtures.TINY_SPEC, 256))
+    assert sorted(direct) == sorted(via_memory)
+    for k in direct:
+        np.testing.assert_array_equal(direct[k], via_memory[k])
+
+
+def test_load_transformed_names_missing_columns(tmp_path):
+    with pytest.raises(KeyError, match=r"columns \['click_xf'\] are not in the transformed"):
+        load_transformed(str(tmp_path / "*.gz"), {"item_xf": None}, ["click_xf"])
+
+
+def test_load_transformed_names_a_pattern_without_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no transformed examples match"):
+        load_transformed(str(tmp_path / "missing-*.gz"),
+                         {"click_xf": tf.io.FixedLenFeature([], tf.int64)}, ["click_xf"])

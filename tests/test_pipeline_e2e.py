@@ -1,6 +1,7 @@
 """The whole TFX pipeline on a few thousand synthetic rows (LocalDagRunner + DirectRunner)."""
 import glob
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -145,10 +146,11 @@ def test_bad_input_stops_before_any_component_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path):
+def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplog):
     """MAN's uncertainty recipe, early stopping on the eval split and the meta stage, all in
     the TFX Trainer's run_fn, on the Transform output of the pipeline run above (meta rows are
-    read back from the transformed examples)."""
+    read back from the transformed examples), with the train split parsed into memory
+    (``train.in_memory``)."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from pipeline.common import custom_config
@@ -159,14 +161,19 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path):
     graph = sorted(glob.glob(os.path.join(root, "transform_graph", "*")))[-1]
     examples = sorted(glob.glob(os.path.join(root, "transformed_examples", "*")))[-1]
     man = config_lib.load("configs/man.yaml", {
-        "train.epochs": 2, "train.batch_size": 256, "meta.steps": 3,
+        "train.epochs": 2, "train.batch_size": 256, "train.in_memory": True, "meta.steps": 3,
         "meta.support_size": 32, "meta.query_size": 32})
+    caplog.set_level(logging.INFO, logger="trainer.task")
     run_fn(FnArgs(
         train_files=[os.path.join(examples, "Split-train", "*")],
         eval_files=[os.path.join(examples, "Split-eval", "*")], transform_output=graph,
         serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
         custom_config=custom_config(man, features.synthetic_spec())))
     trainer = json.load(open(tmp_path / "run" / "metrics.json"))
+    parsed = [r.getMessage() for r in caplog.records if "train.in_memory:" in r.getMessage()]
+    train_rows = sum(1 for f in glob.glob(os.path.join(examples, "Split-train", "*"))
+                     for _ in tf.data.TFRecordDataset(f, compression_type="GZIP"))
+    assert parsed and parsed[0].startswith(f"train.in_memory: {train_rows} rows")
     assert trainer["meta"]["steps"] == 3 and trainer["meta"]["partitions"] >= 2
     assert trainer["early_stopping"]["epochs_run"] <= 2
     assert set(trainer["objective"]) == {"ctr", "ctcvr"}

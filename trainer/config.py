@@ -102,7 +102,10 @@ class TrainConfig:
       epochs: Passes over the training split.
       learning_rate: Adam learning rate.
       seed: Seed of weights, shuffling and dropout.
-      shuffle_buffer: Rows in the shuffle buffer.
+      shuffle_buffer: Rows in the shuffle buffer (TFX Trainer reading TFRecords).
+      in_memory: TFX Trainer only: parse the transformed train split once into memory and
+        train from it as ``funnelrank train`` does (a full shuffle each epoch, no per-step
+        parsing; see docs/benchmarks.md). Needs about rows x features x 8 bytes of RAM.
       checkpoint_every_steps: BackupAndRestore interval.
       eval_batch_size: Batch used for prediction and evaluation.
       early_stopping_patience: Epochs without improvement of ``early_stopping_monitor`` on
@@ -123,6 +126,7 @@ class TrainConfig:
     learning_rate: float = 0.002
     seed: int = 42
     shuffle_buffer: int = 50_000
+    in_memory: bool = False
     checkpoint_every_steps: int = 500
     eval_batch_size: int = 4096
     early_stopping_patience: int = 0

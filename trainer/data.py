@@ -74,15 +74,41 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def from_transformed(file_pattern, feature_spec: Dict, input_names: Sequence[str],
-                     spec: features.DatasetSpec, batch_size: int, shuffle: bool = False,
-                     seed: int = 0, shuffle_buffer: int = 50_000) -> tf.data.Dataset:
-    """Reads gzipped transformed tf.Examples (TFX Transform output), parses in parallel."""
+def _transformed_files(file_pattern):
     files = tf.io.gfile.glob(file_pattern) if isinstance(file_pattern, str) else [
         f for p in file_pattern for f in tf.io.gfile.glob(p)]
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_pattern!r}")
-    ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP",
+    return sorted(files)
+
+
+def load_transformed(file_pattern, feature_spec: Dict, columns: Sequence[str],
+                     chunk: int = 8192) -> Dict[str, np.ndarray]:
+    """Reads gzipped transformed tf.Examples into one array per ``<key>_xf`` column of
+    ``columns`` (files read in parallel, records interleaved), for :func:`from_arrays`."""
+    missing = [k for k in columns if k not in feature_spec]
+    if missing:
+        raise KeyError(f"load_transformed: columns {missing} are not in the transformed "
+                       f"feature spec (have {sorted(feature_spec)})")
+    spec = {k: feature_spec[k] for k in columns}
+    ds = tf.data.TFRecordDataset(_transformed_files(file_pattern), compression_type="GZIP",
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+    ds = ds.batch(chunk).map(lambda s: tf.io.parse_example(s, spec),
+                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    parts: Dict[str, list] = {k: [] for k in columns}
+    for batch in ds.prefetch(tf.data.AUTOTUNE):
+        for k in columns:
+            parts[k].append(batch[k].numpy())
+    if not parts[columns[0]]:
+        raise ValueError(f"transformed examples {file_pattern!r} hold no rows")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def from_transformed(file_pattern, feature_spec: Dict, input_names: Sequence[str],
+                     spec: features.DatasetSpec, batch_size: int, shuffle: bool = False,
+                     seed: int = 0, shuffle_buffer: int = 50_000) -> tf.data.Dataset:
+    """Reads gzipped transformed tf.Examples (TFX Transform output), parses in parallel."""
+    ds = tf.data.TFRecordDataset(_transformed_files(file_pattern), compression_type="GZIP",
                                  num_parallel_reads=tf.data.AUTOTUNE)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -11,7 +12,8 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from schemas import features
 from serving.export import export_serving_model
 from trainer import config as config_lib
-from trainer.data import collect_rows, from_transformed
+from trainer.data import (collect_rows, from_arrays, from_transformed, label_columns,
+                          load_transformed)
 from trainer.fit import evaluate_heads, fit_model, format_report
 from trainer.model import FeatureInfo
 from trainer.strategy import make_strategy
@@ -46,9 +48,19 @@ def run_fn(fn_args: FnArgs) -> None:
     feature_spec = tft_output.transformed_feature_spec()  # outside any tf.function
     strategy = make_strategy()
     global_batch = cfg.train.batch_size * strategy.num_replicas_in_sync
-    train_ds = from_transformed(fn_args.train_files, feature_spec, info.input_names, spec,
-                                global_batch, shuffle=True, seed=cfg.train.seed,
-                                shuffle_buffer=cfg.train.shuffle_buffer)
+    if cfg.train.in_memory:
+        t0 = time.perf_counter()
+        columns = sorted(set(info.input_names) | set(label_columns(spec)))
+        arrays = load_transformed(fn_args.train_files, feature_spec, columns)
+        log.info("train.in_memory: %d rows, %.0f MB, parsed in %.1fs",
+                 len(arrays[columns[0]]), sum(a.nbytes for a in arrays.values()) / 2**20,
+                 time.perf_counter() - t0)
+        train_ds = from_arrays(arrays, info.input_names, spec, global_batch, shuffle=True,
+                               seed=cfg.train.seed)
+    else:
+        train_ds = from_transformed(fn_args.train_files, feature_spec, info.input_names, spec,
+                                    global_batch, shuffle=True, seed=cfg.train.seed,
+                                    shuffle_buffer=cfg.train.shuffle_buffer)
     eval_ds = from_transformed(fn_args.eval_files, feature_spec, info.input_names, spec,
                                cfg.train.eval_batch_size)
     backup_dir = fn_args.model_run_dir + "/backup"
