@@ -17,12 +17,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {
@@ -57,13 +54,10 @@ def main(argv=None) -> int:
         print(f"running {setting} on {args.rows} rows", file=sys.stderr)
         runs[setting] = local_runner.run(cfg, through_transform_only=True)
     report = {"benchmark": "beam_throughput", "rows": args.rows,
-              "config": os.path.relpath(args.config, ROOT), "runs": runs,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+              "config": os.path.relpath(args.config, ROOT), "runs": runs}
+    from trainer.bench import write_report
+
+    write_report(args.out, report)
     settings = list(runs)
     components = [c for c in next(iter(runs.values()))["components"]]
     print(f"\nData preparation on {args.rows} synthetic rows (seconds; rows/s)\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -129,14 +128,10 @@ def main(argv=None) -> int:
         "model": config_lib.to_dict(built["cfg"])["model"],
         "vocab_sizes": built["vocab_sizes"], "train_rows": args.rows,
         "ctr_auc_eval": built["ctr_auc"],
-        "signatures": timings,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+        "signatures": timings}
+    from trainer.bench import write_report
+
+    write_report(args.out, result)
     print(f"\nServing latency, default MMoE, batch {args.batch}, 1 CPU thread, "
           f"{args.calls} calls\n")
     print("| signature | p50 ms | p99 ms | mean ms |")

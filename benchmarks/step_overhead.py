@@ -18,9 +18,7 @@ table reports the median block. Writes ``benchmarks/results/step_overhead_<name>
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -127,14 +125,11 @@ def main(argv=None) -> int:
               "batch": global_batch, "replicas": strategy.num_replicas_in_sync,
               "batches_cycled": args.batches, "conversions_in_data": positives,
               "rows": args.rows, "steps_per_block": args.steps, "blocks": args.blocks,
-              "results": rows,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "tensorflow": tf.__version__, "platform": platform.platform()},
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "results": rows}
     out = os.path.join(ROOT, "benchmarks", "results", f"step_overhead_{name}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
+    from trainer.bench import write_report
+
+    write_report(out, result)
     print(f"\nStep time, {result['config']}, batch {global_batch}, median of {args.blocks} "
           f"blocks of {args.steps} steps\n")
     print("| variant | ms / step | examples / s | overhead vs base |")

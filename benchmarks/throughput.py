@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -196,13 +195,10 @@ def main(argv=None) -> int:
             line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
             results.append(json.loads(line[7:]))
     report = {"benchmark": "throughput", "rows": args.rows, "batch": args.batch,
-              "epochs": args.epochs, "results": results,
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
+              "epochs": args.epochs, "results": results}
+    from trainer.bench import write_report
+
+    write_report(args.out, report)
     print(f"\nThroughput, {args.rows} synthetic rows, batch {args.batch}, 2 CPU cores\n")
     print("| model | implementation | train examples/s | inference examples/s | parameters |")
     print("|---|---|---:|---:|---:|")

@@ -85,3 +85,16 @@ def test_throughput_bench_reports_ours_and_the_in_memory_ideal(tmp_path, capsys)
         assert r["train_examples_per_sec"] > 0 and r["ideal_train_examples_per_sec"] > 0
         assert r["inference_examples_per_sec"] > 0 and r["trainable_parameters"] > 1000
     assert "| mmoe | funnelrank (this project" in capsys.readouterr().out
+
+
+def test_write_report_adds_machine_and_date_and_makes_the_directory(tmp_path):
+    import tensorflow as tf
+
+    path = tmp_path / "deep" / "er" / "r.json"
+    written = bench.write_report(str(path), {"benchmark": "x", "rows": 3})
+    saved = json.loads(path.read_text())
+    assert saved == written
+    assert saved["benchmark"] == "x" and saved["rows"] == 3
+    assert saved["machine"]["cpus"] == os.cpu_count()
+    assert saved["machine"]["tensorflow"] == tf.__version__
+    assert saved["date"].endswith("Z") and saved["date"][:2] == "20"

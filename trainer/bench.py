@@ -25,6 +25,8 @@ import json
 import logging
 import math
 import os
+import platform
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -137,6 +139,21 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
     with open(os.path.join(out_dir, f"{grid.name}.md"), "w") as f:
         f.write(table + "\n")
     return results
+
+
+def write_report(path: str, report: Dict[str, Any]) -> Dict[str, Any]:
+    """Writes a benchmark script's ``report`` as JSON to ``path`` (directories made), with the
+    machine (cores, Python, platform, TensorFlow if loaded) and the UTC date added."""
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform()}
+    if "tensorflow" in sys.modules:
+        machine["tensorflow"] = sys.modules["tensorflow"].__version__
+    report = {**report, "machine": machine,
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    return report
 
 
 def _summary(values: List[float]) -> Dict[str, Any]:
