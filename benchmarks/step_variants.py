@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -106,6 +105,8 @@ def main(argv=None) -> int:
 
     import numpy as np
 
+    from trainer.bench import result_of
+
     # The same preprocessed rows as benchmarks/throughput.py, saved once for the children.
     export_data = runpy.run_path(os.path.join(ROOT, "benchmarks", "throughput.py"))["export_data"]
     pre, arrays, _ = export_data(args.rows, os.path.join(args.work, "peer_data.npz"))
@@ -114,13 +115,9 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         for variant in args.variants.split(","):
             print(f"{model} {variant} ...", file=sys.stderr, flush=True)
-            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", variant,
-                                   model, "--work", args.work, "--batch", str(args.batch)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{model} {variant} failed:\n{proc.stderr[-3000:]}")
-            line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-            results.append(json.loads(line[7:]))
+            results.append(result_of([sys.executable, os.path.abspath(__file__), "--one",
+                                      variant, model, "--work", args.work, "--batch",
+                                      str(args.batch)], f"{model} {variant}"))
     report = {"benchmark": "step_variants", "rows": args.rows, "batch": args.batch,
               "steps_per_block": 40, "blocks": 5, "results": results}
     from trainer.bench import write_report

@@ -175,6 +175,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
 
+    from trainer.bench import result_of
+
     os.makedirs(args.venv_dir, exist_ok=True)
     data = os.path.join(args.venv_dir, "data.npz")
     pre, arrays, spec = export_data(args.rows, data)
@@ -187,13 +189,9 @@ def main(argv=None) -> int:
             script = os.path.join(ROOT, "benchmarks", "peers", PEERS[peer]["script"])
             env = {k: v for k, v in os.environ.items()
                    if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-            proc = subprocess.run([pythons[peer], script, data, model, str(args.batch),
-                                   str(args.epochs)], capture_output=True, text=True,
-                                  env=env, cwd=args.venv_dir)
-            if proc.returncode != 0:
-                raise SystemExit(f"{peer} {model} failed:\n{proc.stderr[-3000:]}")
-            line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-            results.append(json.loads(line[7:]))
+            results.append(result_of([pythons[peer], script, data, model, str(args.batch),
+                                      str(args.epochs)], f"{peer} {model}", env=env,
+                                     cwd=args.venv_dir))
     report = {"benchmark": "throughput", "rows": args.rows, "batch": args.batch,
               "epochs": args.epochs, "results": results}
     from trainer.bench import write_report

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional
@@ -154,6 +155,21 @@ def write_report(path: str, report: Dict[str, Any]) -> Dict[str, Any]:
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     return report
+
+
+def result_of(command: List[str], what: str, **kwargs) -> Dict[str, Any]:
+    """Runs a benchmark's child process and returns the JSON of its ``RESULT {...}`` line.
+
+    Raises:
+      SystemExit: naming ``what`` with the end of the child's stderr, when it fails or prints
+        no result line.
+    """
+    proc = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        why = f"exit {proc.returncode}" if proc.returncode else "exit 0, no RESULT line"
+        raise SystemExit(f"{what} failed ({why}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def _summary(values: List[float]) -> Dict[str, Any]:
