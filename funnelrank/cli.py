@@ -128,6 +128,8 @@ def _throughput(args) -> int:
         argv += ["--peers", args.peers]
     if args.peer_venvs:
         argv += ["--venv-dir", args.peer_venvs]
+    if args.models:
+        argv += ["--models", args.models]
     return runpy.run_path(script)["main"](argv)
 
 
@@ -201,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed in its own throwaway venv (benchmarks/throughput.py)")
     p.add_argument("--peers", help="with --throughput: comma-separated peers "
                                    "(default deepctr,torch-rechub; '' for none)")
+    p.add_argument("--models", help="with --throughput: comma-separated configs/<name>.yaml "
+                                    "models (default mmoe,ple)")
     p.add_argument("--peer-venvs", help="with --throughput: where the peers' venvs and the "
                                         "shared data file go (default work/peers)")
     p.add_argument("--rows", type=int, help="override the grid's synthetic rows "
