@@ -75,6 +75,8 @@ def _checked(row: Mapping[str, Any], index: int, key: str, kind: str):
     if not ok:
         raise RequestError(f"row {index}: feature {key!r} must be {kind}, got "
                            f"{type(value).__name__} {value!r}")
+    if kind == INT64 and not -2**63 <= value < 2**63:
+        raise RequestError(f"row {index}: feature {key!r} value {value} does not fit in int64")
     return int(value) if kind == INT64 else float(value)
 
 

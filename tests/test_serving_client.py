@@ -69,6 +69,9 @@ def test_missing_feature_is_named(build):
     ({"user": 3, "item": 1.5, "price": 1.0}, r"feature 'item' must be int64, got float 1.5"),
     ({"user": 3, "item": True, "price": 1.0}, r"feature 'item' must be int64, got bool"),
     ({"user": 3, "item": 1, "price": "cheap"}, r"feature 'price' must be float32, got str"),
+    ({"user": 3, "item": 2**63, "price": 1.0},  # found by tests/test_fuzz.py
+     r"row 0: feature 'item' value 9223372036854775808 does not fit in int64"),
+    ({"user": -2**63 - 1, "item": 1, "price": 1.0}, r"feature 'user' value -9223372036854775809"),
 ])
 def test_wrong_type_is_named(row, message):
     with pytest.raises(client.RequestError, match=message):
