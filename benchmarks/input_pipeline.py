@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     from schemas import features
     from trainer import config as config_lib
     from trainer import preprocess
-    from trainer.data import from_arrays, from_transformed, label_columns, load_transformed
+    from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
     from trainer.fit import build_model
     from trainer.model import FeatureInfo
     from trainer.strategy import make_strategy
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     pre = preprocess.fit(frame, spec)
     arrays = pre.transform(frame)
     info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
-    keep = {k: arrays[k] for k in list(info.input_names) + list(label_columns(spec))}
+    keep = {k: arrays[k] for k in dataset_columns(info.input_names, spec)}
     strategy = make_strategy()
     batch = args.batch * strategy.num_replicas_in_sync
     tmp = tempfile.mkdtemp(prefix="funnelrank-input-")

@@ -121,7 +121,9 @@ def _throughput(args) -> int:
     if not os.path.exists(script):
         raise SystemExit(f"funnelrank bench --throughput needs the source checkout: {script} "
                          "does not exist (install with `pip install -e .` from a clone)")
-    argv = ["--rows", str(args.rows or 200_000)]
+    argv = []  # each option left out keeps the script's default
+    if args.rows:
+        argv += ["--rows", str(args.rows)]
     if args.out:
         argv += ["--out", args.out]
     if args.peers is not None:

@@ -112,9 +112,10 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False) 
     prepared = prepare_data(cfg, paths)
     from funnelrank.data.adapters import describe_drops
 
-    log.info("prepared data: %s; %s", prepared.rows, describe_drops(prepared))
+    drops = describe_drops(prepared)
+    log.info("prepared data: %s; %s", prepared.rows, drops)
     if prepared.total_stats.rows_dropped:
-        print(describe_drops(prepared))
+        print(drops)
     serving_dir = paths.serving_dir(cfg)
     before = set(glob.glob(os.path.join(serving_dir, "*")))
     pipeline = create_pipeline(

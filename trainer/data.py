@@ -7,7 +7,7 @@ written by the TFX Transform component, and in-memory arrays from ``trainer.prep
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,11 @@ def label_columns(spec: features.DatasetSpec) -> Tuple[str, ...]:
     keys = (spec.click_key, spec.conversion_key, spec.user_key) + tuple(
         spec.action_label_keys) + tuple(spec.adm_keys)
     return tuple(features.transformed_name(k) for k in keys if k)
+
+
+def dataset_columns(input_names: Sequence[str], spec: features.DatasetSpec) -> List[str]:
+    """The ``<key>_xf`` columns a (features, labels) dataset reads: model inputs and labels."""
+    return sorted(set(input_names) | set(label_columns(spec)))
 
 
 def _split(batch: Mapping[str, tf.Tensor], input_names: Sequence[str],
@@ -57,7 +62,7 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
     The shuffle is a full one (buffer = rows), reshuffled every epoch, and the same for the
     same ``seed`` and TF global seed.
     """
-    keep = sorted(set(input_names) | set(label_columns(spec)))
+    keep = dataset_columns(input_names, spec)
     missing = [k for k in keep if k not in arrays]
     if missing:
         raise KeyError(f"from_arrays: columns {missing} are not in the arrays "

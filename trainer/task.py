@@ -12,7 +12,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from schemas import features
 from serving.export import export_serving_model
 from trainer import config as config_lib
-from trainer.data import (collect_rows, from_arrays, from_transformed, label_columns,
+from trainer.data import (collect_rows, dataset_columns, from_arrays, from_transformed,
                           load_transformed)
 from trainer.fit import evaluate_heads, fit_model, format_report
 from trainer.model import FeatureInfo
@@ -50,7 +50,7 @@ def run_fn(fn_args: FnArgs) -> None:
     global_batch = cfg.train.batch_size * strategy.num_replicas_in_sync
     if cfg.train.in_memory:
         t0 = time.perf_counter()
-        columns = sorted(set(info.input_names) | set(label_columns(spec)))
+        columns = dataset_columns(info.input_names, spec)
         arrays = load_transformed(fn_args.train_files, feature_spec, columns)
         log.info("train.in_memory: %d rows, %.0f MB, parsed in %.1fs",
                  len(arrays[columns[0]]), sum(a.nbytes for a in arrays.values()) / 2**20,
