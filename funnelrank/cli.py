@@ -10,7 +10,7 @@ import sys
 import time
 from typing import List, Optional
 
-from funnelrank._env import ensure_legacy_keras
+from schemas._env import ensure_legacy_keras
 
 ensure_legacy_keras()
 

@@ -155,9 +155,9 @@ def test_l2_term_is_sum_of_squared_network_weights():
 
 
 @pytest.mark.parametrize("args, message", [
-    ({"variant": "infonce"}, r"loss.args.variant: expected one of \['adaptive', "),
-    ({"beta": -1}, r"loss.args.beta: expected a number >= 0, got -1"),
-    ({"tau_lower": 0.5, "tau_upper": 0.2}, r"loss.args.tau_upper: expected a number > 0.5"),
+    ({"variant": "infonce"}, r"`loss.args.variant` must be one of \['adaptive', "),
+    ({"beta": -1}, r"loss.args.beta` must be a finite number >= 0, received: loss.args.beta=-1"),
+    ({"tau_lower": 0.5, "tau_upper": 0.2}, r"`loss.args.tau_upper` must be a finite number > 0.5"),
     ({"contrast_layer": -1}, r"contrast_layer: expected an integer >= 0, got -1"),
     ({"relatedness_units": [0]}, r"units=\[0\]"),
     ({"tau_gradient": "yes"}, r"tau_gradient: expected true/false, got 'yes'"),

@@ -78,11 +78,11 @@ def test_recipe_terms_match_numpy(mask):
 
 @pytest.mark.parametrize("sections, message", [
     ({"loss": {"name": "kaml", "args": {"gamma": 1.5}}},
-     r"loss.args.gamma: expected a number >= 0 and <= 1, got 1.5"),
+     r"loss.args.gamma` must be a finite number >= 0 and <= 1, received: loss.args.gamma=1.5"),
     ({"loss": {"name": "kaml", "args": {"mask": "some"}}},
-     r"loss.args.mask: expected one of \['adm', 'target', 'all'\], got 'some'"),
+     r"loss.args.mask` must be one of \['adm', 'target', 'all'\], received: loss.args.mask='some'"),
     ({"loss": {"name": "kaml", "args": {"beta": [1, -1]}}},
-     r"loss.args.beta: expected a number >= 0 or one per action, got \[1, -1\]"),
+     r"loss.args.beta` must be a number >= 0 or one per action, received: loss.args.beta=\[1, -1\]"),
     ({"model": {"tasks": ["ctr", "cvr"], "hke": False}},
      r"loss.name kaml trains per-action heads"),
     ({"adm": {"enabled": False}}, r"\[ctr, actions\] needs adm.enabled: true"),

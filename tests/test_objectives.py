@@ -41,13 +41,14 @@ def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
                                                r"'m2', 'margin_mode'\] arguments, got "
                                                r"\['lamda'\]"),
     ({"name": "pwiser", "args": {"head": "cvr"}},
-     r"loss.args.head: expected one of \['ctr', 'ctcvr'\], got 'cvr'"),
-    ({"name": "pwiser", "args": {"lambda": -1}}, r"lambda: expected a number >= 0, got -1"),
+     r"loss.args.head` must be one of \['ctr', 'ctcvr'\], received: loss.args.head='cvr'"),
+    ({"name": "pwiser", "args": {"lambda": -1}}, r"loss.args.lambda` must be a finite number >= 0, received: loss.args.lambda=-1"),
     ({"name": "pwiser", "args": {"margin_mode": "x"}}, r"margin_mode=.x."),
     ({"name": "esmm", "args": {"m1": 1}}, r"esmm takes \['calibrator'\] arguments, got "
                                           r"\['m1'\]"),
-    ({"name": "esmm", "args": {"calibrator": -0.5}}, r"calibrator: expected a number >= 0, "
-                                                     r"got -0.5"),
+    ({"name": "esmm", "args": {"calibrator": -0.5}}, r"`loss.args.calibrator` must be a finite "
+                                                     r"number >= 0, received: "
+                                                     r"loss.args.calibrator=-0.5"),
     ({"name": "focal"}, r"unknown loss recipe 'focal'"),
 ])
 def test_bad_loss_config_is_named(loss, message):

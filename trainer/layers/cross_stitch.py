@@ -6,8 +6,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from trainer.layers.common import (build_sublayer, check_positive_int, check_rate, check_tasks,
-                                   check_units, register)
+from schemas.checks import check_positive_int, check_rate, check_tasks, check_units
+from trainer.layers.common import build_sublayer, register
 from trainer.layers.mlp import MLP
 
 

@@ -5,7 +5,8 @@ from typing import Dict, Mapping, Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import build_sublayer, check_positive_int, register
+from schemas.checks import check_positive_int
+from trainer.layers.common import build_sublayer, register
 
 
 @register

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer.layers.common import (build_sublayer, check_positive_int, check_positive_number,
-                                   register)
+from schemas.checks import check_positive_int, check_positive_number
+from trainer.layers.common import build_sublayer, register
 
 
 @register

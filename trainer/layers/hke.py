@@ -9,7 +9,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import build_sublayer, check_rate, check_units, register
+from schemas.checks import check_rate, check_units
+from trainer.layers.common import build_sublayer, register
 from trainer.layers.mlp import MLP
 
 

@@ -10,8 +10,9 @@ from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import (build_sublayer, check_positive_int, check_positive_number,
-                                   check_rate, check_tasks_avoid, check_units, register)
+from schemas.checks import (check_positive_int, check_positive_number, check_rate, check_tasks,
+                            check_units)
+from trainer.layers.common import build_sublayer, register
 from trainer.layers.ple import CGC, SHARED
 
 
@@ -45,7 +46,7 @@ class TaskAttention(tf.keras.layers.Layer):
     def __init__(self, tasks: Sequence[str], units: int = 128, residual: bool = False,
                  **kwargs):
         super().__init__(**kwargs)
-        self.tasks = list(check_tasks_avoid("tasks", tasks, [SHARED]))
+        self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.units = check_positive_int("units", units)
         self.residual = bool(residual)
 
@@ -128,7 +129,7 @@ class MAN(tf.keras.layers.Layer):
                  attention_units: Optional[int] = None, use_attention: bool = True,
                  residual: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.tasks = list(check_tasks_avoid("tasks", tasks, [SHARED]))
+        self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.num_shared_experts = check_positive_int("num_shared_experts", num_shared_experts)
         self.num_task_experts = check_positive_int("num_task_experts", num_task_experts)
         self.expert_units = list(check_units("expert_units", expert_units))

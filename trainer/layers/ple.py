@@ -9,8 +9,9 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import (build_sublayer, check_positive_int, check_positive_number,
-                                   check_rate, check_tasks_avoid, check_units, register)
+from schemas.checks import (check_positive_int, check_positive_number, check_rate, check_tasks,
+                            check_units)
+from trainer.layers.common import build_sublayer, register
 from trainer.layers.gates import SoftmaxGate
 from trainer.layers.mlp import MLP
 
@@ -54,7 +55,7 @@ class CGC(tf.keras.layers.Layer):
                  expert_dropout: float = 0.0, gate_temperature: float = 1.0,
                  shared_gate: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.tasks = list(check_tasks_avoid("tasks", tasks, [SHARED]))
+        self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.num_shared_experts = check_positive_int("num_shared_experts", num_shared_experts)
         self.num_task_experts = check_positive_int("num_task_experts", num_task_experts)
         self.expert_units = list(check_units("expert_units", expert_units))
@@ -148,7 +149,7 @@ class PLE(tf.keras.layers.Layer):
                  num_task_experts: int = 4, expert_units: Sequence[int] = (256, 128),
                  expert_dropout: float = 0.0, gate_temperature: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        self.tasks = list(check_tasks_avoid("tasks", tasks, [SHARED]))
+        self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.num_levels = check_positive_int("num_levels", num_levels)
         self.num_shared_experts = check_positive_int("num_shared_experts", num_shared_experts)
         self.num_task_experts = check_positive_int("num_task_experts", num_task_experts)

@@ -5,7 +5,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import build_sublayer, check_rate, check_tasks, check_units, register
+from schemas.checks import check_rate, check_tasks, check_units
+from trainer.layers.common import build_sublayer, register
 from trainer.layers.mlp import MLP
 
 

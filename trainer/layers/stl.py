@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from trainer.layers.common import (build_sublayer, check_choice, check_positive_int,
-                                   check_positive_number, check_rate, check_tasks, check_units,
-                                   register)
+from schemas.checks import (check_choice, check_positive_int, check_positive_number, check_rate,
+                            check_tasks, check_units)
+from trainer.layers.common import build_sublayer, register
 from trainer.layers.mlp import MLP
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer.losses._checks import compute_dtype
+from trainer.losses._tensors import compute_dtype
 
 
 def adaptive_info_nce(anchor, positive, tau, stop_tau_gradient: bool = True) -> tf.Tensor:

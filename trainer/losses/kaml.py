@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer.losses._checks import check_unit_float, compute_dtype
+from schemas.checks import check_unit_number
+from trainer.losses._tensors import compute_dtype
 
 EPSILON = 1e-7
 
@@ -122,7 +123,7 @@ def kaml_loss(labels, logits, mask, beta, gamma: float) -> tf.Tensor:
     Returns:
       Scalar loss.
     """
-    gamma = check_unit_float("gamma", gamma)
+    gamma = check_unit_number("gamma", gamma)
     labels, logits, mask = _prepare(labels, logits, mask)
     return (gamma * masked_bce_with_logits(labels, logits, mask)
             + (1.0 - gamma) * rlu_ranking(labels * mask, logits, beta))

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from schemas.checks import check_choice, check_nonneg_number
 from trainer.layers.common import register
-from trainer.losses._checks import as_binary, check_choice, check_nonneg_float, compute_dtype
+from trainer.losses._tensors import as_binary, compute_dtype
 
 MARGIN_MODES = ("standard", "paper_literal")
 
@@ -80,8 +81,8 @@ def pwiser(click, conversion, scores, m1: float = 0.3, m2: float = 0.3,
     Raises:
       ValueError: On an invalid ``m1``, ``m2`` or ``margin_mode``.
     """
-    m1 = check_nonneg_float("m1", m1)
-    m2 = check_nonneg_float("m2", m2)
+    m1 = check_nonneg_number("m1", m1)
+    m2 = check_nonneg_number("m2", m2)
     literal = check_choice("margin_mode", margin_mode, MARGIN_MODES) == "paper_literal"
     with tf.name_scope("pwiser"):
         scores = tf.convert_to_tensor(scores)
@@ -122,8 +123,8 @@ class PWiseR(tf.keras.losses.Loss):
     def __init__(self, m1: float = 0.3, m2: float = 0.3, margin_mode: str = "standard",
                  reduction=tf.keras.losses.Reduction.AUTO, name: str = "pwiser"):
         super().__init__(reduction=reduction, name=name)
-        self.m1 = check_nonneg_float("m1", m1)
-        self.m2 = check_nonneg_float("m2", m2)
+        self.m1 = check_nonneg_number("m1", m1)
+        self.m2 = check_nonneg_number("m2", m2)
         self.margin_mode = check_choice("margin_mode", margin_mode, MARGIN_MODES)
 
     def __call__(self, y_true, y_pred, sample_weight=None):

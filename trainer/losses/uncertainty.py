@@ -10,7 +10,8 @@ from typing import Sequence, Union
 
 import tensorflow as tf
 
-from trainer.layers.common import check_positive_int, register
+from schemas.checks import check_positive_int
+from trainer.layers.common import register
 
 Losses = Union[tf.Tensor, Sequence[tf.Tensor]]
 

@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
+from schemas import checks
 from trainer.config import ConfigError, LossConfig
 
 Terms = Dict[str, tf.Tensor]
@@ -67,21 +68,12 @@ class Objective:
     def number(self, key: str, low: float = 0.0, high: float = float("inf"),
                low_open: bool = False) -> float:
         """``loss.args[key]`` as a float in ``[low, high]`` (``(low, high]`` if low_open)."""
-        value = self.args[key]
-        ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-              and (value > low if low_open else value >= low) and value <= high)
-        if not ok:
-            bound = f"> {low:g}" if low_open else f">= {low:g}"
-            if high != float("inf"):
-                bound += f" and <= {high:g}"
-            raise ConfigError(f"loss.args.{key}: expected a number {bound}, got {value!r}")
-        return float(value)
+        return checks.check_number(f"loss.args.{key}", self.args[key], low=low, high=high,
+                                   low_open=low_open, error=ConfigError)
 
     def choice(self, key: str, choices: Sequence[str]) -> str:
-        value = self.args[key]
-        if value not in tuple(choices):
-            raise ConfigError(f"loss.args.{key}: expected one of {list(choices)}, got {value!r}")
-        return value
+        return checks.check_choice(f"loss.args.{key}", self.args[key], choices,
+                                   error=ConfigError)
 
 
 def bce(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:

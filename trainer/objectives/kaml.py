@@ -26,6 +26,7 @@ from typing import List
 
 import tensorflow as tf
 
+from schemas import checks
 from schemas.features import action_head
 from trainer.config import ConfigError, LossConfig
 from trainer.losses.kaml import masked_bce_with_logits, rlu_ranking
@@ -49,8 +50,8 @@ class KamlObjective(Objective):
         betas = beta if isinstance(beta, (list, tuple)) else [beta]
         if not betas or any(isinstance(b, bool) or not isinstance(b, (int, float)) or b < 0
                             for b in betas):
-            raise ConfigError(f"loss.args.beta: expected a number >= 0 or one per action, got "
-                              f"{beta!r}")
+            raise ConfigError(f"`loss.args.beta` must be a number >= 0 or one per action, "
+                              f"received: loss.args.beta={checks.short_repr(beta)}")
         self.beta = [float(b) for b in betas]
         self.actions: List[str] = []
 
