@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
     from pipeline import local_runner
-    from trainer import config as config_lib
+    from schemas import config as config_lib
 
     runs = {}
     for setting in args.settings.split(","):
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         runs[setting] = local_runner.run(cfg, through_transform_only=True)
     report = {"benchmark": "beam_throughput", "rows": args.rows,
               "config": os.path.relpath(args.config, ROOT), "runs": runs}
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
 
     write_report(args.out, report)
     settings = list(runs)

@@ -73,17 +73,17 @@ def main(argv=None) -> int:
                                                       "input_pipeline.json"))
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
     import tensorflow as tf
 
-    from funnelrank.data import synthetic
+    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    from schemas import config as config_lib
     from schemas import features
-    from trainer import config as config_lib
-    from trainer import preprocess
     from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
-    from trainer.fit import build_model
     from trainer.model import FeatureInfo
+    from trainer.session import build_model
     from trainer.strategy import make_strategy
+    from transform import preprocessor as preprocess
+    from transform.ingest import synthetic
 
     spec = features.synthetic_spec()
     frame = synthetic.generate(args.rows, seed=7)[list(spec.columns)]
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
               "replicas": strategy.num_replicas_in_sync, "steps_per_block": args.steps,
               "blocks": args.blocks, "in_memory_parse_seconds": parse_seconds,
               "results": results}
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
 
     write_report(args.out, report)
     print(f"\nThroughput at batch {batch}, {args.rows} synthetic rows, median of "

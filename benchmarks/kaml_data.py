@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join("work", "bench", "kaml_data"))
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from funnelrank.data import csv_io, synthetic
+    from transform.ingest import csv_io, synthetic
 
     log = synthetic.generate(args.rows, seed=args.seed)
     cut = log["timestamp"].max() - args.test_days * 86_400

@@ -1,7 +1,7 @@
 """Serving latency of the exported default MMoE: one request of 100 candidates, one CPU thread.
 
 Builds the model of ``configs/synthetic_mmoe.yaml`` (model section unchanged) with
-``funnelrank train``'s code path (``trainer.train_local``) on generated synthetic rows, so the
+``funnelrank train``'s code path (``funnelrank.commands.train``) on generated synthetic rows, so the
 vocabulary sizes are those of the synthetic data, exports it with
 ``serving.export.export_from_preprocessor`` and then times the SavedModel in a fresh
 interpreter that imports only TensorFlow, with ``tf.config.threading`` inter/intra op
@@ -61,9 +61,9 @@ def build_export(rows: int, work: str) -> dict:
     """Trains the default MMoE on ``rows`` synthetic rows and exports it; returns metadata."""
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-    from serving import cli_commands
-    from trainer import config as config_lib
-    from trainer import train_local
+    from funnelrank.commands import serving as cli_commands
+    from funnelrank.commands import train as train_local
+    from schemas import config as config_lib
 
     cfg = config_lib.load(os.path.join(ROOT, "configs", "synthetic_mmoe.yaml"),
                           {"data.generate_rows": rows, "pipeline.root": work})
@@ -84,9 +84,9 @@ def candidates(batch: int, path: str) -> None:
     """Saves ``batch`` generated rows as serialized examples and raw columns to ``path``."""
     import numpy as np
 
-    from funnelrank.data import synthetic
     from schemas import features
     from serving import client
+    from transform.ingest import synthetic
 
     spec = features.synthetic_spec()
     types = client.feature_types_from_spec(spec)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             sys.stderr.write(proc.stderr[-4000:])
             return proc.returncode
         timings = json.loads(proc.stdout.strip().splitlines()[-1])
-    from trainer import config as config_lib
+    from schemas import config as config_lib
 
     result = {
         "benchmark": "serving_latency",
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         "vocab_sizes": built["vocab_sizes"], "train_rows": args.rows,
         "ctr_auc_eval": built["ctr_auc"],
         "signatures": timings}
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
 
     write_report(args.out, result)
     print(f"\nServing latency, default MMoE, batch {args.batch}, 1 CPU thread, "

@@ -60,17 +60,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, ROOT)
-    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
     import tensorflow as tf
 
-    from funnelrank.data import synthetic
+    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    from schemas import config as config_lib
     from schemas import features
-    from trainer import config as config_lib
-    from trainer import preprocess
     from trainer.data import from_arrays
-    from trainer.fit import build_model
     from trainer.model import FeatureInfo
+    from trainer.session import build_model
     from trainer.strategy import make_strategy
+    from transform import preprocessor as preprocess
+    from transform.ingest import synthetic
 
     base_label, _, base_rest = args.base.partition("=")
     base = (base_label, parse_variant(args.base)[1] if base_rest else {})
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
               "rows": args.rows, "steps_per_block": args.steps, "blocks": args.blocks,
               "results": rows}
     out = os.path.join(ROOT, "benchmarks", "results", f"step_overhead_{name}.json")
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
 
     write_report(out, result)
     print(f"\nStep time, {result['config']}, batch {global_batch}, median of {args.blocks} "

@@ -40,11 +40,11 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from schemas import config as config_lib
     from schemas import features
-    from trainer import config as config_lib
     from trainer.data import from_arrays
-    from trainer.fit import build_model
     from trainer.model import FeatureInfo
+    from trainer.session import build_model
     from trainer.strategy import make_strategy
 
     loaded = np.load(data)
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from trainer.bench import result_of
+    from funnelrank.commands.bench import result_of
 
     # The same preprocessed rows as benchmarks/throughput.py, saved once for the children.
     export_data = runpy.run_path(os.path.join(ROOT, "benchmarks", "throughput.py"))["export_data"]
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
                                       str(args.batch)], f"{model} {variant}"))
     report = {"benchmark": "step_variants", "rows": args.rows, "batch": args.batch,
               "steps_per_block": 40, "blocks": 5, "results": results}
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
 
     write_report(args.out, report)
     print(f"\nIdeal train step at batch {args.batch}, median of 5 blocks of 40 steps\n")

@@ -1,6 +1,6 @@
 """Training and inference throughput of funnelrank vs DeepCTR and torch-rechub (issue 9).
 
-The same synthetic rows (generated with seed 7, preprocessed by ``trainer.preprocess``: vocab
+The same synthetic rows (generated with seed 7, preprocessed by ``transform.preprocessor``: vocab
 ids and z-scored dense values) go to three implementations of the same architecture sizes
 (``configs/mmoe.yaml`` and ``configs/ple.yaml``: experts, expert and tower widths, embedding
 dim 8, 9 sparse + 4 dense features), batch 2048, Adam, BCE on two heads:
@@ -76,10 +76,10 @@ def export_data(rows: int, path: str):
     """Generates and preprocesses the rows; writes them with the architecture to ``path``."""
     import numpy as np
 
-    from funnelrank.data import synthetic
+    from schemas import config as config_lib
     from schemas import features
-    from trainer import config as config_lib
-    from trainer import preprocess
+    from transform import preprocessor as preprocess
+    from transform.ingest import synthetic
 
     spec = features.synthetic_spec()
     frame = synthetic.generate(rows, seed=7)[list(spec.columns)]
@@ -104,10 +104,10 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     import numpy as np
     import tensorflow as tf
 
-    from trainer import config as config_lib
+    from schemas import config as config_lib
     from trainer.data import from_arrays
-    from trainer.fit import build_model
     from trainer.model import FeatureInfo
+    from trainer.session import build_model
     from trainer.strategy import make_strategy
 
     info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
@@ -174,8 +174,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-
-    from trainer.bench import result_of
+    from funnelrank.commands.bench import result_of
 
     os.makedirs(args.venv_dir, exist_ok=True)
     data = os.path.join(args.venv_dir, "data.npz")
@@ -194,7 +193,7 @@ def main(argv=None) -> int:
                                      cwd=args.venv_dir))
     report = {"benchmark": "throughput", "rows": args.rows, "batch": args.batch,
               "epochs": args.epochs, "results": results}
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
 
     write_report(args.out, report)
     print(f"\nThroughput, {args.rows} synthetic rows, batch {args.batch}, 2 CPU cores\n")

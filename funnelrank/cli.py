@@ -18,13 +18,13 @@ DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
 
 
 def _load_config(args, overrides=None):
-    from trainer import config as config_lib
+    from schemas import config as config_lib
 
     return config_lib.load(args.config, overrides)
 
 
 def cmd_generate(args) -> int:
-    from funnelrank.data import synthetic
+    from transform.ingest import synthetic
 
     t0 = time.perf_counter()
     path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions)
@@ -33,7 +33,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from funnelrank.data import adapters
+    from transform.ingest import adapters
 
     overrides = {"data.path": args.data} if args.data else {}
     if args.skip_bad_rows:
@@ -46,7 +46,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from trainer import train_local
+    from funnelrank.commands import train as train_local
     from trainer.strategy import configure_cpu_replicas
 
     configure_cpu_replicas(args.cpu_replicas)
@@ -102,7 +102,7 @@ def cmd_bench(args) -> int:
         return _throughput(args)
     if not args.grid:
         raise SystemExit("funnelrank bench: give --grid GRID.yaml or --throughput")
-    from trainer import bench
+    from funnelrank.commands import bench
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     only = [label.strip() for label in args.runs.split(";")] if args.runs else None
@@ -136,13 +136,13 @@ def _throughput(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from serving import cli_commands
+    from funnelrank.commands import serving as cli_commands
 
     return cli_commands.export_main(args)
 
 
 def cmd_serve_check(args) -> int:
-    from serving import cli_commands
+    from funnelrank.commands import serving as cli_commands
 
     return cli_commands.serve_check_main(args)
 
@@ -245,10 +245,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from funnelrank.data.validate import DataValidationError
-    from trainer.config import ConfigError
-
+    from schemas.config import ConfigError
     from trainer.errors import TrainingDivergedError
+    from transform.ingest.validate import DataValidationError
 
     errors = (ConfigError, DataValidationError, FileNotFoundError, TrainingDivergedError)
     if args.command == "run":

@@ -5,10 +5,8 @@ import dataclasses
 import os
 from typing import Any, Dict
 
+from schemas import config as config_lib
 from schemas import features
-from trainer import config as config_lib
-from trainer.task import EXPERIMENT_KEY
-from transform.preprocessing import SPEC_KEY
 
 PIPELINE_DIR = "pipeline"
 
@@ -38,12 +36,12 @@ class PipelinePaths:
 
 def custom_config(cfg: config_lib.ExperimentConfig, spec: features.DatasetSpec) -> Dict[str, Any]:
     """JSON-able config shared by Transform and Trainer."""
-    return {EXPERIMENT_KEY: config_lib.to_dict(cfg), SPEC_KEY: features.spec_to_dict(spec)}
+    return config_lib.to_custom_config(cfg, spec)
 
 
 def prepare_data(cfg: config_lib.ExperimentConfig, paths: PipelinePaths):
     """Validates and normalises the input data into ``paths.data_root``."""
-    from funnelrank.data import adapters  # not needed to compile for Kubeflow
+    from transform.ingest import adapters  # not needed to compile for Kubeflow
 
     return adapters.prepare(cfg.data, os.path.join(paths.root, "data"))
 

@@ -13,8 +13,8 @@ from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from pipeline.common import PipelinePaths, adm_params, custom_config, dataset_spec
 from pipeline.pipeline import create_pipeline
-from funnelrank.data import adapters
-from trainer import config as config_lib
+from schemas import config as config_lib
+from transform.ingest import adapters
 
 
 def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,

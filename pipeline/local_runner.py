@@ -9,10 +9,9 @@ from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
-from pipeline.common import (PipelinePaths, adm_params, custom_config, dataset_spec,
-                             prepare_data)
+from pipeline.common import PipelinePaths, adm_params, custom_config, dataset_spec, prepare_data
 from pipeline.pipeline import create_pipeline
-from trainer import config as config_lib
+from schemas import config as config_lib
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False) 
     t0 = time.perf_counter()
     paths = PipelinePaths(os.path.abspath(cfg.pipeline.root))
     prepared = prepare_data(cfg, paths)
-    from funnelrank.data.adapters import describe_drops
+    from transform.ingest.adapters import describe_drops
 
     drops = describe_drops(prepared)
     log.info("prepared data: %s; %s", prepared.rows, drops)

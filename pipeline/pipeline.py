@@ -17,7 +17,7 @@ from tfx.proto import example_gen_pb2
 from pipeline.anomaly_gate import AnomalyGate
 
 PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
-RUN_FN = "trainer.task.run_fn"
+RUN_FN = "trainer.tfx_trainer.run_fn"
 
 
 def example_gen_configs(splits: Optional[Sequence[str]], eval_percent: int):
@@ -93,7 +93,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
       pipeline_name: Name (``[a-z0-9][a-z0-9-]*`` so Kubeflow accepts it).
       pipeline_root: Artifact root.
       data_root: Directory of prepared CSVs, one sub-directory per split (see
-        ``funnelrank.data.adapters.prepare``).
+        ``transform.ingest.adapters.prepare``).
       splits: Split sub-directories, or None to hash-split ``all``.
       eval_percent: Eval share when hash-splitting.
       schema_path: schema.pbtxt for ImportSchemaGen, or None to infer with SchemaGen.

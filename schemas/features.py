@@ -112,7 +112,7 @@ class DatasetSpec:
 
 
 def synthetic_spec(num_actions: int = DEFAULT_NUM_ACTIONS) -> DatasetSpec:
-    """Columns of the embedded synthetic impression log (see ``funnelrank.data.synthetic``)."""
+    """Columns of the embedded synthetic impression log (see ``transform.ingest.synthetic``)."""
     if num_actions < 1:
         raise ValueError(f"num_actions must be >= 1, got {num_actions!r}")
     return DatasetSpec(
@@ -167,14 +167,6 @@ def ali_ccp_spec() -> DatasetSpec:
         conversion_key="purchase",
         user_key="101",
     )
-
-
-def get_spec(name: str, **kwargs) -> DatasetSpec:
-    """Returns the spec of adapter ``name``; kwargs go to its constructor."""
-    factories = {"synthetic": synthetic_spec, "ali_ccp": ali_ccp_spec}
-    if name not in factories:
-        raise ValueError(f"unknown dataset adapter {name!r}; expected one of {sorted(factories)}")
-    return factories[name](**kwargs)
 
 
 def spec_to_dict(spec: DatasetSpec) -> Dict:

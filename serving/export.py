@@ -8,7 +8,7 @@ probabilities come out; TF Serving loads it as-is. Two exporters share the signa
 * :func:`export_serving_model`: the TFX Trainer's export, preprocessing = the tf.Transform
   layer (its graph and vocabulary assets are copied into the SavedModel).
 * :func:`export_from_preprocessor`: ``funnelrank train`` output, preprocessing = in-graph
-  vocabulary tables and z-scores from ``trainer.preprocess.Preprocessor``
+  vocabulary tables and z-scores from ``transform.preprocessor.Preprocessor``
   (:mod:`serving.lookup`).
 
 Signatures (outputs named by task, ``{head: probability [B]}``):
@@ -107,7 +107,7 @@ def export_from_preprocessor(network: tf.keras.Model, preprocessor, export_dir: 
 
     Args:
       network: Functional inference network trained on ``preprocessor.transform`` output.
-      preprocessor: Fitted ``trainer.preprocess.Preprocessor`` (``preprocessor.json``).
+      preprocessor: Fitted ``transform.preprocessor.Preprocessor`` (``preprocessor.json``).
       export_dir: Destination (``<base>/<version>/`` for TF Serving).
       warmup_examples: Serialized tf.Examples for the warmup file; default: rows built from
         the most frequent vocabulary values and the dense means.

@@ -1,4 +1,4 @@
-"""In-graph equivalent of ``trainer.preprocess.Preprocessor`` for exported models.
+"""In-graph equivalent of ``transform.preprocessor.Preprocessor`` for exported models.
 
 Sparse ids go through a ``tf.lookup.StaticHashTable`` (vocabulary position, unknown ids ->
 ``len(vocab)``, the one OOV bucket), dense values are z-scored with the fitted mean and
@@ -26,7 +26,7 @@ class PreprocessorTransform(tf.Module):
     """Raw ``{key: [B, 1]}`` -> ``{<key>_xf: [B, 1]}`` from a fitted Preprocessor.
 
     Args:
-      preprocessor: A fitted ``trainer.preprocess.Preprocessor`` (vocabularies, means, stds).
+      preprocessor: A fitted ``transform.preprocessor.Preprocessor`` (vocabularies, means, stds).
     """
 
     def __init__(self, preprocessor, name: str = "preprocessor_transform"):

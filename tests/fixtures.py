@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from schemas import config as config_lib
 from schemas import features
-from trainer import config as config_lib
-from trainer import preprocess
 from trainer.model import FeatureInfo, build_network
+from transform import preprocessor as preprocess
 
 TINY_SPEC = features.DatasetSpec(name="tiny", sparse_keys=("user", "item"), dense_keys=("price",),
                                  click_key="click", conversion_key="conversion", user_key="user")
@@ -50,8 +50,8 @@ def tiny_network(seed: int = 3):
 def adm_arrays(rows: int = 1200, seed: int = 3, window_seconds: int = 86_400):
     """(spec, preprocessor, transformed arrays, FeatureInfo) of a small synthetic log with
     ADM columns, for per-action (KAML) models."""
-    from funnelrank.data import synthetic
     from transform import adm
+    from transform.ingest import synthetic
 
     spec = features.with_adm(features.synthetic_spec())
     log = synthetic.generate(rows, seed=seed)

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from schemas import config as config_lib
 from tests import fixtures
 from tests import layer_checks as lc
 from tests.test_contrastive import _np_single_negative
 from tests.test_contrastive import _reference as np_info_nce
-from trainer import config as config_lib
 from trainer.data import from_arrays
-from trainer.fit import build_model, fit_model
 from trainer.model import HIDDEN, REPS
 from trainer.objectives import build_objective
+from trainer.session import build_model, fit_model
 
 B, V, H = 12, 4, 6  # batch, backbone width, first tower layer width
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelrank.data import adapters, csv_io, synthetic, validate
-from funnelrank.data.validate import DataValidationError
 from schemas import features
-from trainer.config import DataConfig
+from schemas.config import DataConfig
+from transform.ingest import adapters, csv_io, synthetic, validate
+from transform.ingest.validate import DataValidationError
 
 SCHEMAS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 SPEC = features.synthetic_spec()

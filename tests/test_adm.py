@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelrank.data import synthetic
 from schemas import features
 from transform import adm
+from transform.ingest import synthetic
 
 T = 100
 ACTIONS = ("a0", "a1", "a2")

@@ -4,14 +4,13 @@ import os
 
 import numpy as np
 import pytest
-
-from tests import fixtures
-from trainer import config as config_lib
-from trainer.data import from_arrays, predict
-from trainer.fit import fit_model
-from trainer.model import BACKBONES
-
 import tensorflow as tf
+
+from schemas import config as config_lib
+from tests import fixtures
+from trainer.data import from_arrays, predict
+from trainer.model import BACKBONES
+from trainer.session import fit_model
 
 CONFIGS = sorted(p for p in glob.glob("configs/*.yaml") if "ali_ccp" not in p)
 

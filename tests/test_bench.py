@@ -6,8 +6,8 @@ import os
 import pytest
 import yaml
 
-from trainer import bench
-from trainer import config as config_lib
+from funnelrank.commands import bench
+from schemas import config as config_lib
 
 GRIDS = sorted(glob.glob("benchmarks/grids/*.yaml"))
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from funnelrank import cli
-from funnelrank.data import synthetic
+from transform.ingest import synthetic
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ali_ccp_sample")
 

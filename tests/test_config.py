@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from trainer import config as config_lib
+from schemas import config as config_lib
 
 
 def test_round_trip_through_json():

@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.losses.contrastive import (adaptive_info_nce, representation_mse,
-                                        single_negative_contrast)
+from trainer.losses.contrastive import (
+    adaptive_info_nce,
+    representation_mse,
+    single_negative_contrast,
+)
 
 
 def _reference(anchor, positive, tau):

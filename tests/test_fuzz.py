@@ -7,9 +7,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from funnelrank.data import validate
 from schemas import features
 from serving import client
+from transform.ingest import validate
 
 SPEC = features.DatasetSpec(name="fuzz", sparse_keys=("user", "item"), dense_keys=("price",),
                             click_key="click", conversion_key="conversion", user_key="user",

@@ -1,24 +1,22 @@
 """KAML end to end below the pipeline: the recipe's terms, the per-action model with HKE,
 target-action evaluation and the selector signature of the export."""
-import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 
-from funnelrank.data import synthetic
+from schemas import config as config_lib
 from schemas import features
 from tests import fixtures
 from tests.test_kaml import _ref_masked_bce as _np_masked_bce
 from tests.test_kaml import _ref_rlu as _np_rlu
-from trainer import config as config_lib
-from trainer import preprocess
 from trainer.data import from_arrays, predict
-from trainer.fit import evaluate_heads, fit_model, select_target_action
 from trainer.model import HKE_INPUT, LOGITS, FeatureInfo, build_networks
 from trainer.objectives import build_objective
+from trainer.session import evaluate_heads, fit_model, select_target_action
 from transform import adm
+from transform import preprocessor as preprocess
+from transform.ingest import synthetic
 
 N = 5
 

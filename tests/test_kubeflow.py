@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pipeline import kubeflow_runner
-from trainer import config as config_lib
+from schemas import config as config_lib
 
 COMPONENTS = ["CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
               "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher",
@@ -23,7 +23,7 @@ def test_compiled_spec_lists_every_component_and_entry_points(tmp_path):
     tasks = pipeline_spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(COMPONENTS)
     text = json.dumps(spec)
-    assert "trainer.task.run_fn" in text and "transform.preprocessing.preprocessing_fn" in text
+    assert "trainer.tfx_trainer.run_fn" in text and "transform.preprocessing.preprocessing_fn" in text
     assert "gs://bucket/funnelrank" in text
     assert pipeline_spec["pipelineInfo"]["name"] == "funnelrank-synthetic-mmoe"
 

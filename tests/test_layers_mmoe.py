@@ -3,13 +3,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from schemas import config as config_lib
 from tests import fixtures
 from tests import layer_checks as lc
-from trainer import config as config_lib
 from trainer.layers.gates import SoftmaxGate
+from trainer.layers.heads import ProductHead, RatioHead
 from trainer.layers.mlp import MLP
 from trainer.layers.mmoe import MMoE
-from trainer.model import ProductHead, RatioHead, build_network
+from trainer.model import build_network
 
 T = 0.7  # gate temperature used in the golden tests
 

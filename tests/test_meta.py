@@ -1,16 +1,15 @@
 """MAN's two-stage training: MAML step (trainer/meta.py), partition sampling, early stopping,
 the uncertainty recipe, and the export of a meta-trained MAN model."""
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from schemas import config as config_lib
 from tests import fixtures
-from trainer import config as config_lib
 from trainer.data import from_arrays
-from trainer.fit import fit_model
 from trainer.meta import PartitionSampler, fusion_layers, maml_gradients, substituted
+from trainer.session import fit_model
 
 
 def _linear(w0):

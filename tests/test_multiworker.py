@@ -20,7 +20,7 @@ WORKER = textwrap.dedent("""
     import tensorflow as tf
     from tests import fixtures
     from trainer.data import from_arrays
-    from trainer.fit import fit_model
+    from trainer.session import fit_model
     from trainer.strategy import make_strategy
 
     strategy = make_strategy()

@@ -1,14 +1,13 @@
 """Loss recipes selected by config: esmm and pwiser (BCE + lambda * PWiseR)."""
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from schemas import config as config_lib
 from tests import fixtures
 from tests.test_pwiser import _reference as pwiser_reference
-from trainer import config as config_lib
 from trainer.data import from_arrays
-from trainer.fit import fit_model
 from trainer.objectives import build_objective
+from trainer.session import fit_model
 
 
 def _bce(y, p):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from funnelrank.data import synthetic
 from pipeline import local_runner
+from schemas import config as config_lib
 from schemas import features
 from tests import fixtures
-from trainer import config as config_lib
+from transform.ingest import synthetic
 
 ROWS = 20_000  # enough for a trained model to beat an untrained one clearly
 
@@ -139,7 +139,7 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from pipeline.common import custom_config
-    from trainer.task import run_fn
+    from trainer.tfx_trainer import run_fn
 
     cfg, _ = pipeline_run
     root = os.path.join(cfg.pipeline.root, "pipeline", "Transform")
@@ -148,7 +148,7 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
     man = config_lib.load("configs/man.yaml", {
         "train.epochs": 2, "train.batch_size": 256, "train.in_memory": True, "meta.steps": 3,
         "meta.support_size": 32, "meta.query_size": 32})
-    caplog.set_level(logging.INFO, logger="trainer.task")
+    caplog.set_level(logging.INFO, logger="trainer.tfx_trainer")
     run_fn(FnArgs(
         train_files=[os.path.join(examples, "Split-train", "*")],
         eval_files=[os.path.join(examples, "Split-eval", "*")], transform_output=graph,

@@ -9,11 +9,11 @@ import os
 import pytest
 import tensorflow as tf
 
-from funnelrank.data import synthetic
-from funnelrank.data.validate import DataValidationError
 from pipeline import local_runner
+from schemas import config as config_lib
 from tests import fixtures
-from trainer import config as config_lib
+from transform.ingest import synthetic
+from transform.ingest.validate import DataValidationError
 
 
 @pytest.mark.slow

@@ -11,13 +11,13 @@ import pytest
 import tensorflow as tf
 
 from funnelrank import cli
-from funnelrank.data import synthetic
+from schemas import config as config_lib
 from tests import fixtures
 from tests.test_kaml_recipe import _cfg as kaml_cfg
-from trainer import config as config_lib
 from trainer.data import from_arrays
 from trainer.errors import TrainingDivergedError
-from trainer.fit import build_model, fit_model
+from trainer.session import build_model, fit_model
+from transform.ingest import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +141,7 @@ def test_same_seed_and_data_give_the_same_metrics_whatever_ran_before(tmp_path):
     """Determinism on CPU: two runs with the same seed and data give the same metrics, even
     with another seed used in between (a shuffle's order also depends on TF's global seed, so
     train() must set it before making the datasets)."""
-    from trainer import train_local
+    from funnelrank.commands import train as train_local
 
     config = tmp_path / "c.yaml"
     config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\n"

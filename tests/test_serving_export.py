@@ -1,7 +1,7 @@
 """The inference-only SavedModel (serving/): fresh-process reload, parity, OOV, warmup.
 
 One tiny model is trained, saved like ``funnelrank train`` does, and exported through
-``funnelrank export`` (``serving.cli_commands.export_main``) once per module; a single
+``funnelrank export`` (``funnelrank.commands.serving.export_main``) once per module; a single
 subprocess that never imports the project then answers every served-output question.
 """
 import argparse
@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import cli_commands, client, serve_check, versioning, warmup
+from serving import client, serve_check, versioning, warmup
+from funnelrank.commands import serving as cli_commands
 from serving.signatures import PREDICT_RAW, SERVING_DEFAULT
 from tests import fixtures
 from trainer.data import from_arrays
-from trainer.fit import fit_model
+from trainer.session import fit_model
 
 TRAINING_ONLY = ("optimizer", "adam", "log_sigma", "relatedness", "iter")
 UNKNOWN_USER, UNKNOWN_ITEM = 10_000, -7

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from funnelrank.data import synthetic
 from schemas import features
+from transform.ingest import synthetic
 
 ROWS = 50_000
 

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from schemas import config as config_lib
 from tests import fixtures
-from trainer import config as config_lib
 from trainer.data import from_arrays, predict
-from trainer.fit import evaluate_heads, fit_model
 from trainer.model import build_network
 from trainer.objectives import build_objective
+from trainer.session import evaluate_heads, fit_model
 
 
 def test_network_outputs_named_heads_and_ctcvr_is_product():
@@ -99,7 +99,7 @@ def test_xla_train_step_trains_and_dynamic_shape_losses_are_refused():
 
 
 def test_mixed_precision_step_scales_the_loss_and_keeps_float32_weights():
-    from trainer.fit import build_model, precision_policy
+    from trainer.session import build_model, precision_policy
 
     _, arrays, info = fixtures.tiny_arrays(1000)
     cfg = fixtures.tiny_config(mixed_precision=True)

@@ -11,9 +11,10 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from schemas import features
+from schemas.config import SPEC_KEY
 from tests import fixtures
-from trainer import preprocess
-from transform.preprocessing import NUM_OOV_BUCKETS, SPEC_KEY, preprocessing_fn, vocab_filename
+from transform import preprocessor as preprocess
+from transform.preprocessing import NUM_OOV_BUCKETS, preprocessing_fn, vocab_filename
 
 
 def _run_tft(train: pd.DataFrame, other: pd.DataFrame, spec, tmp_path):

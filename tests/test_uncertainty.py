@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
+from schemas import config as config_lib
 from trainer.losses.uncertainty import UncertaintyWeights, uncertainty_weighted
 from trainer.objectives import build_objective
 

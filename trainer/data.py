@@ -2,7 +2,7 @@
 
 Features are the transformed model inputs (``<key>_xf``); labels the canonical dict
 ``{"click", "conversion", ...}`` (see :func:`_split`). Two sources: transformed TFRecords
-written by the TFX Transform component, and in-memory arrays from ``trainer.preprocess``
+written by the TFX Transform component, and in-memory arrays from ``transform.preprocessor``
 (``funnelrank train``).
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from trainer.config import ConfigError, MetaConfig
+from schemas.config import ConfigError, MetaConfig
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from ``model.tasks``:
 * ``[ctr]``: a single-task CTR model (DNN, MaskNet).
 
 Everything the inference path needs is in it, nothing training-only (losses and their
-weights live in ``trainer.training.FunnelModel``). Loss recipes that read intermediate
+weights live in ``trainer.funnel_model.FunnelModel``). Loss recipes that read intermediate
 values (AdaFTR, KAML) train a second functional model over the SAME layers
 (:func:`build_networks` with ``aux``) whose outputs add ``"_reps"`` (each task's backbone
 output), ``"_hidden"`` (each task tower's layer activations) or ``"_logits"``; with KAML's HKE
@@ -28,11 +28,11 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import tensorflow as tf
 
 from schemas import features
-from trainer.config import ConfigError, ModelConfig
+from schemas.config import ConfigError, ModelConfig
 from trainer.layers.aitm import AITM
-from trainer.layers.common import register
 from trainer.layers.cross_stitch import CrossStitch
 from trainer.layers.embedding import FeatureEmbedding
+from trainer.layers.heads import ProductHead, RatioHead
 from trainer.layers.hke import HKE
 from trainer.layers.man import MAN
 from trainer.layers.mlp import MLP
@@ -41,6 +41,7 @@ from trainer.layers.omoe import OMoE
 from trainer.layers.ple import CGC, PLE
 from trainer.layers.shared_bottom import SharedBottom
 from trainer.layers.stl import DNN, MaskNet
+from trainer.objectives.base import AUX_KINDS, HIDDEN, LOGITS, REPS  # noqa: F401 (re-exported)
 
 # Backbone name -> layer class, constructed as ``cls(tasks=..., **backbone_args)``. ESMM's own
 # network is independent task MLPs over the shared embedding, i.e. DNN per task; its
@@ -75,25 +76,6 @@ class FeatureInfo:
             features.transformed_name(k) for k in self.dense_keys)
 
 
-@register
-class ProductHead(tf.keras.layers.Layer):
-    """``p_ctcvr = p_ctr * p_cvr`` (ESMM eq. 1), a layer so the graph serialises cleanly."""
-
-    def call(self, inputs):
-        first, second = inputs
-        return first * second
-
-
-@register
-class RatioHead(tf.keras.layers.Layer):
-    """``p_cvr = p_ctcvr / p_ctr`` clipped to [0, 1], for models that predict CTR and CTCVR
-    along the funnel (AITM); the calibrator loss keeps ``p_ctcvr <= p_ctr`` in training."""
-
-    def call(self, inputs):
-        ctcvr, ctr = inputs
-        return tf.clip_by_value(tf.math.divide_no_nan(ctcvr, ctr), 0.0, 1.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class Networks:
     """The inference network and the network the training step runs (same layers).
@@ -117,8 +99,6 @@ class Networks:
                      if n not in self.inference.input_names)
 
 
-REPS, HIDDEN, LOGITS = "_reps", "_hidden", "_logits"
-AUX_KINDS = ("reps", "hidden", "logits")
 ACTIONS = "actions"
 HKE_INPUT = "adm_original"
 

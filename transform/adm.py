@@ -35,10 +35,6 @@ from schemas.features import ADM_ORIGINAL as ORIGINAL
 from schemas.features import adm_key as column
 
 
-def output_columns(num_actions: int) -> Tuple[str, ...]:
-    return tuple(column(p, j) for p in (COUNT, MASK, ORIGINAL) for j in range(num_actions))
-
-
 @dataclasses.dataclass(frozen=True)
 class AdmParams:
     """What ADM needs to know.

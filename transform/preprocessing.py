@@ -3,8 +3,8 @@
 Sparse ids get a frequency-ordered vocabulary with ``num_oov_buckets`` OOV buckets (unknown ids
 at serving time map there instead of failing); dense features are z-scored with full-pass
 statistics; labels (and the ADM masks, when ADM ran) are passed through as float32. Output
-keys follow ``schemas.features.transformed_name``. ``trainer.preprocess`` reproduces exactly this in
-process for ``funnelrank train``; a test holds the two to the same numbers.
+keys follow ``schemas.features.transformed_name``. ``transform.preprocessor`` reproduces exactly
+this in process for ``funnelrank train``; a test holds the two to the same numbers.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from schemas import features
+from schemas.config import SPEC_KEY
 
 NUM_OOV_BUCKETS = 1
-SPEC_KEY = "dataset_spec"
 
 
 def _dense(x, default):

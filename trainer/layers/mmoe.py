@@ -5,8 +5,13 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from schemas.checks import (check_positive_int, check_positive_number, check_rate, check_tasks,
-                            check_units)
+from schemas.checks import (
+    check_positive_int,
+    check_positive_number,
+    check_rate,
+    check_tasks,
+    check_units,
+)
 from trainer.layers.common import build_sublayer, register
 from trainer.layers.gates import SoftmaxGate
 from trainer.layers.mlp import MLP

@@ -11,8 +11,14 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from schemas.checks import (check_choice, check_positive_int, check_positive_number, check_rate,
-                            check_tasks, check_units)
+from schemas.checks import (
+    check_choice,
+    check_positive_int,
+    check_positive_number,
+    check_rate,
+    check_tasks,
+    check_units,
+)
 from trainer.layers.common import build_sublayer, register
 from trainer.layers.mlp import MLP
 

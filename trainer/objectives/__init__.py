@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
-from trainer.config import ConfigError, LossConfig
+from schemas.config import ConfigError, LossConfig
 from trainer.objectives.adaftr import AdaFTRObjective
 from trainer.objectives.base import Objective, Terms, bce, head_labels
 from trainer.objectives.esmm import Esmm

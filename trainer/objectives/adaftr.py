@@ -39,13 +39,15 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from trainer.config import ConfigError, LossConfig
+from schemas.config import ConfigError, LossConfig
 from trainer.layers.common import build_sublayer
 from trainer.layers.relatedness import LearnableTemperature, RelatednessNet
-from trainer.losses.contrastive import (adaptive_info_nce, representation_mse,
-                                        single_negative_contrast)
-from trainer.model import HIDDEN, REPS
-from trainer.objectives.base import bce, head_labels
+from trainer.losses.contrastive import (
+    adaptive_info_nce,
+    representation_mse,
+    single_negative_contrast,
+)
+from trainer.objectives.base import HIDDEN, REPS, bce, head_labels
 from trainer.objectives.esmm import Esmm
 
 ANCHOR = "ctr"

@@ -11,9 +11,14 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import tensorflow as tf
 
 from schemas import checks
-from trainer.config import ConfigError, LossConfig
+from schemas.config import ConfigError, LossConfig
 
 Terms = Dict[str, tf.Tensor]
+
+# Auxiliary outputs a recipe may ask the training network for (``Objective.AUX``), and the
+# keys under which ``trainer.model.build_networks`` puts them.
+AUX_KINDS = ("reps", "hidden", "logits")
+REPS, HIDDEN, LOGITS = "_reps", "_hidden", "_logits"
 _EPS = 1e-7
 
 

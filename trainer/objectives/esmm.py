@@ -8,7 +8,7 @@ uses 0.6).
 """
 from __future__ import annotations
 
-from trainer.config import ConfigError, LossConfig
+from schemas.config import ConfigError, LossConfig
 from trainer.layers.aitm import aitm_calibrator
 from trainer.objectives.base import Objective, bce, head_labels
 

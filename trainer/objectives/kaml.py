@@ -27,11 +27,10 @@ from typing import List
 import tensorflow as tf
 
 from schemas import checks
+from schemas.config import ConfigError, LossConfig
 from schemas.features import action_head
-from trainer.config import ConfigError, LossConfig
 from trainer.losses.kaml import masked_bce_with_logits, rlu_ranking
-from trainer.model import LOGITS
-from trainer.objectives.base import Objective, bce
+from trainer.objectives.base import LOGITS, Objective, bce
 
 
 class KamlObjective(Objective):

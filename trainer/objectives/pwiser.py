@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from trainer.config import ConfigError, LossConfig
+from schemas.config import ConfigError, LossConfig
 from trainer.losses.pwiser import PWiseR, pwiser
 from trainer.objectives.esmm import Esmm
 

@@ -22,7 +22,7 @@ from typing import Dict, Mapping
 
 import tensorflow as tf
 
-from trainer.config import ConfigError, LossConfig
+from schemas.config import ConfigError, LossConfig
 from trainer.layers.common import build_sublayer
 from trainer.losses.uncertainty import UncertaintyWeights
 from trainer.objectives.base import _EPS, Objective, head_labels

@@ -36,7 +36,7 @@ def export_main(args) -> int:
 
     import trainer.model  # noqa: F401  registers the project's Keras layers for loading
     from serving import export, versioning
-    from trainer.preprocess import Preprocessor
+    from transform.preprocessor import Preprocessor
 
     pre_path = os.path.join(args.model, "preprocessor.json")
     model_path = os.path.join(args.model, "model")

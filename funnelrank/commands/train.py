@@ -1,7 +1,7 @@
 """``funnelrank train``: the fast experiment path, no TFX.
 
 Reads the data through the same adapters as the pipeline, fits vocabularies and dense
-statistics in process (``trainer.preprocess``, the same maths as the Transform component),
+statistics in process (``transform.preprocessor``, the same maths as the Transform component),
 trains the same network and loss code under MirroredStrategy (checkpointing to
 ``<out>/backup`` so a killed run resumes when started again with the same ``--out``), and
 writes ``metrics.json``::
@@ -10,25 +10,24 @@ writes ``metrics.json``::
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from funnelrank.data import adapters
+from schemas import config as config_lib
 from schemas.features import transformed_name
-from trainer import config as config_lib
-from trainer import preprocess
 from trainer.data import from_arrays
-from trainer.fit import evaluate_heads, fit_model, format_report
 from trainer.model import FeatureInfo
+from trainer.session import evaluate_heads, fit_model, format_report
 from trainer.strategy import make_strategy
+from transform import preprocessor as preprocess
+from transform.ingest import adapters
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,11 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 
 
+# Keys of the TFX components' ``custom_config`` (Transform and Trainer read the same dict).
+EXPERIMENT_KEY = "experiment"
+SPEC_KEY = "dataset_spec"
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the impressions come from.
@@ -413,3 +418,19 @@ def load(path: str, overrides: Optional[Mapping[str, Any]] = None) -> Experiment
         return from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def to_custom_config(cfg: ExperimentConfig, spec) -> Dict[str, Any]:
+    """The JSON-able ``custom_config`` of the Transform and Trainer components: the experiment
+    config and the dataset spec (``schemas.features.DatasetSpec``) of the prepared data."""
+    from schemas import features
+
+    return {EXPERIMENT_KEY: to_dict(cfg), SPEC_KEY: features.spec_to_dict(spec)}
+
+
+def from_custom_config(custom_config: Mapping[str, Any]):
+    """``(ExperimentConfig, DatasetSpec)`` back from :func:`to_custom_config`'s dict."""
+    from schemas import features
+
+    return (from_dict(custom_config[EXPERIMENT_KEY]),
+            features.spec_from_dict(custom_config[SPEC_KEY]))

@@ -8,7 +8,7 @@ SavedModel.
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict
 
 import tensorflow as tf
 
@@ -108,10 +108,3 @@ class FunnelModel(tf.keras.Model):
         outputs = self.training_outputs(x, labels, training=False)
         terms = self.loss_terms(labels, outputs)
         return self._track(labels, outputs, terms, tf.add_n(list(terms.values())))
-
-
-def split_labels(batch: Mapping[str, tf.Tensor], click_key: str, conversion_key: str):
-    """Canonical label dict from a transformed batch (``<key>_xf`` columns)."""
-    from schemas.features import transformed_name
-    return {"click": tf.reshape(batch[transformed_name(click_key)], [-1]),
-            "conversion": tf.reshape(batch[transformed_name(conversion_key)], [-1])}

@@ -72,8 +72,8 @@ from typing import Dict
 import numpy as np
 import pandas as pd
 
-from funnelrank.data import csv_io
 from schemas import features
+from transform.ingest import csv_io
 
 NUM_USERS = 4000
 NUM_SEGMENTS = 8

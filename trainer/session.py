@@ -9,14 +9,14 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from schemas.config import ConfigError, ExperimentConfig
 from schemas.features import action_head, transformed_name
 from trainer import metrics as offline
-from trainer.config import ConfigError, ExperimentConfig
 from trainer.data import predict
 from trainer.errors import TrainingDivergedError
+from trainer.funnel_model import FunnelModel
 from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
-from trainer.training import FunnelModel
 
 log = logging.getLogger(__name__)
 

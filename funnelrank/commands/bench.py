@@ -13,7 +13,7 @@ A grid file (YAML) names the runs::
       - {label: "MMoE + BCE", config: configs/mmoe.yaml}
       - {label: "MMoE + PWiseR", config: configs/mmoe.yaml, overrides: {loss.name: pwiser}}
 
-Every run trains with ``trainer.train_local.train``; the table gives mean +- std over seeds
+Every run trains with ``funnelrank.commands.train.train``; the table gives mean +- std over seeds
 of each metric (``<head>.<metric>`` from metrics.json, ``train.<key>`` for top-level keys such
 as ``examples_per_sec``). Results go to ``<out>/<name>.json`` and ``<out>/<name>.md``; the
 generated data and every run's model go to ``work/bench/<name>/``.
@@ -35,8 +35,8 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from trainer import config as config_lib
-from trainer import train_local
+from funnelrank.commands import train as train_local
+from schemas import config as config_lib
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
     work_dir = work_dir or os.path.join("work", "bench", grid.name)
     data_path = grid.data
     if data_path is None:
-        from funnelrank.data import synthetic
+        from transform.ingest import synthetic
 
         data_path = synthetic.write_csv(os.path.join(work_dir, "data"), grid.rows, seed=7)
     results: Dict[str, Any] = {"grid": dataclasses.asdict(grid), "runs": []}
@@ -183,7 +183,7 @@ def _summary(values: List[float]) -> Dict[str, Any]:
 def markdown_table(results: Mapping[str, Any]) -> str:
     metrics = results["grid"]["metrics"]
     seeds = results["grid"]["seeds"]
-    lines = [f"| run | " + " | ".join(metrics) + " |",
+    lines = ["| run | " + " | ".join(metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for run in results["runs"]:
         cells = []

@@ -11,7 +11,7 @@
   val -> ``eval`` and test -> ``test``; without, test -> ``eval``. Otherwise all ``*.csv``
   in it (or the single file) form one split ``all`` and ``hash_split`` is True (the
   pipeline splits by hash);
-* every input is validated (:mod:`funnelrank.data.validate`) and re-written to
+* every input is validated (:mod:`transform.ingest.validate`) and re-written to
   ``<work_dir>/prepared/<split>/<name>.csv`` with exactly ``spec.columns`` in canonical
   order: ground truth (``gt_*``) is dropped, integers are written as integers and dense
   values always with a decimal point (so CsvExampleGen infers INT/FLOAT as the schemas in
@@ -23,13 +23,13 @@ import dataclasses
 import fnmatch
 import os
 import shutil
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import pandas as pd
 
-from funnelrank.data import csv_io, synthetic, validate
 from schemas import features
+from transform.ingest import csv_io, synthetic, validate
 
 ADAPTERS = ("synthetic", "ali_ccp")
 PREPARED_DIR = "prepared"
@@ -141,7 +141,7 @@ def prepare(data_cfg, work_dir: str) -> PreparedData:
     Raises:
       ValueError: Unknown adapter, or no path for a non-synthetic adapter.
       FileNotFoundError: The path does not exist or its directory has no CSV.
-      funnelrank.data.validate.DataValidationError: An input file is invalid (the message
+      transform.ingest.validate.DataValidationError: An input file is invalid (the message
         names the file).
     """
     spec = spec_for(data_cfg)

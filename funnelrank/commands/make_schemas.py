@@ -2,7 +2,7 @@
 ``schemas/synthetic_adm.pbtxt`` (the synthetic schema plus the ADM columns).
 
 Each schema is inferred (``tfdv.infer_schema`` with ``infer_feature_shape=True``, as the
-pipeline's SchemaGen does) from statistics of *prepared* CSVs (``funnelrank.data.adapters``),
+pipeline's SchemaGen does) from statistics of *prepared* CSVs (``transform.ingest.adapters``),
 i.e. exactly what CsvExampleGen reads: INT for integer columns, FLOAT for dense ones, every
 feature required (presence min_fraction 1) with one value (shape [1]). Domains and
 vocabularies are removed so ExampleValidator never flags ids or values unseen here.
@@ -12,7 +12,7 @@ the action labels) for the KAML pipeline, whose Transform reads the ADM componen
 
 Usage (from the repository root)::
 
-    .venv/bin/python schemas/make_schemas.py [--ali-ccp-dir ../shared/data/ali_ccp_sample]
+    .venv/bin/python funnelrank/commands/make_schemas.py [--ali-ccp-dir ../shared/data/ali_ccp_sample]
         [--synthetic-rows 20000] [--out-dir schemas] [--value-count] [--adm-only]
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import funnelrank  # noqa: E402,F401  (selects tf-keras before TensorFlow is imported)
-from funnelrank.data import adapters  # noqa: E402
-from trainer.config import DataConfig  # noqa: E402
+from schemas.config import DataConfig  # noqa: E402
+from transform.ingest import adapters  # noqa: E402
 
 DEFAULT_ALI_CCP_DIR = os.path.join(ROOT, "..", "shared", "data", "ali_ccp_sample")
 

@@ -1,4 +1,4 @@
-"""TFX Trainer entry point: ``run_fn`` (referenced as ``trainer.task.run_fn``)."""
+"""TFX Trainer entry point: ``run_fn`` (referenced as ``trainer.tfx_trainer.run_fn``)."""
 from __future__ import annotations
 
 import json
@@ -9,19 +9,22 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from schemas import config as config_lib
 from schemas import features
 from serving.export import export_serving_model
-from trainer import config as config_lib
-from trainer.data import (collect_rows, dataset_columns, from_arrays, from_transformed,
-                          load_transformed)
-from trainer.fit import evaluate_heads, fit_model, format_report
+from trainer.data import (
+    collect_rows,
+    dataset_columns,
+    from_arrays,
+    from_transformed,
+    load_transformed,
+)
 from trainer.model import FeatureInfo
+from trainer.session import evaluate_heads, fit_model, format_report
 from trainer.strategy import make_strategy
-from transform.preprocessing import NUM_OOV_BUCKETS, SPEC_KEY, vocab_filename
+from transform.preprocessing import NUM_OOV_BUCKETS, vocab_filename
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT_KEY = "experiment"
 
 
 def feature_info(tft_output: tft.TFTransformOutput, spec: features.DatasetSpec) -> FeatureInfo:
@@ -39,8 +42,7 @@ def run_fn(fn_args: FnArgs) -> None:
     dataset spec (``"dataset_spec"``), parsed once here and logged.
     """
     logging.basicConfig(level=logging.INFO)
-    cfg = config_lib.from_dict(fn_args.custom_config[EXPERIMENT_KEY])
-    spec = features.spec_from_dict(fn_args.custom_config[SPEC_KEY])
+    cfg, spec = config_lib.from_custom_config(fn_args.custom_config)
     log.info("run_fn config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
     tf.keras.utils.set_random_seed(cfg.train.seed)  # before the datasets: see train_local
     tft_output = tft.TFTransformOutput(fn_args.transform_output)

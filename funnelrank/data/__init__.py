@@ -1,1 +1,0 @@
-"""Impression data: synthetic generator, CSV validation and dataset adapters."""

@@ -1,0 +1,1 @@
+"""Impression data in: the synthetic generator, CSV validation, dataset adapters and the split."""
