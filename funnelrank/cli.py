@@ -1,31 +1,73 @@
 """``funnelrank`` command line: generate, prepare, train, bench, run, export, serve-check,
-compile-kubeflow."""
+compile-kubeflow.
+
+Exit status: 0 success; 2 bad input (config, data, paths, model directories: one message on
+stderr naming what and where); 3 ``run`` finished but the Evaluator did not bless the model
+(nothing pushed); 143 stopped by SIGTERM after a checkpoint (run the same command to resume).
+Any other failure prints a traceback: that is a bug, please report it.
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from schemas._env import ensure_legacy_keras
 
 ensure_legacy_keras()
 
 DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
+EXIT_BAD_INPUT, EXIT_NOT_BLESSED, EXIT_PREEMPTED = 2, 3, 143
 
 
-def _load_config(args, overrides=None):
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("funnelrank")
+    except Exception:  # not installed (a source tree on PYTHONPATH)
+        return "unknown (not installed)"
+
+
+def _overrides(args) -> Dict[str, object]:
+    """``--set`` assignments and the shorthand options, as ``section.key`` -> value."""
     from schemas import config as config_lib
 
-    return config_lib.load(args.config, overrides)
+    out = config_lib.parse_set(getattr(args, "set", None) or [])
+    shorthands = {"data": "data.path", "epochs": "train.epochs", "seed": "train.seed",
+                  "rows": "data.generate_rows", "root": "pipeline.root"}
+    for attr, key in shorthands.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = os.path.abspath(value) if attr == "data" else value
+    if getattr(args, "skip_bad_rows", False):
+        out["data.skip_bad_rows"] = True
+    return out
+
+
+def _load_config(args, check: bool = True):
+    """The config of ``--config`` with the overrides applied, checked before any data work."""
+    from schemas import config as config_lib
+
+    cfg = config_lib.load(args.config, _overrides(args))
+    if check:
+        from trainer.preflight import check_experiment
+
+        check_experiment(cfg)
+    return cfg
 
 
 def cmd_generate(args) -> int:
+    import time
+
+    from schemas import checks
+    from schemas.config import ConfigError
     from transform.ingest import synthetic
 
+    checks.check_positive_int("--rows", args.rows, error=ConfigError)
+    checks.check_positive_int("--actions", args.actions, error=ConfigError)
     t0 = time.perf_counter()
     path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions)
     print(f"wrote {args.rows} rows to {path} in {time.perf_counter() - t0:.1f}s")
@@ -33,54 +75,35 @@ def cmd_generate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from transform.ingest import adapters
+    from schemas import features
+    from transform.ingest import prepare
 
-    overrides = {"data.path": args.data} if args.data else {}
-    if args.skip_bad_rows:
-        overrides["data.skip_bad_rows"] = True
-    cfg = _load_config(args, overrides)
-    prepared = adapters.prepare(cfg.data, os.path.join(cfg.pipeline.root, "data"))
-    print(f"prepared {prepared.rows} under {os.path.join(cfg.pipeline.root, 'data', 'prepared')}")
-    print(adapters.describe_drops(prepared))
+    cfg = _load_config(args)
+    spec = features.spec_from_config(cfg.data, cfg.funnel)
+    prepared = prepare.prepare(cfg.data, spec, f"{cfg.pipeline.root}/data")
+    print(f"prepared {prepared.rows} rows under {prepared.root}")
+    print(prepare.describe_drops(prepared))
     return 0
 
 
 def cmd_train(args) -> int:
-    from funnelrank.commands import train as train_local
+    from funnelrank.commands import train
     from trainer.strategy import configure_cpu_replicas
 
     configure_cpu_replicas(args.cpu_replicas)
-    overrides = {}
-    if args.data:
-        overrides["data.path"] = args.data
-    if args.epochs is not None:
-        overrides["train.epochs"] = args.epochs
-    if args.seed is not None:
-        overrides["train.seed"] = args.seed
-    if args.rows is not None:
-        overrides["data.generate_rows"] = args.rows
-    if args.skip_bad_rows:
-        overrides["data.skip_bad_rows"] = True
-    cfg = _load_config(args, overrides)
+    cfg = _load_config(args)
     out = args.out or os.path.join("work", "train", cfg.name)
-    train_local.train(cfg, out)
-    print(f"metrics: {os.path.join(out, train_local.METRICS_FILE)}")
+    _refuse_file(out, "--out")
+    train.train(cfg, out)
+    print(f"metrics: {os.path.join(out, train.METRICS_FILE)}")
     return 0
 
 
 def cmd_run(args) -> int:
     from pipeline import local_runner
 
-    overrides = {"pipeline.root": args.root} if args.root else {}
-    if args.data:
-        overrides["data.path"] = args.data
-    if args.rows is not None:
-        overrides["data.generate_rows"] = args.rows
-    if args.skip_bad_rows:
-        overrides["data.skip_bad_rows"] = True
-    cfg = _load_config(args, overrides)
-    result = local_runner.run(cfg)
-    print(json.dumps(result["evaluation"], indent=2, sort_keys=True))
+    cfg = _load_config(args)
+    result = local_runner.run(cfg, verbose=args.verbose)
     for head, m in sorted(result["evaluation"].items()):
         if "auc" in m:
             print(f"evaluation {head} AUC: {m['auc']:.4f}")
@@ -91,17 +114,20 @@ def cmd_run(args) -> int:
     if result["pushed_model"]:
         print(f"pushed model: {result['pushed_model']}")
     else:
-        print(f"model NOT pushed: the Evaluator did not bless it (ctr AUC must exceed "
-              f"eval.min_ctr_auc={cfg.eval.min_ctr_auc})")
-    print(f"pipeline wall time: {result['seconds']:.0f}s")
-    return 0 if result["pushed_model"] else 3
+        print(f"model NOT pushed: the Evaluator did not bless it (its {result['bless_head']} AUC "
+              f"must exceed eval.min_auc={cfg.eval.min_auc} and not drop more than "
+              f"eval.max_auc_drop={cfg.eval.max_auc_drop} below the last blessed model's)")
+    print(f"pipeline wall time: {result['seconds']:.0f}s; full log: {result['log_file']}")
+    return 0 if result["pushed_model"] else EXIT_NOT_BLESSED
 
 
 def cmd_bench(args) -> int:
     if args.throughput:
         return _throughput(args)
+    from schemas.config import ConfigError
+
     if not args.grid:
-        raise SystemExit("funnelrank bench: give --grid GRID.yaml or --throughput")
+        raise ConfigError("funnelrank bench: give --grid GRID.yaml or --throughput")
     from funnelrank.commands import bench
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
@@ -119,8 +145,9 @@ def _throughput(args) -> int:
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "benchmarks", "throughput.py")
     if not os.path.exists(script):
-        raise SystemExit(f"funnelrank bench --throughput needs the source checkout: {script} "
-                         "does not exist (install with `pip install -e .` from a clone)")
+        raise FileNotFoundError(f"funnelrank bench --throughput needs the source checkout: "
+                                f"{script} does not exist (install with `pip install -e .` "
+                                f"from a clone)")
     argv = []  # each option left out keeps the script's default
     if args.rows:
         argv += ["--rows", str(args.rows)]
@@ -136,29 +163,54 @@ def _throughput(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from funnelrank.commands import serving as cli_commands
+    from funnelrank.commands import serving
 
-    return cli_commands.export_main(args)
+    return serving.export_main(args)
 
 
 def cmd_serve_check(args) -> int:
-    from funnelrank.commands import serving as cli_commands
+    from funnelrank.commands import serving
 
-    return cli_commands.serve_check_main(args)
+    return serving.serve_check_main(args)
 
 
 def cmd_compile_kubeflow(args) -> int:
     from pipeline import kubeflow_runner
 
     cfg = _load_config(args)
-    path = kubeflow_runner.compile_pipeline(cfg, args.out)
+    path = kubeflow_runner.compile_pipeline(cfg, args.out, image=args.image)
     print(f"wrote Kubeflow V2 pipeline spec to {path}")
     return 0
 
 
+def _refuse_file(path: str, option: str) -> None:
+    from schemas.errors import UserError
+
+    if os.path.isfile(path):
+        raise UserError(f"{option} {path}: is an existing file; give a directory")
+
+
+def _config_options(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="experiment file, or the name of a shipped config (e.g. mmoe)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one config value (YAML), e.g. --set train.epochs=3; repeat")
+    if data:
+        p.add_argument("--data", help="data file or directory (overrides data.path)")
+        p.add_argument("--skip-bad-rows", action="store_true",
+                       help="drop invalid rows (counted and reported per reason) instead of "
+                            "failing")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="funnelrank", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(prog="funnelrank", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"funnelrank {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TFX/Beam's own output in `run`")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level (default INFO)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="write a synthetic impression log")
@@ -168,38 +220,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions", type=int, default=5, help="conversion actions")
     p.set_defaults(fn=cmd_generate)
 
-    p = sub.add_parser("prepare", help="validate and normalise data for the pipeline")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--data", help="CSV file or directory (overrides data.path)")
-    p.add_argument("--skip-bad-rows", action="store_true",
-                   help="drop invalid rows (counted and reported per reason) instead of failing")
+    p = sub.add_parser("prepare", help="validate, type and split data for both paths")
+    _config_options(p)
+    p.add_argument("--root", help="work directory, also gs://... (overrides pipeline.root)")
+    p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.set_defaults(fn=cmd_prepare)
 
     p = sub.add_parser("train", help="fast in-process training without TFX")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--data", help="CSV file or directory (overrides data.path)")
+    _config_options(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, help="overrides train.seed")
     p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.add_argument("--out", help="output directory (default work/train/<name>)")
     p.add_argument("--cpu-replicas", type=int, default=1,
                    help="split the CPU into N logical devices for MirroredStrategy")
-    p.add_argument("--skip-bad-rows", action="store_true",
-                   help="drop invalid rows (counted and reported per reason) instead of failing")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("run", help="run the TFX pipeline locally (Beam DirectRunner)")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--data", help="CSV file or directory (overrides data.path)")
+    _config_options(p)
     p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.add_argument("--root", help="work directory (overrides pipeline.root)")
-    p.add_argument("--skip-bad-rows", action="store_true",
-                   help="drop invalid rows (counted and reported per reason) instead of failing")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("bench", help="run a grid of fast-path trainings, seeds averaged; or "
                        "--throughput: examples/s of MMoE and PLE beside DeepCTR, torch-rechub")
-    p.add_argument("--grid", help="grid YAML (see trainer/bench.py)")
+    p.add_argument("--grid", help="grid YAML (see funnelrank/commands/bench.py)")
     p.add_argument("--throughput", action="store_true",
                    help="training/inference examples/s at batch 2048 against the peers, each "
                         "installed in its own throwaway venv (benchmarks/throughput.py)")
@@ -219,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export `funnelrank train` output for TF Serving")
     p.add_argument("--model", required=True,
-                   help="`funnelrank train` output directory (model/ and preprocessor.json)")
+                   help="`funnelrank train` output directory (model/, preprocessor.json, "
+                        "metrics.json)")
     p.add_argument("--out", required=True,
                    help="base directory; the export goes to OUT/<version>/")
     p.add_argument("--version", type=int, help="version number (default: unix seconds)")
@@ -235,30 +281,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_serve_check)
 
     p = sub.add_parser("compile-kubeflow", help="compile the pipeline for Kubeflow V2")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    _config_options(p, data=False)
+    p.add_argument("--root", help="pipeline root on storage the cluster reads, e.g. "
+                                  "gs://bucket/funnelrank (overrides pipeline.root)")
+    p.add_argument("--image", help="container image (overrides pipeline.image)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.set_defaults(fn=cmd_compile_kubeflow)
     return parser
 
 
+def configure_logging(args) -> None:
+    level = args.log_level or ("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
+    logging.basicConfig(level=getattr(logging, level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from schemas.config import ConfigError
-    from trainer.errors import TrainingDivergedError
-    from transform.ingest.validate import DataValidationError
+    configure_logging(args)
+    from schemas.errors import UserError
+    from trainer.errors import TrainingPreempted
 
-    errors = (ConfigError, DataValidationError, FileNotFoundError, TrainingDivergedError)
-    if args.command == "run":
-        from pipeline.anomaly_gate import DataAnomaliesError
-
-        errors += (DataAnomaliesError,)
     try:
         return args.fn(args)
-    except errors as e:
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
         print(f"funnelrank {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except TrainingPreempted as e:
+        print(f"funnelrank {args.command}: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 
+from schemas.errors import UserError
+
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
-class DataAnomaliesError(RuntimeError):
+class DataAnomaliesError(UserError, RuntimeError):
     """ExampleValidator found anomalies; the message lists them."""
 
 

@@ -1,17 +1,22 @@
 """Runs the pipeline locally: LocalDagRunner + Beam DirectRunner (``funnelrank run``)."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
+import re
+import sys
 import time
+import warnings
 from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
-from pipeline.common import PipelinePaths, adm_params, custom_config, dataset_spec, prepare_data
+from pipeline.common import PipelinePaths, pipeline_values, prepare_data
 from pipeline.pipeline import create_pipeline
 from schemas import config as config_lib
+from transform.ingest.prepare import describe_drops
 
 log = logging.getLogger(__name__)
 
@@ -96,50 +101,118 @@ def local_beam_args(args) -> list:
     return args
 
 
-def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False) -> Dict:
+class ComponentProgress(logging.Handler):
+    """Prints one line per component as LocalDagRunner starts and finishes it
+    (``[3/9] Transform ... 42 s``), from the runner's own log records."""
+
+    PATTERN = re.compile(r"Component (\S+) is (running|finished)\.")
+
+    def __init__(self, total: int, out=None):
+        super().__init__(level=logging.INFO)
+        self.total = total
+        self.out = out or sys.stdout
+        self.done = 0
+        self.started: Dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.fullmatch(record.getMessage())
+        if not match:
+            return
+        node, state = match.groups()
+        if state == "running":
+            self.started[node] = time.perf_counter()
+            print(f"[{self.done + 1}/{self.total}] {node} ...", file=self.out, flush=True)
+        else:
+            self.done += 1
+            seconds = time.perf_counter() - self.started.get(node, time.perf_counter())
+            print(f"[{self.done}/{self.total}] {node} done in {seconds:.0f} s", file=self.out,
+                  flush=True)
+
+
+@contextlib.contextmanager
+def watched(log_path: str, total: int, verbose: bool):
+    """While the pipeline runs: every log record to ``log_path``, a progress line per
+    component on stdout, and TFX/Beam's own output (INFO records, warnings) on the console
+    only when ``verbose``."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    root = logging.getLogger()
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    progress = ComponentProgress(total)
+    console = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+               and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in console]
+    old_root_level = root.level
+    root.addHandler(file_handler)
+    root.addHandler(progress)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    if not verbose:
+        for h in console:
+            h.setLevel(max(h.level, logging.WARNING))
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.simplefilter("ignore")
+        try:
+            yield progress
+        finally:
+            root.removeHandler(file_handler)
+            root.removeHandler(progress)
+            file_handler.close()
+            root.setLevel(old_root_level)
+            for h, level in zip(console, levels):
+                h.setLevel(level)
+
+
+def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
+        verbose: bool = False) -> Dict:
     """Prepares the data, runs every component, and reports where the model was pushed.
 
     With ``through_transform_only`` the pipeline stops after Transform and the result holds
     the per-component times instead (``"components"``: name -> seconds, from ML Metadata).
+    The full log goes to ``<pipeline.root>/logs/run-<time>.log``; the console shows one line
+    per component (and TFX/Beam's own output only when ``verbose``).
 
     Returns:
-      ``{"pushed_model": path or None, "blessed": bool, "evaluation": {...} (TFMA),
-      "trainer": {...} (run_fn's metrics.json), "seconds": ..}``.
+      ``{"pushed_model": path or None, "blessed": bool, "bless_head": head, "evaluation":
+      {...} (TFMA), "trainer": {...} (run_fn's metrics.json), "seconds": .., "log_file": ..}``.
     """
     t0 = time.perf_counter()
     paths = PipelinePaths(os.path.abspath(cfg.pipeline.root))
+    log_file = os.path.join(paths.root, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
+    print(f"[prepare] validating, typing and splitting the data into {paths.data_root}",
+          flush=True)
     prepared = prepare_data(cfg, paths)
-    from transform.ingest.adapters import describe_drops
-
     drops = describe_drops(prepared)
-    log.info("prepared data: %s; %s", prepared.rows, drops)
-    if prepared.total_stats.rows_dropped:
-        print(drops)
-    serving_dir = paths.serving_dir(cfg)
+    print(f"[prepare] {prepared.rows} rows per split ({drops}) in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    values = pipeline_values(cfg, prepared.spec, prepared.schema_path)
+    serving_dir = os.path.abspath(paths.serving_dir(cfg))
     before = set(glob.glob(os.path.join(serving_dir, "*")))
     pipeline = create_pipeline(
         pipeline_name=cfg.pipeline.name, pipeline_root=paths.pipeline_root,
-        data_root=paths.data_root,
-        splits=None if prepared.hash_split else sorted(prepared.splits),
-        eval_percent=cfg.data.eval_percent, schema_path=cfg.pipeline.schema,
-        custom_config=custom_config(cfg, dataset_spec(cfg, prepared.spec)),
-        click_key=prepared.spec.click_key, conversion_key=prepared.spec.conversion_key,
-        min_ctr_auc=cfg.eval.min_ctr_auc, serving_model_dir=serving_dir,
+        data_root=paths.data_root, schema_path=values.schema_path,
+        custom_config=values.custom_config, evaluation=values.evaluation,
+        serving_model_dir=serving_dir,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
         beam_pipeline_args=local_beam_args(cfg.pipeline.beam_args),
-        adm_params=adm_params(cfg, prepared.spec), max_ctr_auc_drop=cfg.eval.max_ctr_auc_drop,
+        adm_params=values.adm_params,
+        compare_to_baseline=cfg.eval.max_auc_drop is not None,
+        enable_cache=cfg.pipeline.enable_cache,
         through_transform_only=through_transform_only)
     t_pipeline = time.perf_counter()
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    with watched(log_file, len(pipeline.components), verbose):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
     if through_transform_only:
         return {"components": component_seconds(paths.metadata_path),
                 "prepare_seconds": t_pipeline - t0,
                 "pipeline_seconds": time.perf_counter() - t_pipeline,
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0, "log_file": log_file}
     pushed = sorted(set(glob.glob(os.path.join(serving_dir, "*"))) - before)
     return {"pushed_model": pushed[-1] if pushed else None,
-            "blessed": blessed(paths.pipeline_root),
+            "blessed": blessed(paths.pipeline_root), "bless_head": values.bless_head,
             "evaluation": read_evaluation(paths.pipeline_root),
             "trainer": read_trainer_metrics(paths.pipeline_root),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "log_file": log_file}

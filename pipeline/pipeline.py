@@ -1,121 +1,131 @@
 """The TFX pipeline definition: every value is passed in, nothing read from globals.
 
-ExampleGen (CSV) [-> AttributionDrivenMasking (KAML's ADM, a Beam job)] -> StatisticsGen ->
-SchemaGen | ImportSchemaGen -> ExampleValidator -> AnomalyGate (fails the run on any anomaly)
--> Transform -> Trainer -> Evaluator (TFMA, AUC per head, blessing thresholds, the last blessed
-model as baseline) -> Pusher.
+ImportExampleGen (the prepared train / validation / eval examples) [-> AttributionDrivenMasking
+(KAML's ADM, a Beam job)] -> StatisticsGen -> ImportSchemaGen (the schema derived when the data
+was prepared) | SchemaGen -> ExampleValidator -> AnomalyGate (fails the run on any anomaly) ->
+Transform -> Trainer (trains on train, validates on validation) -> Evaluator (TFMA on eval:
+every head, blessing thresholds on one, the last blessed model as baseline) -> Pusher.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, transform_pb2
 
 from pipeline.anomaly_gate import AnomalyGate
+from schemas import tasks as tasks_lib
+from transform.ingest.splits import SPLITS
 
 PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.tfx_trainer.run_fn"
 
 
-def example_gen_configs(splits: Optional[Sequence[str]], eval_percent: int):
-    """(input_config, output_config) for CsvExampleGen.
-
-    Args:
-      splits: Names of sub-directories of the input base holding one split each (``train``,
-        ``eval``, ``test``); ``None`` hash-splits the ``all`` directory into train/eval.
-      eval_percent: Hash buckets (of 100) given to eval when splitting by hash.
-    """
-    if splits:
-        return example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name=s, pattern=f"{s}/*") for s in splits]), None
-    return (example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all",
-                                                                     pattern="all/*")]),
-            example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=100 - eval_percent),
-                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=eval_percent)])))
+def example_gen_input(splits: Sequence[str]):
+    """ImportExampleGen's input config: one split per prepared sub-directory."""
+    return example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name=s, pattern=f"{s}/*") for s in splits])
 
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 
 
-def eval_config(click_key: str, conversion_key: str, min_ctr_auc: float,
-                max_ctr_auc_drop: Optional[float] = None) -> tfma.EvalConfig:
-    """TFMA config: AUC, LogLoss and counts for the ctr and ctcvr heads.
+def eval_config(heads: Sequence[tasks_lib.Head], label_columns: Mapping[str, str],
+                bless_head: str, min_auc: float, max_auc_drop: Optional[float] = None,
+                slices: Sequence[str] = ()) -> tfma.EvalConfig:
+    """TFMA config: AUC, LogLoss, counts, mean prediction and label for every head.
 
-    Blessing needs the candidate's ``ctr`` AUC above ``min_ctr_auc`` and, when
-    ``max_ctr_auc_drop`` is set and a baseline (the last blessed model) exists, not below the
-    baseline's by more than ``max_ctr_auc_drop``. The ctcvr label is the conversion column
-    (conversion implies click, checked by the adapters).
+    Args:
+      heads: The model's heads (``schemas.tasks.heads``).
+      label_columns: Task -> raw label column (``data.labels``).
+      bless_head: The head whose AUC decides blessing.
+      min_auc: Blessing needs ``bless_head``'s AUC above this ...
+      max_auc_drop: ... and, when set and a baseline (the last blessed model) exists, not
+        below the baseline's by more than this.
+      slices: Features whose values slice the metrics besides the overall slice (the
+        thresholds apply to the overall slice only).
+
+    A head's label is its task's column; a product head (``ctcvr``) uses the last task's
+    column, valid because the funnel data is validated so that conversion implies click. A
+    head scored on a subset (the post-click ``cvr``) is weighted by its mask task's column:
+    weight 0 leaves unclicked rows out of its metrics. Per-action heads (KAML's ``cvr_<j>``,
+    scored per target action) are reported by the Trainer's metrics.json, not here.
     """
-    def metrics(gate: bool):
-        auc = tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}')
-        if gate:
-            threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-                lower_bound={"value": min_ctr_auc}))
-            if max_ctr_auc_drop is not None:
-                threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-                    direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                    absolute={"value": -max_ctr_auc_drop}))
-            auc.threshold.CopyFrom(threshold)
-        return [auc, tfma.MetricConfig(class_name="BinaryCrossentropy"),
+    scored = [h for h in heads if not re.fullmatch(r"cvr_\d+", h.name)]
+    labels = {h.name: label_columns[h.label_tasks[-1]] for h in scored}
+    weights = {h.name: label_columns[h.mask_task] for h in scored if h.mask_task}
+
+    def metrics():
+        return [tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}'),
+                tfma.MetricConfig(class_name="BinaryCrossentropy"),
                 tfma.MetricConfig(class_name="ExampleCount"),
                 tfma.MetricConfig(class_name="MeanPrediction"),
                 tfma.MetricConfig(class_name="MeanLabel")]
 
-    labels = {"ctr": click_key, "ctcvr": conversion_key}
+    threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+        lower_bound={"value": min_auc}))
+    if max_auc_drop is not None:
+        threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -max_auc_drop}))
     specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
-                            label_keys=labels)]
-    if max_ctr_auc_drop is not None:
+                            label_keys=labels, example_weight_keys=weights)]
+    if max_auc_drop is not None:
         specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
-                                    label_keys=labels, is_baseline=True))
+                                    label_keys=labels, example_weight_keys=weights,
+                                    is_baseline=True))
+    metrics_specs = []
+    for head in scored:
+        spec = tfma.MetricsSpec(output_names=[head.name], metrics=metrics())
+        if head.name == bless_head:
+            spec.per_slice_thresholds["auc"].thresholds.add(
+                slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
+        metrics_specs.append(spec)
     return tfma.EvalConfig(
-        model_specs=specs, slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(output_names=["ctr"], metrics=metrics(True)),
-                       tfma.MetricsSpec(output_names=["ctcvr"], metrics=metrics(False))])
+        model_specs=specs,
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in slices],
+        metrics_specs=metrics_specs)
 
 
 def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
-                    splits: Optional[Sequence[str]], eval_percent: int,
                     schema_path: Optional[str], custom_config: Dict[str, Any],
-                    click_key: str, conversion_key: str, min_ctr_auc: float,
-                    serving_model_dir: str,
+                    evaluation: Optional[tfma.EvalConfig], serving_model_dir: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     adm_params: Optional[Dict[str, Any]] = None,
-                    max_ctr_auc_drop: Optional[float] = None,
+                    compare_to_baseline: bool = False, enable_cache: bool = False,
                     through_transform_only: bool = False) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
       pipeline_name: Name (``[a-z0-9][a-z0-9-]*`` so Kubeflow accepts it).
       pipeline_root: Artifact root.
-      data_root: Directory of prepared CSVs, one sub-directory per split (see
-        ``transform.ingest.adapters.prepare``).
-      splits: Split sub-directories, or None to hash-split ``all``.
-      eval_percent: Eval share when hash-splitting.
-      schema_path: schema.pbtxt for ImportSchemaGen, or None to infer with SchemaGen.
+      data_root: The prepared examples (``transform.ingest.prepare``): ``train/``,
+        ``validation/`` and ``eval/`` sub-directories of gzipped TFRecords.
+      schema_path: schema.pbtxt for ImportSchemaGen (the one ``prepare`` derived, or the
+        user's), or None to infer one with SchemaGen.
       custom_config: Experiment config and dataset spec for Transform and Trainer.
-      click_key, conversion_key: Label columns (for TFMA).
-      min_ctr_auc: Blessing threshold on the ctr AUC.
+      evaluation: The TFMA config (:func:`eval_config`); None only with
+        ``through_transform_only``.
       serving_model_dir: Pusher destination (``<dir>/<version>/``).
       metadata_connection_config: ML Metadata connection (None for Kubeflow).
       beam_pipeline_args: Beam runner arguments.
       adm_params: ``transform.adm.AdmParams.to_dict()`` to run ADM on the examples before
         every component that reads them, or None.
-      max_ctr_auc_drop: Tolerated ctr AUC drop against the last blessed model (resolved from
-        ML Metadata), or None for no comparison.
+      compare_to_baseline: Resolve the last blessed model from ML Metadata as the
+        Evaluator's baseline (``evaluation`` then has a baseline model spec).
+      enable_cache: Let TFX reuse outputs of components whose inputs did not change.
       through_transform_only: Stop after Transform (data preparation only: the transformed
         examples and graph are the outputs; used to measure preprocessing throughput).
 
     Returns:
       The ``tfx.dsl.Pipeline``.
     """
-    input_config, output_config = example_gen_configs(splits, eval_percent)
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=data_root, input_config=input_config, output_config=output_config)
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=data_root, input_config=example_gen_input(SPLITS))
     components = [example_gen]
     examples = example_gen.outputs["examples"]
     if adm_params is not None:
@@ -135,29 +145,27 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=examples, schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config)
+        preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config,
+        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
     transform.add_upstream_node(anomaly_gate)
     preprocessing = components + [statistics_gen, schema_gen, example_validator, anomaly_gate,
                                   transform]
     if through_transform_only:
         return tfx.dsl.Pipeline(
             pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=preprocessing,
-            enable_cache=False, metadata_connection_config=metadata_connection_config,
+            enable_cache=enable_cache, metadata_connection_config=metadata_connection_config,
             beam_pipeline_args=beam_pipeline_args or [])
-    all_splits = list(splits) if splits else ["train", "eval"]
-    eval_split = "eval"
-    evaluator_split = "test" if "test" in all_splits else "eval"
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
         custom_config=custom_config)
     resolver = []
     baseline = None
-    if max_ctr_auc_drop is not None:
+    if compare_to_baseline:
         latest_blessed = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -166,8 +174,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         resolver, baseline = [latest_blessed], latest_blessed.outputs["model"]
     evaluator = tfx.components.Evaluator(
         examples=examples, model=trainer.outputs["model"], baseline_model=baseline,
-        eval_config=eval_config(click_key, conversion_key, min_ctr_auc, max_ctr_auc_drop),
-        example_splits=[evaluator_split])
+        eval_config=evaluation, example_splits=["eval"])
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -175,5 +182,5 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name, pipeline_root=pipeline_root,
         components=preprocessing + [trainer] + resolver + [evaluator, pusher],
-        enable_cache=False, metadata_connection_config=metadata_connection_config,
+        enable_cache=enable_cache, metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [])

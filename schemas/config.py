@@ -1,21 +1,35 @@
-"""Experiment configuration: one YAML/JSON file, parsed once into frozen dataclasses.
+"""Experiment configuration: one YAML/JSON file, parsed once into typed, frozen dataclasses.
 
-The same dict travels into the TFX Trainer and Transform through ``custom_config``; ``run_fn``
-and ``funnelrank train`` both call :func:`from_dict` first and log the result. Unknown keys are
-errors (a typo must not silently fall back to a default).
+The same dict travels into the TFX Transform and Trainer through ``custom_config``; ``run_fn``
+and ``funnelrank train`` both call :func:`from_dict` first and log the result.
+
+Parsing is strict and every message names the key and quotes the value received: unknown keys
+are errors (a typo never falls back to a default), booleans are not numbers, lists are not
+mappings, ``null`` is accepted only where a field is documented as optional.
+
+A dataset is described by roles (``data.features``, ``data.labels``); ``model.tasks`` default to
+the keys of ``data.labels`` and ``loss.name`` to ``esmm`` for the click -> conversion funnel
+(labels ``ctr`` and ``cvr``) or ``bce`` (one independent binary task per label) otherwise. The
+presets ``synthetic`` and ``ali_ccp`` fill ``features`` and ``labels`` for the formats we ship.
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import os
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+import typing
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from schemas import checks
+from schemas import tasks as tasks_lib
+from schemas.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or value is invalid."""
 
 
@@ -23,29 +37,97 @@ class ConfigError(ValueError):
 EXPERIMENT_KEY = "experiment"
 SPEC_KEY = "dataset_spec"
 
+ADAPTERS = ("csv", "parquet", "synthetic", "ali_ccp")
+PRESETS = ("synthetic", "ali_ccp")
+SPARSE_DTYPES = ("auto", "int", "string")
+DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseFeature:
+    """A categorical column and how its vocabulary is built.
+
+    Attributes:
+      name: Column name.
+      dtype: ``auto`` (integer when every value in the data is an integer, else string),
+        ``int`` or ``string``. Integers are compared as integers (``17`` and ``17.0`` are the
+        same id); strings as their exact UTF-8 text.
+      min_count: Values seen fewer times in the train split go to the OOV bucket (``null``:
+        ``data.features.min_count``).
+      hash_buckets: > 0 replaces the vocabulary by this many hash buckets (for very large
+        vocabularies); 0 uses a vocabulary.
+    """
+
+    name: str
+    dtype: str = "auto"
+    min_count: Optional[int] = None
+    hash_buckets: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """Columns by role.
+
+    Attributes:
+      sparse: Categorical columns: names, or mappings ``{name, dtype, min_count, hash_buckets}``
+        (see :class:`SparseFeature`). An empty cell is a missing value with its own bucket.
+      dense: Numeric columns; an empty cell is missing and filled with the train mean (its
+        z-score is 0).
+      user: Optional user-id column for GAUC (it may also be a sparse feature).
+      timestamp: Optional integer-seconds column (KAML's ADM window).
+      action_labels: Per-conversion-action 0/1 label columns (KAML's per-action heads).
+      target_action: Column with each sample's target conversion action ``0..N-1`` (KAML).
+      ad_task: Column with the ad task id whose history ADM counts (KAML).
+      min_count: Default vocabulary minimum count of every sparse feature (1 keeps all).
+    """
+
+    sparse: Tuple[SparseFeature, ...] = ()
+    dense: Tuple[str, ...] = ()
+    user: Optional[str] = None
+    timestamp: Optional[str] = None
+    action_labels: Tuple[str, ...] = ()
+    target_action: Optional[str] = None
+    ad_task: Optional[str] = None
+    min_count: int = 1
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the impressions come from.
+    """Where the impressions come from and how they are split.
 
     Attributes:
-      adapter: Dataset format: ``synthetic`` or ``ali_ccp``.
-      path: CSV file or directory (``train*.csv``/``test*.csv``/``val*.csv`` splits, or any
-        ``*.csv`` split by hash). ``None`` with the synthetic adapter generates data.
-      generate_rows: Rows to generate when ``path`` is None.
+      adapter: ``csv`` or ``parquet`` (roles from ``features`` and ``labels``), or a preset
+        that fills them: ``synthetic`` (the embedded generator, or its CSV) or ``ali_ccp``
+        (preprocessed Ali-CCP CSV).
+      path: A file, or a directory of files (``*train*``/``*val*``/``*test*`` splits, or any
+        number of files split by hash). ``null`` with ``synthetic`` generates data. A relative
+        path in a config file is relative to that file.
+      features: Columns by role (:class:`FeaturesConfig`); ``null`` with a preset.
+      labels: Task name -> 0/1 label column, e.g. ``{ctr: click, cvr: purchase}``; ``null``
+        with a preset.
+      generate_rows: Rows to generate when ``path`` is null (synthetic).
       num_actions: Conversion actions of the synthetic log.
       seed: Generator seed.
-      eval_percent: Share of rows (by hash) in the eval split when the data has no splits.
+      eval_percent: Share of rows (by a hash of the row) held out for evaluation when the
+        data has no test files.
+      validation_percent: Share of the remaining train rows (by hash) held out for early
+        stopping and model selection when the data has no val files.
       skip_bad_rows: Drop (and count) invalid rows instead of failing.
+      extra_columns: Columns in the files that no role names: ``ignore`` (listed in the log)
+        or ``error``.
     """
 
     adapter: str = "synthetic"
     path: Optional[str] = None
+    features: Optional[FeaturesConfig] = None
+    labels: Optional[Mapping[str, str]] = None
     generate_rows: int = 200_000
     num_actions: int = 5
     seed: int = 7
     eval_percent: int = 20
+    validation_percent: int = 10
     skip_bad_rows: bool = False
+    extra_columns: str = "ignore"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +137,17 @@ class ModelConfig:
     Attributes:
       backbone: Registered backbone name (``mmoe``; see ``trainer.model.BACKBONES``).
       backbone_args: Hyperparameters passed to the backbone layer's constructor.
-      embedding_dim: Width of every sparse-id embedding.
+      embedding_dim: Width of every sparse-feature embedding.
       embedding_l2: L2 penalty on the embedding tables (0 disables).
       tower_units: Hidden sizes of each task tower (ignored by backbones that own their
         towers: aitm, cross_stitch).
       tower_dropout: Dropout rate inside towers.
       tower_batch_norm: Batch-normalise each tower layer's pre-activation output.
-      tasks: ``[ctr, cvr]`` (ctcvr = ctr * cvr), ``[ctr, ctcvr]`` (funnel order, AITM;
-        cvr = ctcvr / ctr), ``[ctr]`` (single-task CTR) or ``[ctr, actions]`` (KAML: one
-        post-click CVR head ``cvr_<j>`` per conversion action of the data).
+      tasks: The model's tasks; ``null`` = every key of ``data.labels``. Funnel forms (with
+        the funnel recipes): ``[ctr, cvr]`` (heads ctr, cvr and ``ctcvr = ctr * cvr``),
+        ``[ctr, ctcvr]`` (funnel order, AITM; ``cvr = ctcvr / ctr``), ``[ctr]`` and
+        ``[ctr, actions]`` (KAML: one post-click head ``cvr_<j>`` per conversion action).
+        With ``loss.name: bce`` any label keys, each an independent head.
       hke: Per-action heads as KAML's HKE (original and extended sub-towers, eq. 9-10)
         instead of plain towers; needs ``tasks: [ctr, actions]`` and ADM data.
       hke_units: Hidden sizes of each HKE sub-tower (the merged MLP uses ``tower_units``).
@@ -77,24 +161,25 @@ class ModelConfig:
     tower_units: Tuple[int, ...] = (32,)
     tower_dropout: float = 0.0
     tower_batch_norm: bool = False
-    tasks: Tuple[str, ...] = ("ctr", "cvr")
+    tasks: Optional[Tuple[str, ...]] = None
     hke: bool = False
     hke_units: Tuple[int, ...] = (32,)
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Loss terms. ``esmm``: BCE on ctr (click) and ctcvr (click & conversion), all impressions.
+    """Loss recipe.
 
     Attributes:
-      name: Loss recipe name.
-      weights: Per-head weight of the BCE terms.
+      name: ``bce`` (independent BCE per task), or a funnel recipe: ``esmm`` (BCE on ctr and
+        ctcvr over all impressions), ``pwiser``, ``adaftr``, ``kaml``, ``uncertainty`` (MAN);
+        ``null`` = ``esmm`` when the labels are the funnel's ``ctr`` and ``cvr``, else ``bce``.
+      weights: Task (head) -> weight of its BCE term (default 1 each).
       args: Extra hyperparameters of the recipe (e.g. PWiseR margins).
     """
 
-    name: str = "esmm"
-    weights: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {"ctr": 1.0, "ctcvr": 1.0})
+    name: Optional[str] = None
+    weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
     args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -104,26 +189,33 @@ class TrainConfig:
 
     Attributes:
       batch_size: Per-replica batch; the global batch is this times the replica count.
-      epochs: Passes over the training split.
+      epochs: Passes over the training split (the maximum when early stopping is on).
       learning_rate: Adam learning rate.
       seed: Seed of weights, shuffling and dropout.
       shuffle_buffer: Rows in the shuffle buffer (TFX Trainer reading TFRecords).
-      in_memory: TFX Trainer only: parse the transformed train split once into memory and
-        train from it as ``funnelrank train`` does (a full shuffle each epoch, no per-step
-        parsing; see docs/benchmarks.md). Needs about rows x features x 8 bytes of RAM.
-      checkpoint_every_steps: BackupAndRestore interval.
+      in_memory: TFX Trainer: parse the transformed train split once into memory and train
+        from it as ``funnelrank train`` does (a full shuffle each epoch, no per-step parsing);
+        ``null`` (default) does so when it fits in ``memory_budget_mb`` (about rows x columns
+        x 8 bytes), ``false`` streams the TFRecords (shuffle buffer ``shuffle_buffer``).
+      memory_budget_mb: The budget of ``in_memory: null``.
+      checkpoint_every_steps: Checkpoint interval in steps (a checkpoint is also written at
+        every epoch end); a killed run started again resumes from the last one.
       eval_batch_size: Batch used for prediction and evaluation.
       early_stopping_patience: Epochs without improvement of ``early_stopping_monitor`` on
-        the validation data before training stops and the best epoch's weights are restored
-        (MAN's first stage); 0 disables early stopping.
-      early_stopping_monitor: Keras log key to maximise, e.g. ``val_ctcvr_auc``.
-      validation_percent: When early stopping needs validation data and the input has no
-        separate test split, this share of the train split (by hash) becomes the validation
-        set (``funnelrank train``; the TFX Trainer validates on its eval split).
+        the validation split before training stops and the best epoch's weights are
+        restored; 0 disables early stopping.
+      early_stopping_monitor: Keras log key, e.g. ``val_loss`` (minimised) or
+        ``val_ctcvr_auc`` (maximised: keys ending in ``auc`` are maximised).
       jit_compile: Compile the train step with XLA. Losses that gather pairs with dynamic
         shapes (PWiseR, KAML's ranking term) cannot be XLA-compiled and are refused.
       mixed_precision: Train in ``mixed_float16`` (float16 compute, float32 weights, dynamic
         loss scaling) when a GPU is present; ignored, with a log line, on CPU.
+      strategy: ``auto`` (MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
+        MirroredStrategy over 2+ GPUs or logical CPU devices, no strategy on one device),
+        ``mirrored`` (MirroredStrategy even over one device) or ``default``.
+      log_every: Progress line interval in steps.
+      train_auc_every: Update the per-head training AUCs every this many steps (0: never;
+        they cost up to a fifth of a small model's step). Validation always reports them.
     """
 
     batch_size: int = 1024
@@ -131,14 +223,17 @@ class TrainConfig:
     learning_rate: float = 0.002
     seed: int = 42
     shuffle_buffer: int = 50_000
-    in_memory: bool = False
+    in_memory: Optional[bool] = None
+    memory_budget_mb: int = 2048
     checkpoint_every_steps: int = 500
     eval_batch_size: int = 4096
     early_stopping_patience: int = 0
-    early_stopping_monitor: str = "val_ctcvr_auc"
-    validation_percent: int = 10
+    early_stopping_monitor: str = "val_loss"
     jit_compile: bool = False
     mixed_precision: bool = False
+    strategy: str = "auto"
+    log_every: int = 100
+    train_auc_every: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +242,8 @@ class AdmConfig:
 
     Attributes:
       enabled: Run ADM before preprocessing (a Beam component in the pipeline, NumPy in
-        ``funnelrank train``); the data must have per-action labels, a target action, an ad
-        task and a timestamp (the synthetic log has).
+        ``funnelrank train``); the data needs ``features.action_labels``, ``target_action``,
+        ``ad_task`` and ``timestamp`` (the synthetic preset has them).
       window_seconds: T, how far back an ad task's submitted conversions count.
       thresholds: alpha_j: one value for every action, or one per action.
     """
@@ -201,18 +296,21 @@ class MetaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation and blessing.
+    """Evaluation and blessing (TFMA Evaluator in the pipeline).
 
     Attributes:
-      min_ctr_auc: The Evaluator blesses (and the Pusher pushes) only above this CTR AUC.
-      max_ctr_auc_drop: ... and only if its CTR AUC is not worse than the last blessed
-        (pushed) model's by more than this (TFMA change threshold against the baseline the
-        pipeline resolves from ML Metadata; the first run has no baseline). ``null`` disables
-        the comparison.
+      head: Head whose AUC decides blessing (``null``: the first task, ``ctr`` in the funnel).
+      min_auc: The Evaluator blesses (and the Pusher pushes) only above this AUC of ``head``.
+      max_auc_drop: ... and only if that AUC is not worse than the last blessed (pushed)
+        model's by more than this (TFMA change threshold against the baseline resolved from
+        ML Metadata; the first run has no baseline). ``null`` disables the comparison.
+      slices: Sparse features whose values slice the TFMA metrics (besides the overall slice).
     """
 
-    min_ctr_auc: float = 0.5
-    max_ctr_auc_drop: Optional[float] = 0.01
+    head: Optional[str] = None
+    min_auc: float = 0.5
+    max_auc_drop: Optional[float] = 0.01
+    slices: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,11 +319,15 @@ class PipelineConfig:
 
     Attributes:
       name: Pipeline name (``[a-z0-9][a-z0-9-]*``, Kubeflow's rule).
-      root: Work directory for generated data, artifacts and ML Metadata.
-      serving_dir: Pusher destination (``<serving_dir>/<version>/``).
-      schema: Path of a schema.pbtxt for ImportSchemaGen; ``None`` infers one (SchemaGen).
+      root: Work directory for prepared data, artifacts and ML Metadata (relative paths are
+        relative to the working directory).
+      serving_dir: Pusher destination (``<serving_dir>/<version>/``); ``null``:
+        ``<root>/serving``.
+      schema: A schema.pbtxt for ImportSchemaGen; ``null`` uses the schema derived from the
+        dataset's roles when the data is prepared.
       beam_args: Beam pipeline args (runner and its options).
       image: Container image for the Kubeflow V2 compile.
+      enable_cache: Let TFX reuse component outputs whose inputs did not change.
     """
 
     name: str = "funnelrank"
@@ -234,11 +336,16 @@ class PipelineConfig:
     schema: Optional[str] = None
     beam_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     image: str = "gcr.io/funnelrank/funnelrank:0.1.0"
+    enable_cache: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole experiment file."""
+    """A whole experiment file.
+
+    Attributes:
+      name: Names the outputs (``work/train/<name>``): letters, digits, ``.``, ``_``, ``-``.
+    """
 
     name: str = "experiment"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -250,123 +357,358 @@ class ExperimentConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
 
+    @property
+    def tasks(self) -> Tuple[str, ...]:
+        """``model.tasks`` (resolved: never null after :func:`from_dict`)."""
+        return tuple(self.model.tasks or ())
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
-_SECTION_CLASSES = {
+    @property
+    def funnel(self) -> bool:
+        """True for the click -> conversion recipes (ctcvr head, cvr scored on clicks)."""
+        return self.loss.name in tasks_lib.FUNNEL_RECIPES
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+
+
+# --------------------------------------------------------------------------- typed parsing
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if annotation is str:
+        return "a string"
+    if origin in (tuple, list, collections.abc.Sequence):
+        return "a list"
+    if origin in (dict, collections.abc.Mapping):
+        return "a mapping"
+    if dataclasses.is_dataclass(annotation):
+        return "a mapping"
+    return str(annotation)
+
+
+def _fail(where: str, what: str, value) -> ConfigError:
+    return ConfigError(f"{where}: expected {what}, got {checks.short_repr(value)}")
+
+
+def _parse(value, annotation, where: str):
+    """``value`` checked against ``annotation`` (bool, int, float, str, Optional[X],
+    Tuple[X, ...], Mapping[str, X], Any, a dataclass); returns the normalised value."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        if value is None:
+            return None
+        return _parse(value, inner[0], where)
+    if value is None:
+        raise _fail(where, _type_name(annotation) + " (null is not allowed here)", value)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise _fail(where, "true or false", value)
+        return value
+    if annotation is int:
+        if not checks.is_int(value):
+            raise _fail(where, "an integer", value)
+        return value
+    if annotation is float:
+        if not checks.is_number(value):
+            raise _fail(where, "a number", value)
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise _fail(where, "a string", value)
+        return value
+    if annotation is SparseFeature:
+        if isinstance(value, str):
+            value = {"name": value}
+        return _build(SparseFeature, value, where)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    if origin in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(where, "a list", value)
+        item = args[0] if args else Any
+        return tuple(_parse(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, Mapping):
+            raise _fail(where, "a mapping", value)
+        item = args[1] if len(args) == 2 else Any
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _fail(f"{where}", "string keys", k)
+            out[k] = _parse(v, item, f"{where}.{k}")
+        return out
+    raise TypeError(f"config field {where}: unsupported annotation {annotation!r}")
+
+
+def _build(cls, values, where: str):
+    if not isinstance(values, Mapping):
+        raise _fail(where, "a mapping", values)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
+    return cls(**{k: _parse(v, hints[k], f"{where}.{k}" if where else k)
+                  for k, v in values.items()})
+
+
+# --------------------------------------------------------------------------- resolution
+def preset(adapter: str, num_actions: int) -> Tuple[FeaturesConfig, Dict[str, str]]:
+    """``(features, labels)`` of a shipped format."""
+    if adapter == "synthetic":
+        return FeaturesConfig(
+            sparse=tuple(SparseFeature(n, dtype="int") for n in (
+                "user_id", "item_id", "category_id", "advertiser_id", "ad_task_id",
+                "target_action", "device", "hour", "user_segment")),
+            dense=("user_activity", "item_quality", "price", "ad_bid"),
+            user="user_id", timestamp="timestamp",
+            action_labels=tuple(f"conv_{j}" for j in range(num_actions)),
+            target_action="target_action", ad_task="ad_task_id"), \
+            {"ctr": "click", "cvr": "conversion"}
+    if adapter == "ali_ccp":
+        return FeaturesConfig(
+            sparse=tuple(SparseFeature(n, dtype="int") for n in (
+                "101", "121", "122", "124", "125", "126", "127", "128", "129", "205", "206",
+                "207", "210", "216", "508", "509", "702", "853", "301", "109_14", "110_14",
+                "127_14", "150_14")),
+            dense=("D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702", "D853"),
+            user="101"), {"ctr": "click", "cvr": "purchase"}
+    raise ValueError(adapter)
+
+
+def _resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fills what defaults to other keys: preset roles, tasks, loss name."""
+    data = cfg.data
+    checks.check_choice("data.adapter", data.adapter, ADAPTERS, error=ConfigError)
+    if data.adapter in PRESETS:
+        features, labels = preset(data.adapter, data.num_actions)
+        given = [k for k, v in (("features", features), ("labels", labels))
+                 if getattr(data, k) is not None and getattr(data, k) != v]
+        if given:
+            raise ConfigError(f"data.{given[0]}: the {data.adapter!r} preset defines the "
+                              f"columns; use adapter: csv to declare your own")
+        data = dataclasses.replace(data, features=features, labels=labels)
+    else:
+        for key in ("features", "labels"):
+            if getattr(data, key) is None:
+                raise ConfigError(f"data.{key} is required with adapter {data.adapter!r} "
+                                  f"(the columns by role: see README 'Your own data')")
+    tasks = cfg.model.tasks if cfg.model.tasks is not None else tuple(data.labels)
+    name = cfg.loss.name
+    if name is None:
+        name = "esmm" if tasks_lib.is_funnel_labels(data.labels) and set(tasks) <= set(
+            tasks_lib.FUNNEL_TASKS) else "bce"
+    return dataclasses.replace(cfg, data=data,
+                               model=dataclasses.replace(cfg.model, tasks=tuple(tasks)),
+                               loss=dataclasses.replace(cfg.loss, name=name))
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    err = ConfigError
+    if not SAFE_NAME.fullmatch(cfg.name) or ".." in cfg.name:
+        raise ConfigError(f"name: expected a file name of letters, digits, '.', '_' and '-' "
+                          f"(it names output directories), got {checks.short_repr(cfg.name)}")
+    _validate_data(cfg.data)
+    m = cfg.model
+    checks.check_positive_int("model.embedding_dim", m.embedding_dim, error=err)
+    checks.check_nonneg_number("model.embedding_l2", m.embedding_l2, error=err)
+    checks.check_units("model.tower_units", m.tower_units, error=err, allow_empty=True)
+    checks.check_rate("model.tower_dropout", m.tower_dropout, error=err)
+    checks.check_units("model.hke_units", m.hke_units, error=err)
+    tasks_lib.check_tasks(cfg.tasks, cfg.data.labels, cfg.loss.name,
+                          bool(cfg.data.features.action_labels), error=err)
+    for head, weight in cfg.loss.weights.items():
+        checks.check_nonneg_number(f"loss.weights.{head}", weight, error=err)
+    t = cfg.train
+    for key in ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps",
+                "shuffle_buffer", "log_every", "memory_budget_mb"):
+        checks.check_positive_int(f"train.{key}", getattr(t, key), error=err)
+    for key in ("early_stopping_patience", "train_auc_every"):
+        checks.check_nonneg_int(f"train.{key}", getattr(t, key), error=err)
+    checks.check_positive_number("train.learning_rate", t.learning_rate, error=err)
+    checks.check_choice("train.strategy", t.strategy, ("auto", "mirrored", "default"),
+                        error=err)
+    if t.jit_compile and (cfg.loss.name == "pwiser" or (
+            cfg.loss.name == "kaml" and cfg.loss.args.get("gamma", 0.9) < 1.0)):
+        raise ConfigError(f"train.jit_compile: loss {cfg.loss.name!r} gathers pairs with "
+                          f"dynamic shapes, which XLA cannot compile; set jit_compile: false")
+    mc = cfg.meta
+    for key in ("steps", "tasks_per_replica", "support_size", "query_size", "max_rows",
+                "log_every"):
+        checks.check_positive_int(f"meta.{key}", getattr(mc, key), error=err)
+    for key in ("inner_lr", "outer_lr"):
+        checks.check_positive_number(f"meta.{key}", getattr(mc, key), error=err)
+    a = cfg.adm
+    checks.check_positive_int("adm.window_seconds", a.window_seconds, error=err)
+    if not a.thresholds or any(not checks.is_int(x) or x < 1 for x in a.thresholds):
+        raise ConfigError(f"adm.thresholds: expected integers >= 1, got "
+                          f"{checks.short_repr(list(a.thresholds))}")
+    actions = len(cfg.data.features.action_labels)
+    if a.enabled and len(a.thresholds) not in (1, actions):
+        raise ConfigError(f"adm.thresholds: expected 1 value or one per action ({actions}), "
+                          f"got {list(a.thresholds)}")
+    if a.enabled:
+        f = cfg.data.features
+        missing = [k for k in ("action_labels", "target_action", "ad_task", "timestamp")
+                   if not getattr(f, k)]
+        if missing:
+            raise ConfigError(f"adm.enabled needs data.features.{missing[0]} (ADM counts an ad "
+                              f"task's submitted conversions per action over time)")
+    if m.hke and tuple(cfg.tasks) != ("ctr", tasks_lib.ACTIONS):
+        raise ConfigError(f"model.hke needs model.tasks [ctr, actions], got {list(cfg.tasks)}")
+    if tasks_lib.ACTIONS in cfg.tasks and not a.enabled:
+        raise ConfigError("model.tasks [ctr, actions] needs adm.enabled: true (the ADM job "
+                          "provides the target-action indicators the per-action heads are "
+                          "trained and evaluated with)")
+    if cfg.loss.name == "kaml" and tuple(cfg.tasks) != ("ctr", tasks_lib.ACTIONS):
+        raise ConfigError(f"loss.name kaml trains per-action heads: set model.tasks to "
+                          f"[ctr, actions], got {list(cfg.tasks)}")
+    if m.hke and not a.enabled:
+        raise ConfigError("model.hke trains extended sub-towers on ADM-extended samples: "
+                          "set adm.enabled: true (HKE cannot be used without ADM, KAML 4.2.3)")
+    e = cfg.eval
+    heads = tasks_lib.head_names(cfg.tasks, cfg.funnel, actions)
+    if e.head is not None and e.head not in heads:
+        raise ConfigError(f"eval.head: expected one of the model's heads {heads}, got "
+                          f"{checks.short_repr(e.head)}")
+    checks.check_unit_number("eval.min_auc", e.min_auc, error=err)
+    if e.max_auc_drop is not None:
+        checks.check_unit_number("eval.max_auc_drop", e.max_auc_drop, error=err)
+    sparse = [f.name for f in cfg.data.features.sparse]
+    for i, key in enumerate(e.slices):
+        checks.check_choice(f"eval.slices[{i}]", key, sparse, error=err)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):
+        raise ConfigError(f"pipeline.name: expected lowercase letters, digits and '-' "
+                          f"(Kubeflow's rule), got {checks.short_repr(cfg.pipeline.name)}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    err = ConfigError
+    if d.path is None and d.adapter != "synthetic":
+        raise ConfigError(f"data.path is required for adapter {d.adapter!r}")
+    for key in ("eval_percent", "validation_percent"):
+        checks.check_number(f"data.{key}", getattr(d, key), low=1, high=99, error=err)
+    checks.check_positive_int("data.generate_rows", d.generate_rows, error=err)
+    checks.check_positive_int("data.num_actions", d.num_actions, error=err)
+    checks.check_choice("data.extra_columns", d.extra_columns, ("ignore", "error"), error=err)
+    f = d.features
+    checks.check_positive_int("data.features.min_count", f.min_count, error=err)
+    if not f.sparse and not f.dense:
+        raise ConfigError("data.features: expected at least one sparse or dense column")
+    if not d.labels:
+        raise ConfigError("data.labels: expected at least one task: {task_name: column}")
+    roles: Dict[str, str] = {}
+
+    shareable = ("data.features.user", "data.features.ad_task")  # may also be sparse features
+
+    def claim(column, role):
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{role}: expected a column name, got {checks.short_repr(column)}")
+        if column in roles and not (role in shareable and
+                                    roles[column].startswith("data.features.sparse")):
+            raise ConfigError(f"{role}: column {column!r} already has the role {roles[column]}")
+        roles.setdefault(column, role)
+
+    for i, feat in enumerate(f.sparse):
+        where = f"data.features.sparse[{i}]"
+        claim(feat.name, where)
+        checks.check_choice(f"{where}.dtype", feat.dtype, SPARSE_DTYPES, error=err)
+        if feat.min_count is not None:
+            checks.check_positive_int(f"{where}.min_count", feat.min_count, error=err)
+        checks.check_nonneg_int(f"{where}.hash_buckets", feat.hash_buckets, error=err)
+    for i, name in enumerate(f.dense):
+        claim(name, f"data.features.dense[{i}]")
+    for task, column in d.labels.items():
+        if not tasks_lib.VALID_TASK.fullmatch(task) or task in tasks_lib.RESERVED_TASKS:
+            raise ConfigError(f"data.labels: task names are lowercase identifiers other than "
+                              f"{sorted(tasks_lib.RESERVED_TASKS)}, got {checks.short_repr(task)}")
+        claim(column, f"data.labels.{task}")
+    for i, name in enumerate(f.action_labels):
+        claim(name, f"data.features.action_labels[{i}]")
+    if f.user is not None:
+        claim(f.user, "data.features.user")
+    for key in ("timestamp", "ad_task"):
+        if getattr(f, key) is not None:
+            claim(getattr(f, key), f"data.features.{key}")
+    if f.target_action is not None:
+        sparse = {s.name for s in f.sparse}
+        if f.target_action not in sparse:
+            raise ConfigError(f"data.features.target_action: expected one of the sparse "
+                              f"features, got {checks.short_repr(f.target_action)}")
+
+
+def from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
+    """Builds, resolves and validates an :class:`ExperimentConfig` from a plain dict."""
+    if not isinstance(d, Mapping):
+        raise _fail("config", "a mapping at top level", d)
+    unknown = sorted(set(d) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"config: unknown section(s) {unknown}; expected some of "
+                          f"{sorted(SECTIONS)}")
+    kwargs: Dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "name":
+            kwargs["name"] = _parse(value, str, "name")
+        else:
+            kwargs[key] = _build(SECTIONS_CLASSES[key], {} if value is None else value, key)
+    cfg = _resolve(ExperimentConfig(**kwargs))
+    _validate(cfg)
+    return cfg
+
+
+SECTIONS_CLASSES = {
     "data": DataConfig, "adm": AdmConfig, "model": ModelConfig, "loss": LossConfig,
     "train": TrainConfig, "meta": MetaConfig, "eval": EvalConfig, "pipeline": PipelineConfig,
 }
 
 
-def _build(cls, values: Mapping[str, Any], where: str):
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}: {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
-    kwargs = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple):
-            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}.{key}: expected true/false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool) and not (
-                isinstance(value, int) and not isinstance(value, bool)):
-            raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
-        elif isinstance(default, float) and not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
-        elif isinstance(default, float):
-            value = float(value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
-    """Builds and validates an :class:`ExperimentConfig` from a plain dict."""
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"config: expected a mapping at top level, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(f"config: unknown section(s) {unknown}; expected some of "
-                          f"{sorted(_SECTIONS)}")
-    kwargs: Dict[str, Any] = {}
-    for key, value in d.items():
-        if key == "name":
-            kwargs["name"] = str(value)
-        else:
-            kwargs[key] = _build(_SECTION_CLASSES[key], value or {}, key)
-    cfg = ExperimentConfig(**kwargs)
-    _validate(cfg)
-    return cfg
-
-
-def _validate(cfg: ExperimentConfig) -> None:
-    if cfg.data.adapter not in ("synthetic", "ali_ccp"):
-        raise ConfigError(f"data.adapter: expected 'synthetic' or 'ali_ccp', got "
-                          f"{cfg.data.adapter!r}")
-    if cfg.data.path is None and cfg.data.adapter != "synthetic":
-        raise ConfigError(f"data.path is required for adapter {cfg.data.adapter!r}")
-    if not 0 < cfg.data.eval_percent < 100:
-        raise ConfigError(f"data.eval_percent: expected 1..99, got {cfg.data.eval_percent}")
-    for key in ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps"):
-        if getattr(cfg.train, key) < 1:
-            raise ConfigError(f"train.{key}: expected >= 1, got {getattr(cfg.train, key)}")
-    if cfg.train.early_stopping_patience < 0:
-        raise ConfigError(f"train.early_stopping_patience: expected >= 0 (0 = off), got "
-                          f"{cfg.train.early_stopping_patience}")
-    if not 0 < cfg.train.validation_percent < 100:
-        raise ConfigError(f"train.validation_percent: expected 1..99, got "
-                          f"{cfg.train.validation_percent}")
-    for key in ("steps", "tasks_per_replica", "support_size", "query_size", "max_rows",
-                "log_every"):
-        if getattr(cfg.meta, key) < 1:
-            raise ConfigError(f"meta.{key}: expected >= 1, got {getattr(cfg.meta, key)}")
-    for key in ("inner_lr", "outer_lr"):
-        if getattr(cfg.meta, key) <= 0:
-            raise ConfigError(f"meta.{key}: expected > 0, got {getattr(cfg.meta, key)}")
-    if cfg.train.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):
-        raise ConfigError(f"pipeline.name: expected lowercase letters, digits and '-' "
-                          f"(Kubeflow's rule), got {cfg.pipeline.name!r}")
-    drop = cfg.eval.max_ctr_auc_drop
-    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float))):
-        raise ConfigError(f"eval.max_ctr_auc_drop: expected a number or null, got {drop!r}")
-    if cfg.train.jit_compile and (cfg.loss.name == "pwiser" or (
-            cfg.loss.name == "kaml" and cfg.loss.args.get("gamma", 0.9) < 1.0)):
-        raise ConfigError(f"train.jit_compile: loss {cfg.loss.name!r} gathers pairs with "
-                          f"dynamic shapes, which XLA cannot compile; set jit_compile: false")
-    if cfg.adm.window_seconds < 1:
-        raise ConfigError(f"adm.window_seconds: expected >= 1, got {cfg.adm.window_seconds}")
-    if not cfg.adm.thresholds or any(isinstance(a, bool) or not isinstance(a, int) or a < 1
-                                     for a in cfg.adm.thresholds):
-        raise ConfigError(f"adm.thresholds: expected integers >= 1, got "
-                          f"{list(cfg.adm.thresholds)}")
-    if len(cfg.adm.thresholds) not in (1, cfg.data.num_actions):
-        raise ConfigError(f"adm.thresholds: expected 1 value or one per action "
-                          f"({cfg.data.num_actions}), got {list(cfg.adm.thresholds)}")
-    if cfg.model.hke and tuple(cfg.model.tasks) != ("ctr", "actions"):
-        raise ConfigError(f"model.hke needs model.tasks [ctr, actions], got "
-                          f"{list(cfg.model.tasks)}")
-    if tuple(cfg.model.tasks) == ("ctr", "actions") and not cfg.adm.enabled:
-        raise ConfigError("model.tasks [ctr, actions] needs adm.enabled: true (the ADM job "
-                          "provides the target-action indicators the per-action heads are "
-                          "trained and evaluated with)")
-    if cfg.loss.name == "kaml" and tuple(cfg.model.tasks) != ("ctr", "actions"):
-        raise ConfigError(f"loss.name kaml trains per-action heads: set model.tasks to "
-                          f"[ctr, actions], got {list(cfg.model.tasks)}")
-    if cfg.model.hke and not cfg.adm.enabled:
-        raise ConfigError("model.hke trains extended sub-towers on ADM-extended samples: "
-                          "set adm.enabled: true (HKE cannot be used without ADM, KAML 4.2.3)")
-    if "ctr" not in cfg.model.tasks:
-        raise ConfigError(f"model.tasks must include 'ctr', got {list(cfg.model.tasks)}")
-
-
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
-    """Plain JSON-able dict; ``from_dict(to_dict(c)) == c``."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """Plain JSON-able dict; ``from_dict(to_dict(c)) == c`` (a preset's roles are left out:
+    the preset fills them again)."""
+    out = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if cfg.data.adapter in PRESETS:
+        out["data"]["features"] = out["data"]["labels"] = None
+    return out
+
+
+# --------------------------------------------------------------------------- files
+def shipped_configs_dir() -> Optional[str]:
+    """The directory of the shipped configs: ``configs/`` of the source tree (editable
+    installs) or the copy inside the installed package (``funnelrank/configs``)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.path.join(here, "configs"),
+                      os.path.join(here, "funnelrank", "configs")):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def find(path: str) -> str:
+    """``path`` as given when it exists, else a shipped config of that name
+    (``configs/mmoe.yaml`` or ``mmoe.yaml`` or ``mmoe`` work from any directory)."""
+    if os.path.exists(path):
+        return path
+    shipped = shipped_configs_dir()
+    if shipped:
+        name = os.path.basename(path)
+        for candidate in (name, name + ".yaml"):
+            full = os.path.join(shipped, candidate)
+            if os.path.isfile(full):
+                return full
+    raise ConfigError(f"config file not found: {path} (also looked for a shipped config "
+                      f"named {os.path.basename(path)!r} in {shipped or 'no shipped configs'})")
 
 
 def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
@@ -374,46 +716,91 @@ def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and \
-                key in _SECTION_CLASSES:
+                key in SECTIONS_CLASSES:
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return merged
 
 
+def _relative_paths(raw: Dict[str, Any], folder: str) -> Dict[str, Any]:
+    """``data.path`` and ``pipeline.schema`` of a file, made relative to the file's folder."""
+    out = dict(raw)
+    for section, key in (("data", "path"), ("pipeline", "schema")):
+        values = out.get(section)
+        if isinstance(values, Mapping) and isinstance(values.get(key), str):
+            value = values[key]
+            if "://" not in value and not os.path.isabs(value):
+                out[section] = {**values, key: os.path.normpath(os.path.join(folder, value))}
+    return out
+
+
 def _read(path: str, seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """Raw dict of a config file, with its ``base:`` file (relative to it) merged under it."""
-    if not os.path.exists(path):
-        raise ConfigError(f"config file not found: {path}")
     if os.path.abspath(path) in seen:
         raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(seen)}")
-    with open(path) as f:
-        try:
+    try:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(raw).__name__}")
+    raw = _relative_paths(raw, os.path.relpath(os.path.dirname(os.path.abspath(path))))
     base = raw.pop("base", None)
     if base is None:
         return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a file name, got {checks.short_repr(base)}")
     base_path = os.path.join(os.path.dirname(path), base)
     return _merge(_read(base_path, seen + (os.path.abspath(path),)), raw)
+
+
+def parse_set(assignments: Sequence[str]) -> Dict[str, Any]:
+    """``["train.epochs=3", "data.labels={ctr: click}"]`` -> ``{"train.epochs": 3, ...}``;
+    values are YAML (``3`` is an int, ``[a, b]`` a list, ``null`` null, ``'3'`` a string)."""
+    out: Dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key.strip()):
+            raise ConfigError(f"--set: expected section.key=value, got {checks.short_repr(item)}")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: the value is not valid YAML: {e}") from None
+    return out
+
+
+def apply_overrides(raw: Dict[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{"section.key[.sub]": value}`` written into a raw config dict (a copy)."""
+    out = json.loads(json.dumps(raw, default=list))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i + 1])} is not a mapping "
+                                  f"in the config (it is {checks.short_repr(child)})")
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
 def load(path: str, overrides: Optional[Mapping[str, Any]] = None) -> ExperimentConfig:
     """Reads a YAML/JSON experiment file; ``overrides`` maps ``section.key`` to a value.
 
     A file may name ``base: other.yaml`` (relative to itself): its sections are merged key by
-    key over the base's. Relative ``data.path`` / ``pipeline.schema`` are resolved against the
-    current directory.
+    key over the base's. ``data.path`` and ``pipeline.schema`` given in a file are relative to
+    that file; given as overrides, relative to the working directory. ``path`` may name a
+    shipped config (``mmoe`` or ``configs/mmoe.yaml``) from any directory.
     """
-    raw = _read(path)
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        raw.setdefault(section, {})
-        raw[section] = dict(raw[section] or {})
-        raw[section][key] = value
+    path = find(path)
+    raw = apply_overrides(_read(path), overrides or {})
     try:
         return from_dict(raw)
     except ConfigError as e:
@@ -434,3 +821,7 @@ def from_custom_config(custom_config: Mapping[str, Any]):
 
     return (from_dict(custom_config[EXPERIMENT_KEY]),
             features.spec_from_dict(custom_config[SPEC_KEY]))
+
+
+def sections() -> List[str]:
+    return list(SECTIONS)

@@ -14,7 +14,8 @@ probabilities come out; TF Serving loads it as-is. Two exporters share the signa
 Signatures (outputs named by task, ``{head: probability [B]}``):
 
 * ``serving_default``: ``examples`` (serialized tf.Example, labels absent).
-* ``predict_raw``: one ``[None]`` tensor per raw feature (int64 ids, float32 dense values).
+* ``predict_raw``: one ``[None]`` tensor per raw feature (int64 or string ids, float32 dense
+  values; see :mod:`serving.signatures` for missing values).
 
 Both write ``assets.extra/tf_serving_warmup_requests`` (:mod:`serving.warmup`). The
 Keras SavedModel format is kept so TFMA's Evaluator loads the model as before.
@@ -53,17 +54,22 @@ def _save(network: tf.keras.Model, export_dir: str, sigs: Dict,
 
 def _vocab_rows(vocabularies: Dict[str, List], dense: Dict[str, float],
                 types: Dict[str, str], n: int) -> List[Dict]:
-    """``n`` rows cycling through each vocabulary's most frequent values (warmup default)."""
+    """``n`` rows cycling through each vocabulary's most frequent present values (warmup
+    default; a missing value's entry ``""`` is skipped)."""
     rows = []
     for i in range(n):
         row = {}
         for key, kind in types.items():
-            if key in vocabularies and vocabularies[key]:
-                value = vocabularies[key][i % len(vocabularies[key])]
-                value = value.decode() if isinstance(value, bytes) else value
-                row[key] = int(value) if kind == client.INT64 else float(value)
+            values = [v.decode() if isinstance(v, bytes) else str(v)
+                      for v in vocabularies.get(key) or []]
+            values = [v for v in values if v != ""]
+            if kind == client.FLOAT32:
+                row[key] = dense.get(key, 0.0)
+            elif values:
+                value = values[i % len(values)]
+                row[key] = int(value) if kind == client.INT64 else value
             else:
-                row[key] = dense.get(key, 0.0) if kind == client.FLOAT32 else 0
+                row[key] = 0 if kind == client.INT64 else "unknown"
         rows.append(row)
     return rows
 
@@ -117,7 +123,9 @@ def export_from_preprocessor(network: tf.keras.Model, preprocessor, export_dir: 
     """
     transform = lookup.PreprocessorTransform(preprocessor)
     network.raw_preprocessing = transform  # tracked: its tables are saved with the model
-    sigs = signatures.build_signatures(network, transform, transform.raw_dtypes,
+    parse_spec = signatures.fixed_parse_spec(transform.raw_dtypes,
+                                             preprocessor.spec.optional_keys)
+    sigs = signatures.build_signatures(network, transform, transform.raw_dtypes, parse_spec,
                                        target_key=preprocessor.spec.target_key)
     if warmup_examples is None:
         types = {k: d.name for k, d in transform.raw_dtypes.items()}

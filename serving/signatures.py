@@ -4,8 +4,10 @@ Both signatures end in the same function: raw features ``[B, 1]`` -> preprocessi
 tf.Transform layer or the in-graph Preprocessor lookup) -> network -> ``{head: [B]}``:
 
 * ``serving_default``: ``examples`` (serialized ``tf.Example``, labels absent) -> heads.
-* ``predict_raw``: one ``[None]`` tensor per raw feature (int64 ids, float32 dense values),
-  named like the feature -> heads.
+* ``predict_raw``: one ``[None]`` tensor per raw feature (int64 or string ids, float32 dense
+  values), named like the feature -> heads. A feature the model allows to be missing (one that
+  had empty cells in the training data) is missing where its value is NaN (dense) or ``""``
+  (string ids); a NaN in a required dense feature fails the request naming the feature.
 * ``select_cvr`` (per-action models, KAML's selector): ``examples`` and ``target_action``
   ``[B]`` int64 -> ``{"cvr": [B]}``, the pCVR of the given target action (its original HKE
   sub-tower); the given action replaces the one in the examples.
@@ -29,23 +31,38 @@ ParseSpec = Mapping[str, Union[tf.io.FixedLenFeature, tf.io.VarLenFeature]]
 Transform = Callable[[Dict[str, tf.Tensor]], Mapping[str, tf.Tensor]]
 
 
-def fixed_parse_spec(raw_dtypes: Mapping[str, tf.DType]) -> Dict[str, tf.io.FixedLenFeature]:
-    """One required scalar per feature: what a serving ``tf.Example`` must carry.
+def fixed_parse_spec(raw_dtypes: Mapping[str, tf.DType], optional: Sequence[str] = ()
+                     ) -> Dict[str, Union[tf.io.FixedLenFeature, tf.io.VarLenFeature]]:
+    """One scalar per feature: what a serving ``tf.Example`` carries.
 
     Args:
-      raw_dtypes: Raw feature name -> dtype (``tf.int64`` or ``tf.float32``).
+      raw_dtypes: Raw feature name -> dtype (``tf.int64``, ``tf.string`` or ``tf.float32``).
+      optional: Features that may be absent (``VarLenFeature``); the others are required.
 
     Returns:
-      ``tf.io.parse_example`` spec; a missing feature fails naming it.
+      ``tf.io.parse_example`` spec; a missing required feature fails naming it.
     """
-    return {k: tf.io.FixedLenFeature([1], tf.as_dtype(d)) for k, d in raw_dtypes.items()}
+    return {k: tf.io.VarLenFeature(tf.as_dtype(d)) if k in optional
+            else tf.io.FixedLenFeature([1], tf.as_dtype(d)) for k, d in raw_dtypes.items()}
 
 
-def _as_parsed(column: tf.Tensor, feature) -> tf.Tensor:
-    """``[B]`` request tensor -> what ``parse_example`` would give for ``feature``."""
+def _as_parsed(column: tf.Tensor, feature, name: str) -> tf.Tensor:
+    """``[B]`` request tensor -> what ``parse_example`` would give for ``feature``: for an
+    optional feature NaN (dense) and ``""`` (string) are absent; a required dense feature must
+    be finite."""
     column = tf.reshape(column, [-1, 1])
     if isinstance(feature, tf.io.VarLenFeature):
-        return tf.RaggedTensor.from_tensor(column).to_sparse()
+        if column.dtype.is_floating:
+            present = ~tf.math.is_nan(column)
+        elif column.dtype == tf.string:
+            present = tf.not_equal(column, "")
+        else:
+            present = tf.ones_like(column, dtype=tf.bool)
+        return tf.RaggedTensor.from_tensor(
+            column, lengths=tf.reduce_sum(tf.cast(present, tf.int64), axis=1)).to_sparse()
+    if column.dtype.is_floating:
+        column = tf.debugging.assert_all_finite(
+            column, message=f"feature {name!r} must be a finite number (it is required)")
     return column
 
 
@@ -124,7 +141,7 @@ def build_signatures(network: tf.keras.Model, transform: Transform,
 
     @tf.function(input_signature=[raw_signature])
     def predict_raw(features):
-        return predict({k: _as_parsed(features[k], parse_spec[k]) for k in raw_dtypes})
+        return predict({k: _as_parsed(features[k], parse_spec[k], k) for k in raw_dtypes})
 
     sigs = {SERVING_DEFAULT: serve_examples.get_concrete_function(),
             PREDICT_RAW: predict_raw.get_concrete_function()}
@@ -135,7 +152,8 @@ def build_signatures(network: tf.keras.Model, transform: Transform,
         def select_cvr(examples, target):
             parsed = tf.io.parse_example(examples, {k: parse_spec[k] for k in raw_dtypes})
             parsed[target_key] = _as_parsed(
-                tf.cast(target, tf.as_dtype(raw_dtypes[target_key])), parse_spec[target_key])
+                tf.cast(target, tf.as_dtype(raw_dtypes[target_key])), parse_spec[target_key],
+                target_key)
             return {"cvr": tf.identity(predict(parsed)["cvr"], name="cvr")}
 
         sigs[SELECT_CVR] = select_cvr.get_concrete_function()

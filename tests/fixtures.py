@@ -9,8 +9,10 @@ from schemas import features
 from trainer.model import FeatureInfo, build_network
 from transform import preprocessor as preprocess
 
-TINY_SPEC = features.DatasetSpec(name="tiny", sparse_keys=("user", "item"), dense_keys=("price",),
-                                 click_key="click", conversion_key="conversion", user_key="user")
+TINY_SPEC = features.DatasetSpec(
+    name="tiny", sparse_keys=("user", "item"), dense_keys=("price",),
+    label_keys={"ctr": "click", "cvr": "conversion"}, funnel=True, user_key="user",
+    sparse_dtypes={"user": "int", "item": "int"})
 
 
 def tiny_frame(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -71,3 +73,47 @@ def exported_variable_names(export_dir: str):
     import tensorflow as tf
 
     return sorted({v.name for v in tf.saved_model.load(export_dir).variables})
+
+
+CENSUS_CONFIG = {
+    "name": "census-like",
+    "data": {"adapter": "csv",
+             "features": {"sparse": ["education", "occupation", "region"],
+                          "dense": ["age", "hours"]},
+             "labels": {"income": "income_50k", "married": "is_married"}},
+    "model": {"backbone": "mmoe", "backbone_args": {"num_experts": 2, "expert_units": [8]},
+              "embedding_dim": 4, "tower_units": [8]},
+    "train": {"batch_size": 128, "epochs": 2, "learning_rate": 0.01, "seed": 3},
+    "eval": {"min_auc": 0.5},
+}
+EDUCATIONS = ["Bachelors", "HS-grad", "Some college, no degree", "Masters", "?",
+              "Not in universe", ""]
+OCCUPATIONS = ["Tech-support", "Craft-repair", "Sales", "Exec-managerial", "?", ""]
+
+
+def census_frame(rows: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Census-like rows: string categoricals with spaces, ``?``, commas and empty cells (which
+    pandas writes as empty fields), dense values with gaps, and two unrelated binary tasks
+    (income depends on education and age, marriage on age and region)."""
+    rng = np.random.default_rng(seed)
+    edu = rng.choice(EDUCATIONS, rows, p=[0.2, 0.25, 0.15, 0.1, 0.1, 0.1, 0.1])
+    occ = rng.choice(OCCUPATIONS, rows)
+    region = rng.choice(["North East", "South", "West, coast", "Mid-west"], rows)
+    age = rng.integers(18, 80, rows).astype(np.float64)
+    hours = rng.normal(40, 10, rows)
+    edu_score = pd.Series(edu).map({"Bachelors": 1.0, "Masters": 1.5, "HS-grad": -0.5}).fillna(
+        0.0).to_numpy()
+    income = rng.random(rows) < 1 / (1 + np.exp(-(edu_score + 0.03 * (age - 45) - 1.0)))
+    married = rng.random(rows) < 1 / (1 + np.exp(-(0.05 * (age - 35) + (region == "South")
+                                                   - 0.3)))
+    age[rng.random(rows) < 0.05] = np.nan
+    hours[rng.random(rows) < 0.1] = np.nan
+    return pd.DataFrame({"education": edu, "occupation": occ, "region": region, "age": age,
+                         "hours": hours, "income_50k": income.astype(int),
+                         "is_married": married.astype(int)})
+
+
+def write_census_csv(path: str, rows: int = 3000, seed: int = 0) -> str:
+    """``census_frame`` as a CSV: empty strings and NaN become empty cells, commas quoted."""
+    census_frame(rows, seed).to_csv(path, index=False, na_rep="")
+    return path

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from schemas import features
+from tests import fixtures
 from transform import adm
 from transform.ingest import synthetic
 
@@ -79,7 +80,7 @@ def test_numpy_and_per_task_pass_equal_the_reference(rows):
 
 def test_numpy_matches_on_the_synthetic_log():
     log = synthetic.generate(2500, seed=3)
-    spec = features.synthetic_spec()
+    spec = fixtures.synthetic_spec()
     params = adm.AdmParams.for_spec(spec, 2 * 86_400, [1, 2, 1, 1, 3])
     rows = log[list(spec.columns)].to_dict("records")
     assert _numpy_rows(rows, params) == adm.reference(rows, params)
@@ -109,7 +110,7 @@ def test_bad_params_are_named(kwargs, message):
 
 
 def test_params_round_trip_through_json_dict():
-    params = adm.AdmParams.for_spec(features.synthetic_spec(), 3600, 2)
+    params = adm.AdmParams.for_spec(fixtures.synthetic_spec(), 3600, 2)
     assert params.thresholds == (2, 2, 2, 2, 2)
     assert adm.AdmParams.from_dict(params.to_dict()) == params
 

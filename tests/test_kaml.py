@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.losses.kaml import kaml_loss, masked_bce, masked_bce_with_logits, rlu_ranking
+from trainer.losses.kaml import (
+    kaml_loss,
+    masked_bce,
+    masked_bce_with_logits,
+    rlu_ranking,
+)
 
 EPS = 1e-7
 

@@ -97,7 +97,7 @@ def test_bad_kaml_configuration_is_named(sections, message):
 @pytest.fixture(scope="module")
 def kaml_data():
     log = synthetic.generate(6000, seed=5)
-    spec = features.with_adm(features.synthetic_spec())
+    spec = features.with_adm(fixtures.synthetic_spec())
     frames = {"train": log.iloc[:4800].reset_index(drop=True),
               "eval": log.iloc[4800:].reset_index(drop=True)}
     frames = adm.add_to_frames(frames, adm.AdmParams.for_spec(spec, 3 * 86_400, 1))

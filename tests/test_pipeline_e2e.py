@@ -68,7 +68,7 @@ def test_pipeline_pushes_a_blessed_model_with_per_head_auc(pipeline_run):
 @pytest.mark.slow
 def test_pushed_model_serves_examples_without_labels_in_a_fresh_process(pipeline_run, tmp_path):
     cfg, result = pipeline_run
-    spec = features.synthetic_spec(cfg.data.num_actions)
+    spec = fixtures.synthetic_spec(cfg.data.num_actions)
     frame = synthetic.generate(50, seed=99)
     np.save(tmp_path / "with.npy", np.array(_examples(frame, spec, True), dtype=object))
     np.save(tmp_path / "without.npy", np.array(_examples(frame, spec, False), dtype=object))
@@ -153,7 +153,7 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
         train_files=[os.path.join(examples, "Split-train", "*")],
         eval_files=[os.path.join(examples, "Split-eval", "*")], transform_output=graph,
         serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
-        custom_config=custom_config(man, features.synthetic_spec())))
+        custom_config=custom_config(man, fixtures.synthetic_spec())))
     trainer = json.load(open(tmp_path / "run" / "metrics.json"))
     parsed = [r.getMessage() for r in caplog.records if "train.in_memory:" in r.getMessage()]
     train_rows = sum(1 for f in glob.glob(os.path.join(examples, "Split-train", "*"))

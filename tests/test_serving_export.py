@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import client, serve_check, versioning, warmup
 from funnelrank.commands import serving as cli_commands
+from serving import client, serve_check, versioning, warmup
 from serving.signatures import PREDICT_RAW, SERVING_DEFAULT
 from tests import fixtures
 from trainer.data import from_arrays

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from schemas import features
+from tests import fixtures
 from transform.ingest import synthetic
 
 ROWS = 50_000
@@ -34,7 +35,7 @@ def test_same_seed_same_frame_other_seed_other_frame():
 @pytest.mark.parametrize("num_actions", [1, 3, 5])
 def test_columns_are_spec_columns_then_ground_truth(num_actions):
     frame = synthetic.generate(500, seed=1, num_actions=num_actions)
-    spec = features.synthetic_spec(num_actions)
+    spec = fixtures.synthetic_spec(num_actions)
     gt = synthetic.ground_truth_columns(num_actions)
     assert list(frame.columns) == list(spec.columns) + list(gt)
     assert all(c.startswith(features.GROUND_TRUTH_PREFIX) for c in gt)
@@ -147,7 +148,7 @@ def test_write_csv_round_trip(tmp_path):
     back = pd.read_csv(path)
     expected = synthetic.generate(2000, seed=5, num_actions=3)
     assert list(back.columns) == list(expected.columns)
-    spec = features.synthetic_spec(3)
+    spec = fixtures.synthetic_spec(3)
     pd.testing.assert_frame_equal(back[list(spec.integer_keys)],
                                   expected[list(spec.integer_keys)])
     np.testing.assert_allclose(back[list(spec.dense_keys)], expected[list(spec.dense_keys)])

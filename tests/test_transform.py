@@ -76,7 +76,7 @@ def test_transform_agrees_with_in_process_on_random_data(tmp_path):
 
 
 def test_adm_without_its_columns_in_the_schema_names_them():
-    spec = features.with_adm(features.synthetic_spec())
+    spec = features.with_adm(fixtures.synthetic_spec())
     inputs = {k: tf.zeros([2, 1], tf.int64) for k in spec.columns}  # no adm_* columns
     with pytest.raises(ValueError, match=r"lacks \['adm_mask_0', 'adm_mask_1', 'adm_mask_2'\]"
                                          r".*schemas/synthetic_adm.pbtxt"):

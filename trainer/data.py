@@ -1,7 +1,7 @@
 """tf.data input pipelines yielding ``(features, labels)`` for ``FunnelModel``.
 
 Features are the transformed model inputs (``<key>_xf``); labels the canonical dict
-``{"click", "conversion", ...}`` (see :func:`_split`). Two sources: transformed TFRecords
+``{task: label, ...}`` (see :func:`features_and_labels`). Two sources: transformed TFRecords
 written by the TFX Transform component, and in-memory arrays from ``transform.preprocessor``
 (``funnelrank train``).
 """
@@ -23,9 +23,9 @@ def _stack(batch: Mapping[str, tf.Tensor], keys: Sequence[str]) -> tf.Tensor:
 
 def label_columns(spec: features.DatasetSpec) -> Tuple[str, ...]:
     """``<key>_xf`` columns that become labels (not network inputs)."""
-    keys = (spec.click_key, spec.conversion_key, spec.user_key) + tuple(
-        spec.action_label_keys) + tuple(spec.adm_keys)
-    return tuple(features.transformed_name(k) for k in keys if k)
+    keys = spec.label_columns + ((spec.user_key,) if spec.user_key else ()) + tuple(
+        spec.adm_keys)
+    return tuple(features.transformed_name(k) for k in keys)
 
 
 def dataset_columns(input_names: Sequence[str], spec: features.DatasetSpec) -> List[str]:
@@ -33,14 +33,15 @@ def dataset_columns(input_names: Sequence[str], spec: features.DatasetSpec) -> L
     return sorted(set(input_names) | set(label_columns(spec)))
 
 
-def _split(batch: Mapping[str, tf.Tensor], input_names: Sequence[str],
-           spec: features.DatasetSpec):
-    """Features and the canonical labels: ``click``, ``conversion`` ``[B]``; ``user`` (GAUC);
-    with per-action labels ``actions`` ``[B, N]``; after ADM ``adm_mask`` and ``adm_original``
-    ``[B, N]`` (the latter also feeds HKE's training network)."""
+def features_and_labels(batch: Mapping[str, tf.Tensor], input_names: Sequence[str],
+                        spec: features.DatasetSpec):
+    """Features and the labels of a transformed batch: one ``[B]`` label per task
+    (``spec.label_keys``: ``{"ctr": click, "cvr": conversion}`` in the funnel); ``user``
+    (GAUC); with per-action labels ``actions`` ``[B, N]``; after ADM ``adm_mask`` and
+    ``adm_original`` ``[B, N]`` (the latter also feeds HKE's training network)."""
     x = {k: batch[k] for k in input_names}
-    y = {"click": tf.reshape(batch[features.transformed_name(spec.click_key)], [-1]),
-         "conversion": tf.reshape(batch[features.transformed_name(spec.conversion_key)], [-1])}
+    y = {task: tf.reshape(batch[features.transformed_name(column)], [-1])
+         for task, column in spec.label_keys.items()}
     if spec.user_key is not None:  # carried for GAUC, never a model input by this name
         y["user"] = tf.reshape(batch[features.transformed_name(spec.user_key)], [-1])
     if spec.action_label_keys:
@@ -73,7 +74,7 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
     if shuffle:
         ds = ds.shuffle(max(rows, 1), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda index: _split({k: tf.gather(v, index) for k, v in columns.items()},
+    ds = ds.map(lambda index: features_and_labels({k: tf.gather(v, index) for k, v in columns.items()},
                                      input_names, spec),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -118,7 +119,7 @@ def from_transformed(file_pattern, feature_spec: Dict, input_names: Sequence[str
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda s: _split(tf.io.parse_example(s, feature_spec), input_names, spec),
+    ds = ds.map(lambda s: features_and_labels(tf.io.parse_example(s, feature_spec), input_names, spec),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -149,3 +150,9 @@ def collect_rows(ds: tf.data.Dataset, max_rows: int) -> Dict[str, np.ndarray]:
         if count >= max_rows:
             break
     return {k: np.concatenate(v)[:max_rows] for k, v in parts.items()}
+
+
+def count_records(file_pattern) -> int:
+    """Rows in gzipped TFRecord files (a pattern or a list of patterns)."""
+    ds = tf.data.TFRecordDataset(_transformed_files(file_pattern), compression_type="GZIP")
+    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())

@@ -5,14 +5,33 @@ around it: the training view of the network (``self.training_network``, the same
 auxiliary outputs for recipes that need them) and the recipe's own layers (AdaFTR's relatedness
 net, ...). Export uses ``network`` alone, so no loss weight or auxiliary variable reaches the
 SavedModel.
+
+Labels arrive as ``{task: [B]}`` (plus ``user``, ``actions``, ``adm_*``; see
+``trainer.data.features_and_labels``); each head's label and mask come from its
+``schemas.tasks.Head``. Per-head AUCs are streaming metrics of the validation step; in the
+train step they cost up to a fifth of the step on small models, so they are updated only
+every ``auc_every`` steps (0: never, the default).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
-from trainer.objectives import Objective, head_labels
+from schemas import tasks as tasks_lib
+from trainer.objectives import Objective
+
+
+def head_label(labels, head: tasks_lib.Head):
+    """``(label [B], weight [B] or None)`` of a head from the task labels."""
+    y = None
+    for task in head.label_tasks:
+        t = tf.cast(tf.reshape(labels[task], [-1]), tf.float32)
+        y = t if y is None else y * t
+    weight = None
+    if head.mask_task is not None:
+        weight = tf.cast(tf.reshape(labels[head.mask_task], [-1]), tf.float32)
+    return y, weight
 
 
 class FunnelModel(tf.keras.Model):
@@ -24,10 +43,15 @@ class FunnelModel(tf.keras.Model):
         (``objective.build(training_network)``) when it has layers of its own.
       training_network: The network the train step runs (default ``network``); must share
         ``network``'s layers.
+      heads: The heads to track (``schemas.tasks.heads``); those the network lacks are skipped.
+      auc_every: Update the per-head AUCs in the train step every this many steps (0: never;
+        validation always computes them).
     """
 
     def __init__(self, network: tf.keras.Model, objective: Objective,
-                 training_network: tf.keras.Model = None, **kwargs):
+                 training_network: tf.keras.Model = None,
+                 heads: Optional[Sequence[tasks_lib.Head]] = None, auc_every: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.network = network
         self.training_network = training_network or network
@@ -36,15 +60,18 @@ class FunnelModel(tf.keras.Model):
         # Inputs only the training network has (HKE's indicator) come from the labels.
         self.extra_inputs = [n for n in self.training_network.input_names
                              if n not in network.input_names]
-        self.heads = [h for h in ("ctr", "cvr", "ctcvr") if h in network.output_names]
+        if heads is None:
+            heads = tasks_lib.heads([h for h in network.output_names], funnel=False)
+        self.heads = [h for h in heads if h.name in network.output_names]
+        self.auc_every = int(auc_every)
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
-        names = list(objective.term_names(self.heads))
+        names = list(objective.term_names([h.name for h in self.heads]))
         if self.training_network.losses:
             names.append("regularization")
         self.term_trackers: Dict[str, tf.keras.metrics.Mean] = {
             n: tf.keras.metrics.Mean(name=n) for n in names}
-        self.aucs = {h: tf.keras.metrics.AUC(num_thresholds=1000, name=f"{h}_auc")
-                     for h in self.heads}
+        self.aucs = {h.name: tf.keras.metrics.AUC(num_thresholds=1000, name=f"{h.name}_auc")
+                     for h in self.heads if not h.name.startswith(tasks_lib.action_head(""))}
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
@@ -59,15 +86,16 @@ class FunnelModel(tf.keras.Model):
             terms["regularization"] = tf.add_n(self.training_network.losses)
         return terms
 
-    def _track(self, labels, outputs, terms, total):
+    def _update_aucs(self, labels, outputs):
+        for head in self.heads:
+            if head.name in self.aucs:
+                y, weight = head_label(labels, head)
+                self.aucs[head.name].update_state(y, outputs[head.name], sample_weight=weight)
+
+    def _track(self, terms, total):
         self.loss_tracker.update_state(total)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
-        y = head_labels(labels)
-        for head, metric in self.aucs.items():
-            # cvr is only defined on clicked impressions (masked CVR AUC).
-            weight = y["ctr"] if head == "cvr" else None
-            metric.update_state(y[head], outputs[head], sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
     @property
@@ -96,15 +124,21 @@ class FunnelModel(tf.keras.Model):
         if loss_scaled:
             grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(zip(grads, variables))
-        logs = self._track(labels, outputs, terms, total)
-        click = tf.cast(labels["click"], tf.float32)
-        logs.update({"batch_rows": tf.shape(click)[0], "batch_clicks": tf.reduce_sum(click),
-                     "batch_conversions": tf.reduce_sum(
-                         tf.cast(labels["conversion"], tf.float32))})
+        if self.auc_every:
+            tf.cond(self.optimizer.iterations % self.auc_every == 0,
+                    lambda: self._update_aucs(labels, outputs) or tf.constant(True),
+                    lambda: tf.constant(False))
+        logs = self._track(terms, total)
+        first = next(iter(labels.values()))
+        logs["batch_rows"] = tf.shape(first)[0]
+        for head in self.heads[:2]:
+            y, _ = head_label(labels, head)
+            logs[f"batch_{head.name}_positives"] = tf.reduce_sum(y)
         return logs
 
     def test_step(self, data):
         x, labels = data
         outputs = self.training_outputs(x, labels, training=False)
         terms = self.loss_terms(labels, outputs)
-        return self._track(labels, outputs, terms, tf.add_n(list(terms.values())))
+        self._update_aucs(labels, outputs)
+        return self._track(terms, tf.add_n(list(terms.values())))

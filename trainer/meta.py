@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from schemas.config import ConfigError, MetaConfig
+from trainer.data import features_and_labels
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,14 @@ class PartitionSampler:
 
 
 def _batch(arrays: Mapping[str, np.ndarray], rows: np.ndarray, input_names: Sequence[str],
-           label_keys: Mapping[str, str]) -> Batch:
-    x = {k: tf.constant(arrays[k][rows]) for k in input_names}
-    y = {name: tf.constant(arrays[key][rows].reshape(-1)) for name, key in label_keys.items()}
-    return x, y
+           spec) -> Batch:
+    """Features and labels of ``rows`` (the same labels the datasets give)."""
+    return features_and_labels({k: tf.constant(v[rows]) for k, v in arrays.items()},
+                               input_names, spec)
 
 
 def meta_train(model, arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
-               label_keys: Mapping[str, str], partition_column: str, cfg: MetaConfig,
+               spec, partition_column: str, cfg: MetaConfig,
                strategy: tf.distribute.Strategy, seed: int) -> Dict[str, float]:
     """Runs ``cfg.steps`` meta steps on ``model`` (a built ``FunnelModel``) in place.
 
@@ -153,7 +154,7 @@ def meta_train(model, arrays: Mapping[str, np.ndarray], input_names: Sequence[st
       model: The stage-1 model; its fusion layers are updated.
       arrays: In-memory transformed train rows (``<key>_xf`` -> ``[N, 1]``).
       input_names: Network inputs.
-      label_keys: Canonical label name (``click``, ``conversion``) -> column in ``arrays``.
+      spec: The dataset spec (which columns of ``arrays`` are which labels).
       partition_column: Column of ``arrays`` defining the meta-tasks.
       cfg: Meta section of the config.
       strategy: The strategy the model was built under.
@@ -194,7 +195,7 @@ def meta_train(model, arrays: Mapping[str, np.ndarray], input_names: Sequence[st
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
     def draw():
-        return [tuple(_batch(arrays, rows, input_names, label_keys) for rows in sampler.sample())
+        return [tuple(_batch(arrays, rows, input_names, spec) for rows in sampler.sample())
                 for _ in range(cfg.tasks_per_replica)]
 
     log.info("meta-training %d variables of %s over %d partitions of %s (%d skipped: fewer "

@@ -1,13 +1,15 @@
 """Assembles the network from config: embeddings -> backbone -> towers -> sigmoid heads.
 
 The network is a functional Keras model whose inputs are the transformed features
-(``<key>_xf``) and whose outputs are a dict of probabilities keyed by head name. Tasks come
-from ``model.tasks``:
+(``<key>_xf``) and whose outputs are a dict of probabilities keyed by head name: one tower and
+head per task of ``model.tasks`` (``schemas.tasks``). With a funnel recipe:
 
-* ``[ctr, cvr]`` (default): heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
+* ``[ctr, cvr]``: heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
 * ``[ctr, ctcvr]`` (funnel order, AITM): heads ctr, ctcvr and the derived
   ``cvr = ctcvr / ctr`` (clipped to [0, 1]);
 * ``[ctr]``: a single-task CTR model (DNN, MaskNet).
+
+Otherwise (``loss.name: bce``) every task is an independent head named after it.
 
 Everything the inference path needs is in it, nothing training-only (losses and their
 weights live in ``trainer.funnel_model.FunnelModel``). Loss recipes that read intermediate
@@ -28,6 +30,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import tensorflow as tf
 
 from schemas import features
+from schemas import tasks as tasks_lib
 from schemas.config import ConfigError, ModelConfig
 from trainer.layers.aitm import AITM
 from trainer.layers.cross_stitch import CrossStitch
@@ -53,7 +56,8 @@ BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
 }
 # Backbones whose output already went through task towers: only the logit is added.
 OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})
-TASK_FORMS = (("ctr", "cvr"), ("ctr", "ctcvr"), ("ctr",), ("ctr", "actions"))
+# Backbones whose maths is the click -> conversion funnel itself.
+FUNNEL_ONLY = frozenset({"esmm", "aitm"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,18 +103,21 @@ class Networks:
                      if n not in self.inference.input_names)
 
 
-ACTIONS = "actions"
+ACTIONS = tasks_lib.ACTIONS
 HKE_INPUT = "adm_original"
 
 
 def backbone_tasks(cfg: ModelConfig, info: FeatureInfo) -> List[str]:
     """The backbone's tasks: ``model.tasks`` with ``actions`` expanded to ``cvr_<j>``."""
+    if cfg.tasks is None:
+        raise ConfigError("model.tasks is not resolved: build the config with "
+                          "schemas.config.from_dict / load")
     if ACTIONS not in cfg.tasks:
         return list(cfg.tasks)
     if info.num_actions < 1:
         raise ConfigError("model.tasks [ctr, actions] needs per-action labels; the dataset "
                           "has none")
-    return ["ctr"] + [features.action_head(j) for j in range(info.num_actions)]
+    return [tasks_lib.CTR] + [tasks_lib.action_head(j) for j in range(info.num_actions)]
 
 
 def _probability(logit, name: str):
@@ -120,13 +127,14 @@ def _probability(logit, name: str):
     return tf.keras.layers.Reshape((), dtype="float32", name=name)(prob)
 
 
-def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42) -> tf.keras.Model:
+def build_network(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
+                  funnel: bool = True) -> tf.keras.Model:
     """The functional inference network (see :func:`build_networks`)."""
-    return build_networks(cfg, info, seed).inference
+    return build_networks(cfg, info, seed, funnel=funnel).inference
 
 
 def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
-                   aux: Sequence[str] = ()) -> Networks:
+                   aux: Sequence[str] = (), funnel: bool = True) -> Networks:
     """Builds the functional inference network (and an auxiliary training view of it).
 
     Args:
@@ -135,6 +143,8 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
       seed: Seed of the weight initialisation.
       aux: Auxiliary training outputs to expose, some of :data:`AUX_KINDS` (``True`` for
         ``reps`` and ``hidden``, as AdaFTR needs).
+      funnel: The tasks are the click -> conversion funnel (a funnel recipe): add the derived
+        ``ctcvr`` (or ``cvr``) head. Otherwise every task is an independent head.
 
     Returns:
       :class:`Networks`; ``inference`` maps ``{<key>_xf: [B, 1]}`` to ``{head: [B]}``
@@ -155,9 +165,11 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
     if cfg.backbone not in registry:
         raise ConfigError(f"model.backbone: unknown backbone {cfg.backbone!r}; expected one of "
                           f"{sorted(registry)}")
-    if tuple(cfg.tasks) not in TASK_FORMS:
-        raise ConfigError(f"model.tasks: expected one of {[list(t) for t in TASK_FORMS]}, got "
-                          f"{list(cfg.tasks)}")
+    if not funnel and cfg.backbone in FUNNEL_ONLY:
+        raise ConfigError(f"model.backbone {cfg.backbone!r} models the click -> conversion "
+                          f"funnel (ctcvr = ctr x cvr); it needs a funnel recipe with tasks ctr "
+                          f"and cvr, got tasks {list(cfg.tasks)} with independent BCE. Use one "
+                          f"of {sorted(set(BACKBONES) - FUNNEL_ONLY)}")
     tasks = backbone_tasks(cfg, info)
     inputs = {}
     for key in info.vocab_sizes:
@@ -189,7 +201,7 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
     outputs, trained, hidden, logits = {}, {}, {}, {}
     for task in tasks:
         h = reps[task]
-        if hke_input is not None and task != "ctr":
+        if hke_input is not None and task != tasks_lib.CTR:
             hke = HKE(list(cfg.hke_units), list(cfg.tower_units), cfg.tower_dropout,
                       name=f"{task}/hke")
             hke.build(h.shape)
@@ -206,13 +218,12 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
                 h, hidden[task] = h[0], list(h[1:])
         logits[task] = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
         outputs[task] = trained[task] = _probability(logits[task], task)
-    for heads in (outputs, trained):
-        if "cvr" in heads:
-            heads["ctcvr"] = ProductHead(dtype="float32", name="ctcvr")(
-                (heads["ctr"], heads["cvr"]))
-        elif "ctcvr" in heads:
-            heads["cvr"] = RatioHead(dtype="float32", name="cvr")(
-                (heads["ctcvr"], heads["ctr"]))
+    ctr, cvr, ctcvr = tasks_lib.CTR, tasks_lib.CVR, tasks_lib.CTCVR
+    for heads in (outputs, trained) if funnel else ():
+        if cvr in heads:
+            heads[ctcvr] = ProductHead(dtype="float32", name=ctcvr)((heads[ctr], heads[cvr]))
+        elif ctcvr in heads:
+            heads[cvr] = RatioHead(dtype="float32", name=cvr)((heads[ctcvr], heads[ctr]))
     inference = tf.keras.Model(inputs=inputs, outputs=outputs, name="funnel_network")
     if not aux and hke_input is None:
         return Networks(inference, inference)

@@ -1,108 +1,71 @@
-"""Model fitting and offline evaluation shared by the TFX ``run_fn`` and ``funnelrank train``."""
+"""One training session: the decisions ``funnelrank train`` and the TFX Trainer share.
+
+Both paths are thin adapters around :class:`TrainingSession`: they say where the splits come
+from (:class:`SplitData`: in-memory arrays, or transformed TFRecords) and where the model
+goes; the session makes every other decision, in one place:
+
+* seed (TF's global seed before any dataset exists, so a shuffle never depends on what ran
+  before in the process), distribution strategy and global batch;
+* the datasets (a full reshuffle each epoch; TFRecord splits parsed into memory when
+  ``train.in_memory`` is set);
+* the model (network + loss recipe, under the strategy, with the precision policy and XLA
+  setting), fit with validation on the ``validation`` split every epoch, early stopping on it
+  when ``train.early_stopping_patience`` > 0 (best weights restored), checkpoints, progress
+  with ETA, TensorBoard logs, the divergence guard;
+* MAN's meta stage on the train rows;
+* evaluation of every head on the ``eval`` split and the one shape of ``metrics.json``.
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-import math
 import time
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from schemas import config as config_lib
+from schemas import features
+from schemas import tasks as tasks_lib
 from schemas.config import ConfigError, ExperimentConfig
-from schemas.features import action_head, transformed_name
-from trainer import metrics as offline
-from trainer.data import predict
-from trainer.errors import TrainingDivergedError
+from trainer import data as data_lib
+from trainer.callbacks import Checkpoints, DivergenceGuard, ProgressLogger
+from trainer.evaluation import evaluate_heads, format_report
 from trainer.funnel_model import FunnelModel
 from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
+from trainer.strategy import make_strategy
 
 log = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.json"
 
-class ProgressLogger(tf.keras.callbacks.Callback):
-    """Logs loss, AUCs and examples/sec every ``every`` steps and at each epoch end.
 
-    Also notes where a run restored from a BackupAndRestore checkpoint resumed
-    (``summary["resumed_at"]``).
-    """
+@dataclasses.dataclass(frozen=True)
+class SplitData:
+    """Where one split's transformed rows are: ``arrays`` (``<key>_xf`` -> ``[N, 1]``) or
+    gzipped transformed TFRecord ``files`` with their parse ``feature_spec``."""
 
-    def __init__(self, global_batch: int, every: int = 100):
-        super().__init__()
-        self.global_batch = global_batch
-        self.every = every
-        self.train_seconds = 0.0
-        self.train_examples = 0
-        self.summary: Dict[str, object] = {}  # objective report, meta stage, early stopping
-        self._first_batch = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._t0 = time.perf_counter()
-        self._steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._first_batch:
-            self._first_batch = False
-            if batch > 0 or self._epoch > 0:  # BackupAndRestore put us mid-run
-                self.summary["resumed_at"] = {"epoch": self._epoch + 1, "step": int(batch) + 1}
-                log.info("resumed from a checkpoint at epoch %d, step %d", self._epoch + 1,
-                         batch + 1)
-        self._steps += 1
-        if self.every and self._steps % self.every == 0:
-            rate = self._steps * self.global_batch / (time.perf_counter() - self._t0)
-            log.info("epoch %d step %d: %s (%.0f examples/s)", self._epoch + 1, self._steps,
-                     _fmt(logs), rate)
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._t0
-        self.train_seconds += seconds
-        self.train_examples += self._steps * self.global_batch
-        log.info("epoch %d done in %.1fs: %s", epoch + 1, seconds, _fmt(logs))
+    arrays: Optional[Mapping[str, np.ndarray]] = None
+    files: Optional[Sequence[str]] = None
+    feature_spec: Optional[Mapping] = None
+    count: Optional[int] = None
 
     @property
-    def examples_per_sec(self) -> float:
-        return self.train_examples / self.train_seconds if self.train_seconds else float("nan")
+    def rows(self) -> Optional[int]:
+        """Rows of the split (known for arrays, or when the caller counted the files)."""
+        if self.arrays is None:
+            return self.count
+        return len(next(iter(self.arrays.values())))
 
-
-class DivergenceGuard(tf.keras.callbacks.Callback):
-    """Stops training at the first non-finite loss term (Keras' TerminateOnNaN only prints
-    ``Invalid loss``): raises :class:`TrainingDivergedError` naming the epoch, the step, every
-    term's value and the batch (rows, clicks, conversions of the first replica's batch)."""
-
-    BATCH_KEYS = ("batch_rows", "batch_clicks", "batch_conversions")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        terms = {k: float(v) for k, v in logs.items()
-                 if k not in self.BATCH_KEYS and not k.endswith("_auc")}
-        bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
-        if not bad:
-            return
-        self.model.stop_training = True
-        stats = ", ".join(f"{k[6:]}={int(logs[k])}" for k in self.BATCH_KEYS if k in logs)
-        step = int(self.model.optimizer.iterations.numpy())
-        raise TrainingDivergedError(
-            f"training diverged at epoch {self._epoch + 1}, step {batch + 1} (optimizer step "
-            f"{step}): non-finite {bad}; loss terms {_fmt(terms)}; batch: {stats or 'n/a'}. "
-            "Lower train.learning_rate or check the input; a BackupAndRestore checkpoint, if "
-            "any, still holds the weights from before.")
-
-
-def _fmt(logs) -> str:
-    return ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items()))
-
-
-def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
-    """Network(s) + loss recipe (and its training-only layers); call inside a strategy scope."""
-    objective = build_objective(cfg.loss)
-    networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.AUX)
-    objective.build(networks.training)
-    return FunnelModel(networks.inference, objective, networks.training)
+    def in_memory(self, columns: Sequence[str]) -> "SplitData":
+        """The same split as arrays (TFRecords parsed once)."""
+        if self.arrays is not None:
+            return self
+        return SplitData(arrays=data_lib.load_transformed(self.files, self.feature_spec,
+                                                          columns))
 
 
 def precision_policy(cfg: ExperimentConfig) -> str:
@@ -115,155 +78,175 @@ def precision_policy(cfg: ExperimentConfig) -> str:
     return "mixed_float16"
 
 
-MetaRows = Callable[[], Tuple[Mapping[str, np.ndarray], Mapping[str, str]]]
+def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
+    """Network(s) + loss recipe (and its training-only layers); call inside a strategy scope."""
+    objective = build_objective(cfg.loss, cfg.tasks)
+    networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.AUX,
+                              funnel=cfg.funnel)
+    objective.build(networks.training)
+    return FunnelModel(networks.inference, objective, networks.training,
+                       heads=tasks_lib.heads(cfg.tasks, cfg.funnel, info.num_actions),
+                       auc_every=cfg.train.train_auc_every)
 
 
-def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Dataset,
-              eval_ds: Optional[tf.data.Dataset], strategy: tf.distribute.Strategy,
-              backup_dir: Optional[str] = None, steps_per_epoch: Optional[int] = None,
-              log_every: int = 100, meta_rows: Optional[MetaRows] = None):
-    """Builds the model under ``strategy.scope()`` and fits it (then meta-trains it).
+def _monitor_mode(monitor: str) -> str:
+    return "max" if monitor.endswith("auc") else "min"
 
-    Stage 1 is Keras ``fit`` (early stopping on ``eval_ds`` when
-    ``train.early_stopping_patience`` > 0, best weights restored). Stage 2, when
-    ``meta.enabled``, meta-trains the fusion layers (:mod:`trainer.meta`) on rows from
-    ``meta_rows``.
+
+class TrainingSession:
+    """One run of one config on one dataset (see the module docstring).
 
     Args:
-      cfg: Experiment config (model, loss, train, meta sections are used).
-      info: Input vocabulary sizes and dense features.
-      train_ds, eval_ds: Batched datasets of (features, labels) at the global batch size;
-        ``eval_ds`` is the validation data of ``fit`` (may be None without early stopping).
-      strategy: Distribution strategy (model, optimizer and metrics are created in its scope).
-      backup_dir: If set, BackupAndRestore checkpoints there every
-        ``cfg.train.checkpoint_every_steps`` steps; a killed run resumes from it.
-      steps_per_epoch: Steps per epoch if the dataset is repeated, else None.
-      log_every: Progress line interval in steps.
-      meta_rows: Returns ``(arrays, label_keys)``: in-memory train rows (``<key>_xf`` ->
-        ``[N, 1]`` plus label columns) and canonical label -> column; needed by stage 2.
-
-    Returns:
-      (FunnelModel, ProgressLogger) - the logger holds the measured training throughput and,
-      in ``summary``, the recipe's report (e.g. learned task weights), the early-stopping
-      epoch and the meta stage's summary.
-
-    Raises:
-      ConfigError: Early stopping without validation data, or meta without rows or with a
-        partition key that is not a sparse feature.
+      cfg: The experiment config (parsed once by the caller and logged here).
+      spec: The prepared dataset's spec (with ADM columns when ADM ran).
+      info: Vocabulary sizes and dense features of the network's inputs.
     """
-    patience = cfg.train.early_stopping_patience
-    if patience and eval_ds is None:
-        raise ConfigError("train.early_stopping_patience needs validation data")
-    if cfg.meta.enabled:
-        if meta_rows is None:
-            raise ConfigError("meta.enabled needs the train rows (meta_rows)")
-        if cfg.meta.partition_key not in info.vocab_sizes:
+
+    def __init__(self, cfg: ExperimentConfig, spec: features.DatasetSpec, info: FeatureInfo):
+        self.cfg, self.spec, self.info = cfg, spec, info
+        log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
+        # Before any dataset exists: a shuffle's order depends on the global seed too.
+        tf.keras.utils.set_random_seed(cfg.train.seed)
+        self.strategy = make_strategy(cfg.train.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.global_batch = cfg.train.batch_size * self.replicas
+        self.columns = data_lib.dataset_columns(info.input_names, spec)
+
+    # -- data -----------------------------------------------------------------------------
+    def load_in_memory(self, split: SplitData) -> bool:
+        """``train.in_memory``, or when null: the split fits in ``train.memory_budget_mb``
+        (rows x columns x 8 bytes; parsing TFRecords every step costs more than the step of
+        the zoo's models on small machines, docs/benchmarks.md)."""
+        if self.cfg.train.in_memory is not None:
+            return self.cfg.train.in_memory
+        if split.rows is None:
+            return False
+        need_mb = split.rows * len(self.columns) * 8 / 2 ** 20
+        fits = need_mb <= self.cfg.train.memory_budget_mb
+        log.info("train split: %d rows need ~%.0f MB in memory (budget %d MB): %s", split.rows,
+                 need_mb, self.cfg.train.memory_budget_mb,
+                 "training from memory" if fits else "streaming the TFRecords")
+        return fits
+
+    def dataset(self, split: SplitData, training: bool) -> tf.data.Dataset:
+        """Batches of ``(features, labels)``: shuffled at the global batch for training,
+        in order at ``train.eval_batch_size`` otherwise."""
+        batch = self.global_batch if training else self.cfg.train.eval_batch_size
+        if split.arrays is not None:
+            return data_lib.from_arrays(split.arrays, self.info.input_names, self.spec, batch,
+                                        shuffle=training, seed=self.cfg.train.seed)
+        return data_lib.from_transformed(split.files, split.feature_spec, self.info.input_names,
+                                         self.spec, batch, shuffle=training,
+                                         seed=self.cfg.train.seed,
+                                         shuffle_buffer=self.cfg.train.shuffle_buffer)
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, train: SplitData, validation: SplitData, backup_dir: Optional[str] = None,
+            log_dir: Optional[str] = None):
+        """Builds the model under the strategy and fits it; then the meta stage.
+
+        Returns:
+          (FunnelModel, ProgressLogger): the logger holds the run's throughput and, in
+          ``summary``, early stopping, the recipe's learned state and the meta stage.
+        """
+        cfg = self.cfg
+        if train.arrays is None and self.load_in_memory(train):
+            t0 = time.perf_counter()
+            train = train.in_memory(self.columns)
+            log.info("train split parsed into memory: %d rows in %.1fs", train.rows,
+                     time.perf_counter() - t0)
+        if cfg.meta.enabled and cfg.meta.partition_key not in self.info.vocab_sizes:
             raise ConfigError(f"meta.partition_key: expected one of the sparse features "
-                              f"{sorted(info.vocab_sizes)}, got {cfg.meta.partition_key!r}")
-    policy = precision_policy(cfg)
-    tf.keras.mixed_precision.set_global_policy(policy)
-    try:
-        with strategy.scope():
-            model = build_model(cfg, info)
-            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
-                          jit_compile=cfg.train.jit_compile)
-    finally:  # the policy only matters while layers are built
-        tf.keras.mixed_precision.set_global_policy("float32")
-    progress = ProgressLogger(cfg.train.batch_size * strategy.num_replicas_in_sync, log_every)
-    callbacks = [progress, DivergenceGuard()]
-    stopper = None
-    if patience:
-        stopper = tf.keras.callbacks.EarlyStopping(
-            monitor=cfg.train.early_stopping_monitor, mode="max", patience=patience,
-            restore_best_weights=True)
-        callbacks.append(stopper)
-    if backup_dir:
-        callbacks.append(tf.keras.callbacks.BackupAndRestore(
-            backup_dir, save_freq=cfg.train.checkpoint_every_steps, delete_checkpoint=True))
-    model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0)
-    if stopper is not None:
-        history = model.history.history.get(cfg.train.early_stopping_monitor)
-        if history is None:
-            raise ConfigError(f"train.early_stopping_monitor: {cfg.train.early_stopping_monitor!r}"
-                              f" is not a training log key; have {sorted(model.history.history)}")
-        best = int(np.argmax(history))
-        progress.summary["early_stopping"] = {"epochs_run": len(history), "best_epoch": best + 1,
-                                              "best": float(history[best])}
-        log.info("stage 1: best %s %.5f at epoch %d of %d", cfg.train.early_stopping_monitor,
-                 history[best], best + 1, len(history))
-    progress.summary["steps"] = int(model.optimizer.iterations.numpy())
-    report = model.objective.report()
-    if report:
-        progress.summary["objective"] = report
-        log.info("loss recipe %s learned: %s", cfg.loss.name, report)
-    if cfg.meta.enabled:
-        from trainer.meta import meta_train
+                              f"{sorted(self.info.vocab_sizes)}, got {cfg.meta.partition_key!r}")
+        train_ds = self.dataset(train, training=True)
+        val_ds = self.dataset(validation, training=False)
+        policy = precision_policy(cfg)
+        tf.keras.mixed_precision.set_global_policy(policy)
+        try:
+            with self.strategy.scope():
+                model = build_model(cfg, self.info)
+                model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
+                              jit_compile=cfg.train.jit_compile)
+        finally:  # the policy only matters while layers are built
+            tf.keras.mixed_precision.set_global_policy("float32")
+        steps = None if train.rows is None else -(-train.rows // self.global_batch)
+        progress = ProgressLogger(self.global_batch, cfg.train.epochs, steps,
+                                  cfg.train.log_every)
+        callbacks = [progress, DivergenceGuard()]
+        stopper = None
+        if cfg.train.early_stopping_patience:
+            stopper = tf.keras.callbacks.EarlyStopping(
+                monitor=cfg.train.early_stopping_monitor,
+                mode=_monitor_mode(cfg.train.early_stopping_monitor),
+                patience=cfg.train.early_stopping_patience, restore_best_weights=True)
+            callbacks.append(stopper)
+        if log_dir:
+            callbacks.append(tf.keras.callbacks.TensorBoard(log_dir, update_freq="epoch",
+                                                            profile_batch=0, write_graph=False))
+        if backup_dir:
+            callbacks.append(Checkpoints(backup_dir, cfg.train.checkpoint_every_steps, progress))
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
+                  callbacks=callbacks, verbose=0)
+        history = model.history.history
+        monitor = cfg.train.early_stopping_monitor
+        if stopper is not None and monitor not in history:
+            raise ConfigError(f"train.early_stopping_monitor: {monitor!r} is not a training "
+                              f"log key; have {sorted(history)}")
+        if monitor in history:
+            values = history[monitor]
+            best = int(np.argmax(values) if _monitor_mode(monitor) == "max" else
+                       np.argmin(values))
+            progress.summary["early_stopping" if stopper else "validation"] = {
+                "monitor": monitor, "epochs_run": len(values), "best_epoch": best + 1,
+                "best": float(values[best]), "history": [float(v) for v in values]}
+        progress.summary["steps"] = int(model.optimizer.iterations.numpy())
+        report = model.objective.report()
+        if report:
+            progress.summary["objective"] = report
+            log.info("loss recipe %s learned: %s", cfg.loss.name, report)
+        if cfg.meta.enabled:
+            from trainer.meta import meta_train
 
-        arrays, label_keys = meta_rows()
-        progress.summary["meta"] = meta_train(
-            model, arrays, info.input_names, label_keys,
-            transformed_name(cfg.meta.partition_key), cfg.meta, strategy, cfg.train.seed)
-    return model, progress
+            rows = train.in_memory(self.columns).arrays
+            keep = {k: v[:cfg.meta.max_rows] for k, v in rows.items()}
+            progress.summary["meta"] = meta_train(
+                model, keep, self.info.input_names, self.spec,
+                features.transformed_name(cfg.meta.partition_key), cfg.meta, self.strategy,
+                cfg.train.seed)
+        return model, progress
 
+    def evaluate(self, model: FunnelModel, split: SplitData) -> Dict[str, Dict[str, float]]:
+        """Exact per-head metrics (``trainer.evaluation.evaluate_heads``) on a split."""
+        return evaluate_heads(model.network, self.dataset(split, training=False),
+                              model.heads)
 
-def select_target_action(outputs: Mapping[str, np.ndarray],
-                         labels: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Adds ``cvr`` (each sample's pCVR of its OWN target action, KAML Sec. 4.1.4) and
-    ``ctcvr = ctr * cvr`` to the outputs of a per-action model (heads ``cvr_<j>``); the
-    target comes from the ADM original indicators. Other models pass through unchanged."""
-    heads = [h for h in outputs if h.startswith("cvr_")]
-    if not heads or "adm_original" not in labels:
-        return dict(outputs)
-    per_action = np.stack([outputs[action_head(j)] for j in range(len(heads))], axis=1)
-    target = np.argmax(labels["adm_original"], axis=1)
-    selected = per_action[np.arange(len(target)), target]
-    return {**outputs, "cvr": selected, "ctcvr": outputs["ctr"] * selected}
-
-
-def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Dict[str, float]]:
-    """Exact per-head AUC, LogLoss and GAUC (cvr on clicked impressions only).
-
-    The ctr head also gets ``auc_conversion``: the AUC of pCTR against the conversion label
-    over all impressions, i.e. how well the CTR ranking puts converting impressions first
-    (PWiseR's "conversion-weighted" view of CTR ranking, robust to noisy clicks).
-
-    Per-action models (KAML) are scored as the paper does: every sample only on its target
-    action. ``cvr`` is then the overall entry (each clicked sample's target-action pCVR against
-    its conversion label), ``cvr_<j>`` the clicked samples whose target is action ``j``, and
-    ``ctcvr`` uses ``ctr * cvr`` over all impressions.
-
-    Returns:
-      ``{head: {"auc", "logloss", "count", "positives", ["gauc"], ["auc_conversion"]}}``.
-    """
-    outputs, labels = predict(network, ds)
-    outputs = select_target_action(outputs, labels)
-    click = labels["click"]
-    targets = {"ctr": (click, None), "ctcvr": (click * labels["conversion"], None),
-               "cvr": (labels["conversion"], click)}
-    if "adm_original" in labels:
-        for j in range(labels["adm_original"].shape[1]):
-            targets[action_head(j)] = (labels["conversion"],
-                                       click * labels["adm_original"][:, j])
-    report: Dict[str, Dict[str, float]] = {}
-    for head, probs in outputs.items():
-        y, mask = targets[head]
-        y_m, p_m = offline.masked(y, mask), offline.masked(probs, mask)
-        entry = {"auc": offline.auc(y_m, p_m), "logloss": offline.logloss(y_m, p_m),
-                 "count": int(len(y_m)), "positives": int(np.sum(y_m > 0.5))}
-        if "user" in labels:
-            entry["gauc"] = offline.gauc(offline.masked(labels["user"], mask), y_m, p_m)
-        if head == "ctr":
-            entry["auc_conversion"] = offline.auc(click * labels["conversion"], probs)
-        report[head] = entry
-    return report
+    def run(self, train: SplitData, validation: SplitData, evaluation: SplitData,
+            rows: Mapping[str, int], backup_dir: Optional[str] = None,
+            log_dir: Optional[str] = None):
+        """fit -> evaluate on ``evaluation``; returns ``(model, metrics)`` (metrics.json)."""
+        t0 = time.perf_counter()
+        model, progress = self.fit(train, validation, backup_dir, log_dir)
+        train_seconds = time.perf_counter() - t0
+        heads = self.evaluate(model, evaluation)
+        metrics = {"heads": heads, "rows": dict(rows),
+                   "examples_per_sec": progress.examples_per_sec,
+                   "train_seconds": train_seconds, "replicas": self.replicas,
+                   **progress.summary, "config": config_lib.to_dict(self.cfg),
+                   "dataset_spec": features.spec_to_dict(self.spec)}
+        log.debug("eval split:\n%s", format_report(heads))
+        log.info("training: %.0f examples/s, %.1fs", progress.examples_per_sec, train_seconds)
+        return model, metrics
 
 
-def format_report(report: Dict[str, Dict[str, float]]) -> str:
-    """One line per head: AUC, LogLoss (and GAUC)."""
-    lines = []
-    for head, m in report.items():
-        extra = f"  GAUC {m['gauc']:.4f}" if "gauc" in m and not math.isnan(m["gauc"]) else ""
-        lines.append(f"{head:>6}: AUC {m['auc']:.4f}  LogLoss {m['logloss']:.5f}{extra}  "
-                     f"(n={m['count']}, positives={m['positives']})")
-    return "\n".join(lines)
+def write_json(path: str, value) -> str:
+    """Writes JSON to ``path`` through a temporary name and a rename (never half a file)."""
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2, default=_json_default)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,4 +1,5 @@
-"""Distribution strategy: MirroredStrategy always, multi-worker when TF_CONFIG says so."""
+"""Distribution strategy: none on one device, MirroredStrategy over several, multi-worker when
+TF_CONFIG says so."""
 from __future__ import annotations
 
 import json
@@ -13,31 +14,42 @@ log = logging.getLogger(__name__)
 _STRATEGIES: dict = {}
 
 
-def make_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy if TF_CONFIG names several workers, else MirroredStrategy
-    over all GPUs, or over every logical CPU device when there is no GPU.
+def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """The distribution strategy of a run (``train.strategy``).
+
+    ``auto``: MultiWorkerMirroredStrategy when TF_CONFIG names several workers; else
+    MirroredStrategy over 2+ GPUs, or over 2+ logical CPU devices without a GPU; on a single
+    device no strategy at all (TF's default strategy): MirroredStrategy over one device costs
+    up to 28% of the step and buys nothing (measured, docs/benchmarks.md). ``mirrored``:
+    MirroredStrategy even over one device. ``default``: TF's default strategy.
 
     ``MirroredStrategy()`` without ``devices`` ignores CPUs, so on CPU the devices are passed
     explicitly (logical CPU devices must be configured before TF initialises; see
-    ``funnelrank.cli`` and ``tests/conftest.py``).
-
-    One strategy per device set is created per process and then reused.
+    ``funnelrank.cli`` and ``tests/conftest.py``). One strategy per device set is created per
+    process and then reused.
     """
+    if kind == "default":
+        return tf.distribute.get_strategy()
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
         key = ("multi-worker", json.dumps(tf_config, sort_keys=True))
         factory = tf.distribute.MultiWorkerMirroredStrategy
-    elif tf.config.list_logical_devices("GPU"):
-        key = ("gpu",)
-        factory = tf.distribute.MirroredStrategy
-    else:
-        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        key = ("cpu",) + tuple(devices)
+    elif gpus and (len(gpus) > 1 or kind == "mirrored"):
+        key = ("gpu",) + tuple(gpus)
+        factory = lambda: tf.distribute.MirroredStrategy(devices=gpus)  # noqa: E731
+    elif not gpus and (len(cpus) > 1 or kind == "mirrored"):
+        key = ("cpu",) + tuple(cpus)
         # Reduce on one device instead of collective ops: in-process collectives keep their
         # parameters per instance key in the runtime, and a second model trained in the same
         # process then aborts with "Shape mismatch in the collective instance".
         factory = lambda: tf.distribute.MirroredStrategy(  # noqa: E731
-            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+            devices=cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    else:
+        log.info("one device (%s): training without a distribution strategy",
+                 (gpus or cpus)[0])
+        return tf.distribute.get_strategy()
     if key in _STRATEGIES:
         return _STRATEGIES[key]
     strategy = _STRATEGIES[key] = factory()

@@ -1,9 +1,16 @@
-"""TFX Trainer entry point: ``run_fn`` (referenced as ``trainer.tfx_trainer.run_fn``)."""
+"""The TFX Trainer's entry point, ``run_fn`` (referenced as ``trainer.tfx_trainer.run_fn``).
+
+A thin adapter around :class:`trainer.session.TrainingSession`: the splits are the Transform
+component's transformed examples (``train`` to train on, ``validation`` as the Trainer's eval
+split, ``eval`` beside them for the held-out report), the model goes to TFX's serving model
+directory with the tf.Transform graph attached, and ``metrics.json`` (the same shape as
+``funnelrank train`` writes) to the model run directory, with the TensorBoard logs.
+"""
 from __future__ import annotations
 
-import json
 import logging
-import time
+import re
+from typing import List, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -12,74 +19,65 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from schemas import config as config_lib
 from schemas import features
 from serving.export import export_serving_model
-from trainer.data import (
-    collect_rows,
-    dataset_columns,
-    from_arrays,
-    from_transformed,
-    load_transformed,
-)
+from trainer.data import count_records
+from trainer.evaluation import format_report
 from trainer.model import FeatureInfo
-from trainer.session import evaluate_heads, fit_model, format_report
-from trainer.strategy import make_strategy
+from trainer.session import METRICS_FILE, SplitData, TrainingSession, write_json
 from transform.preprocessing import NUM_OOV_BUCKETS, vocab_filename
 
 log = logging.getLogger(__name__)
 
 
 def feature_info(tft_output: tft.TFTransformOutput, spec: features.DatasetSpec) -> FeatureInfo:
-    """Vocabulary sizes (OOV buckets included) from the Transform graph's assets."""
-    return FeatureInfo(
-        vocab_sizes={k: tft_output.vocabulary_size_by_name(vocab_filename(k)) + NUM_OOV_BUCKETS
-                     for k in spec.sparse_keys},
-        dense_keys=spec.dense_keys, num_actions=spec.num_actions)
+    """Vocabulary sizes (OOV buckets included, or hash buckets) from the Transform graph."""
+    sizes = {}
+    for key in spec.sparse_keys:
+        if key in spec.hash_buckets:
+            sizes[key] = spec.hash_buckets[key]
+        else:
+            sizes[key] = tft_output.vocabulary_size_by_name(vocab_filename(key)) + \
+                NUM_OOV_BUCKETS
+    return FeatureInfo(vocab_sizes=sizes, dense_keys=spec.dense_keys,
+                       num_actions=spec.num_actions)
+
+
+def sibling_split(files: Sequence[str], split: str) -> List[str]:
+    """The transformed files of another split of the same artifact (``Split-train/*`` ->
+    ``Split-<split>/*``).
+
+    Raises:
+      FileNotFoundError: The artifact has no such split.
+    """
+    pattern = [re.sub(r"Split-[^/]+", f"Split-{split}", f, count=1) for f in files]
+    found = sorted({g for p in pattern for g in tf.io.gfile.glob(p)})
+    if not found:
+        raise FileNotFoundError(f"no transformed examples of split {split!r} beside "
+                                f"{list(files)[:1]} (tried {pattern[:1]})")
+    return found
 
 
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the configured model on transformed examples and exports the serving model.
 
-    ``fn_args.custom_config`` carries the experiment config (``"experiment"``) and the
-    dataset spec (``"dataset_spec"``), parsed once here and logged.
+    ``fn_args.custom_config`` carries the experiment config and the dataset spec (parsed once
+    here; the session logs the config).
     """
     logging.basicConfig(level=logging.INFO)
     cfg, spec = config_lib.from_custom_config(fn_args.custom_config)
-    log.info("run_fn config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
-    tf.keras.utils.set_random_seed(cfg.train.seed)  # before the datasets: see train_local
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     info = feature_info(tft_output, spec)
     feature_spec = tft_output.transformed_feature_spec()  # outside any tf.function
-    strategy = make_strategy()
-    global_batch = cfg.train.batch_size * strategy.num_replicas_in_sync
-    if cfg.train.in_memory:
-        t0 = time.perf_counter()
-        columns = dataset_columns(info.input_names, spec)
-        arrays = load_transformed(fn_args.train_files, feature_spec, columns)
-        log.info("train.in_memory: %d rows, %.0f MB, parsed in %.1fs",
-                 len(arrays[columns[0]]), sum(a.nbytes for a in arrays.values()) / 2**20,
-                 time.perf_counter() - t0)
-        train_ds = from_arrays(arrays, info.input_names, spec, global_batch, shuffle=True,
-                               seed=cfg.train.seed)
-    else:
-        train_ds = from_transformed(fn_args.train_files, feature_spec, info.input_names, spec,
-                                    global_batch, shuffle=True, seed=cfg.train.seed,
-                                    shuffle_buffer=cfg.train.shuffle_buffer)
-    eval_ds = from_transformed(fn_args.eval_files, feature_spec, info.input_names, spec,
-                               cfg.train.eval_batch_size)
-    backup_dir = fn_args.model_run_dir + "/backup"
-
-    def meta_rows():
-        rows = from_transformed(fn_args.train_files, feature_spec, info.input_names, spec,
-                                cfg.train.eval_batch_size)
-        return collect_rows(rows, cfg.meta.max_rows), {"click": "click",
-                                                       "conversion": "conversion"}
-
-    model, progress = fit_model(cfg, info, train_ds, eval_ds, strategy, backup_dir=backup_dir,
-                                meta_rows=meta_rows)
-    report = evaluate_heads(model.network, eval_ds)
-    log.info("eval split:\n%s", format_report(report))
-    log.info("training throughput: %.0f examples/s", progress.examples_per_sec)
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(fn_args.model_run_dir + "/metrics.json", "w") as f:
-        json.dump({"heads": report, "examples_per_sec": progress.examples_per_sec,
-                   **progress.summary}, f, indent=2)
+    eval_files = sibling_split(fn_args.train_files, "eval")
+    splits = {"train": list(fn_args.train_files), "validation": list(fn_args.eval_files),
+              "eval": eval_files}
+    rows = {k: count_records(v) for k, v in splits.items()}
+    data = {k: SplitData(files=v, feature_spec=feature_spec, count=rows[k])
+            for k, v in splits.items()}
+    session = TrainingSession(cfg, spec, info)
+    run_dir = fn_args.model_run_dir
+    tf.io.gfile.makedirs(run_dir)
+    model, metrics = session.run(data["train"], data["validation"], data["eval"], rows,
+                                 backup_dir=f"{run_dir}/backup", log_dir=run_dir)
+    log.info("eval split:\n%s", format_report(metrics["heads"]))
     export_serving_model(model.network, tft_output, spec, fn_args.serving_model_dir)
+    write_json(f"{run_dir}/{METRICS_FILE}", metrics)

@@ -25,10 +25,11 @@ Output columns: ``adm_count_<j>``, ``adm_mask_<j>``, ``adm_original_<j>`` (int64
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from schemas import features
 from schemas.features import ADM_COUNT as COUNT
 from schemas.features import ADM_MASK as MASK
 from schemas.features import ADM_ORIGINAL as ORIGINAL
@@ -87,6 +88,21 @@ class AdmParams:
     def from_dict(cls, d: Mapping) -> "AdmParams":
         return cls(**{**d, "thresholds": tuple(d["thresholds"]),
                       "action_keys": tuple(d["action_keys"])})
+
+
+def configure(adm_cfg, spec) -> Tuple[object, Optional[AdmParams]]:
+    """``(spec, params)`` of a run: the spec with the ADM columns and the job's parameters when
+    ``adm.enabled``, else ``(spec, None)``. The one place both training paths configure ADM.
+
+    Raises:
+      ValueError: ADM is enabled but the data lacks the roles it needs (naming them).
+    """
+    if not adm_cfg.enabled:
+        return spec, None
+    thresholds = adm_cfg.thresholds
+    params = AdmParams.for_spec(spec, adm_cfg.window_seconds,
+                                thresholds[0] if len(thresholds) == 1 else thresholds)
+    return features.with_adm(spec), params
 
 
 def _masks(counts: np.ndarray, targets: np.ndarray, params: AdmParams):

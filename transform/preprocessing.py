@@ -1,10 +1,19 @@
 """tf.Transform ``preprocessing_fn`` of the TFX Transform component.
 
-Sparse ids get a frequency-ordered vocabulary with ``num_oov_buckets`` OOV buckets (unknown ids
-at serving time map there instead of failing); dense features are z-scored with full-pass
-statistics; labels (and the ADM masks, when ADM ran) are passed through as float32. Output
-keys follow ``schemas.features.transformed_name``. ``transform.preprocessor`` reproduces exactly
-this in process for ``funnelrank train``; a test holds the two to the same numbers.
+Per role (``schemas.features.DatasetSpec``):
+
+* categorical columns (``spec.id_keys``: the sparse features and the GAUC user id) become
+  their text (integers as decimal text, strings as they are, a missing value as ``""``, which
+  is a vocabulary entry of its own), then ids of a vocabulary ordered by decreasing frequency
+  (ties: decreasing byte order) with ``NUM_OOV_BUCKETS`` OOV bucket after it; values seen fewer
+  than ``spec.min_counts[key]`` times in train map to OOV; ``spec.hash_buckets[key]`` replaces
+  the vocabulary by FarmHash buckets (``tf.strings.to_hash_bucket_fast``);
+* dense columns are z-scored with full-pass statistics over the present values (a constant
+  column is only centred); a missing value becomes 0, i.e. the train mean;
+* labels (and ADM's columns) pass through as float32.
+
+Output keys follow ``schemas.features.transformed_name``. ``transform.preprocessor`` reproduces
+exactly this in process for ``funnelrank train``; a test holds the two to the same numbers.
 """
 from __future__ import annotations
 
@@ -19,7 +28,24 @@ from schemas.config import SPEC_KEY
 NUM_OOV_BUCKETS = 1
 
 
-def _dense(x, default):
+def vocab_filename(key: str) -> str:
+    """Asset name of a feature's vocabulary (Ali-CCP keys start with digits)."""
+    return f"vocab_{key}"
+
+
+def as_text(x) -> tf.Tensor:
+    """``[B, 1]`` strings of a categorical input (dense ``[B, 1]`` or sparse ``[B, <=1]``,
+    int64 or string): integers as decimal text, a missing value as ``""``."""
+    if isinstance(x, tf.sparse.SparseTensor):
+        values = x.values if x.dtype == tf.string else tf.strings.as_string(x.values)
+        return tf.sparse.to_dense(
+            tf.SparseTensor(x.indices, values, [x.dense_shape[0], 1]),
+            default_value=features.MISSING_TEXT)
+    x = tf.reshape(x, [-1, 1])
+    return x if x.dtype == tf.string else tf.strings.as_string(x)
+
+
+def _dense(x, default) -> tf.Tensor:
     """``[B, 1]`` dense tensor from a dense or sparse (VarLen) input, missing -> default."""
     if isinstance(x, tf.sparse.SparseTensor):
         x = tf.sparse.to_dense(
@@ -27,45 +53,60 @@ def _dense(x, default):
     return tf.reshape(x, [-1, 1])
 
 
+def _z_score(x) -> tf.Tensor:
+    """z-scores in float64 (present values only), missing -> 0; ``[B, 1]`` float32."""
+    if isinstance(x, tf.sparse.SparseTensor):
+        x = tf.SparseTensor(x.indices, tf.cast(x.values, tf.float64), x.dense_shape)
+        z = tft.scale_to_z_score(x, output_dtype=tf.float64)
+        return tf.cast(_dense(z, tf.constant(0.0, tf.float64)), tf.float32)
+    z = tft.scale_to_z_score(tf.cast(tf.reshape(x, [-1, 1]), tf.float64), output_dtype=tf.float64)
+    return tf.cast(z, tf.float32)
+
+
+def categorical_ids(text: tf.Tensor, key: str, spec: features.DatasetSpec) -> tf.Tensor:
+    """Ids of ``[B, 1]`` texts: hash buckets or a frequency-ordered vocabulary with OOV."""
+    buckets = spec.hash_buckets.get(key)
+    if buckets:
+        return tf.strings.to_hash_bucket_fast(text, buckets)
+    threshold = spec.min_counts.get(key, 1)
+    return tft.compute_and_apply_vocabulary(
+        text, num_oov_buckets=NUM_OOV_BUCKETS,
+        frequency_threshold=threshold if threshold > 1 else None,
+        vocab_filename=vocab_filename(key))
+
+
 def spec_from_custom_config(custom_config: Optional[Mapping[str, Any]]) -> features.DatasetSpec:
-    """The dataset spec the pipeline put in ``custom_config`` (default: synthetic)."""
-    if custom_config and SPEC_KEY in custom_config:
-        return features.spec_from_dict(custom_config[SPEC_KEY])
-    return features.synthetic_spec()
+    """The dataset spec the pipeline put in ``custom_config``."""
+    if not custom_config or SPEC_KEY not in custom_config:
+        raise ValueError(f"preprocessing_fn needs the dataset spec in custom_config"
+                         f"[{SPEC_KEY!r}] (pipeline.common.custom_config puts it there)")
+    return features.spec_from_dict(custom_config[SPEC_KEY])
 
 
 def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Maps raw columns to model inputs and labels.
+    """Maps raw columns to model inputs and labels (see the module docstring).
 
     Args:
       inputs: Raw features by column name (dense ``[B, 1]`` or sparse ``[B, None]``).
       custom_config: Holds the dataset spec under ``"dataset_spec"``.
 
     Returns:
-      ``<key>_xf`` tensors: int64 vocabulary ids for sparse features, float32 z-scores for
-      dense ones, float32 labels.
+      ``<key>_xf`` tensors: int64 ids for categorical columns, float32 z-scores for dense
+      ones, float32 labels.
     """
     spec = spec_from_custom_config(custom_config)
-    missing = [k for k in spec.adm_keys if k not in inputs]
-    if missing:
-        raise ValueError(f"ADM is enabled but the examples' schema lacks {missing[:3]}...; "
-                         f"import a schema that has the ADM columns (e.g. "
-                         f"schemas/synthetic_adm.pbtxt) as pipeline.schema")
+    absent = [k for k in spec.columns + spec.adm_keys if k not in inputs]
+    if absent:
+        raise ValueError(f"the examples' schema lacks {absent[:5]}; the schema must be the one "
+                         f"`prepare` derived (prepared/schema.pbtxt) or have these columns")
     outputs: Dict[str, Any] = {}
-    for key in spec.sparse_keys:
-        outputs[features.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            _dense(inputs[key], tf.constant(0, inputs[key].dtype)),
-            num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=vocab_filename(key))
+    for key in spec.id_keys:
+        outputs[features.transformed_name(key)] = categorical_ids(as_text(inputs[key]), key,
+                                                                  spec)
     for key in spec.dense_keys:
-        outputs[features.transformed_name(key)] = tft.scale_to_z_score(
-            tf.cast(_dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.float32))
-    for key in spec.label_keys + spec.adm_keys:
+        outputs[features.transformed_name(key)] = _z_score(inputs[key])
+    for key in spec.label_columns + spec.adm_keys:
         outputs[features.transformed_name(key)] = tf.cast(
             _dense(inputs[key], tf.constant(0, inputs[key].dtype)), tf.float32)
     return outputs
-
-
-def vocab_filename(key: str) -> str:
-    """Asset name of a feature's vocabulary (Ali-CCP keys start with digits)."""
-    return f"vocab_{key}"

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,52 @@ import tempfile
 from serving import serve_check
 
 WARMUP_CSV_ROWS = 8
+
+
+def load_trained_network(model_dir: str):
+    """``(network, preprocessor)`` of a ``funnelrank train`` output directory, without running
+    any code stored in it: the network is rebuilt from the config in ``metrics.json`` and only
+    the weights are read from ``model/`` (a Keras SavedModel may hold Lambda layers' Python
+    bytecode; ``tf.keras.models.load_model`` would run it).
+
+    Raises:
+      UserError: Not a complete ``funnelrank train`` output (a missing or unreadable file,
+        weights that do not fit the config's network), naming the file.
+    """
+    import tensorflow as tf
+
+    from schemas import config as config_lib
+    from schemas.errors import UserError
+    from trainer.model import FeatureInfo, build_network
+    from transform.preprocessor import PreprocessingError, Preprocessor
+
+    paths = {name: os.path.join(model_dir, name)
+             for name in ("metrics.json", "preprocessor.json", "model")}
+    for name, path in paths.items():
+        if not os.path.exists(path):
+            raise UserError(f"{path} not found: --model must be a complete `funnelrank train` "
+                            f"output directory (model/, preprocessor.json and metrics.json, "
+                            f"which is written last)")
+    try:
+        with open(paths["metrics.json"]) as f:
+            cfg = config_lib.from_dict(json.load(f)["config"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise UserError(f"{paths['metrics.json']}: not a metrics.json of funnelrank train "
+                        f"({type(e).__name__}: {str(e)[:120]})") from None
+    try:
+        with open(paths["preprocessor.json"]) as f:
+            pre = Preprocessor.from_json(f.read())
+    except (PreprocessingError, UnicodeDecodeError) as e:
+        raise UserError(f"{paths['preprocessor.json']}: {e}") from None
+    info = FeatureInfo(pre.vocab_sizes, pre.spec.dense_keys, pre.spec.num_actions)
+    network = build_network(cfg.model, info, seed=cfg.train.seed, funnel=cfg.funnel)
+    weights = os.path.join(paths["model"], "variables", "variables")
+    try:
+        network.load_weights(weights).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+        raise UserError(f"{paths['model']}: its weights do not load into the network of the "
+                        f"config in metrics.json ({type(e).__name__}: {str(e)[:200]})") from None
+    return network, pre
 
 
 def export_main(args) -> int:
@@ -30,43 +77,53 @@ def export_main(args) -> int:
         container; default: the absolute ``--out``).
 
     Returns:
-      Exit status: 0, or 2 when the requested version already exists.
+      Exit status 0 (user errors raise ``UserError``).
+
+    Raises:
+      UserError: A bad model directory, an existing version, ``--out`` an existing file.
     """
     import tensorflow as tf
 
-    import trainer.model  # noqa: F401  registers the project's Keras layers for loading
+    from schemas.errors import UserError
     from serving import export, versioning
-    from transform.preprocessor import Preprocessor
 
-    pre_path = os.path.join(args.model, "preprocessor.json")
-    model_path = os.path.join(args.model, "model")
-    for path in (pre_path, model_path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: --model must be a `funnelrank train` "
-                                    "output directory (holding model/ and preprocessor.json)")
-    with open(pre_path) as f:
-        pre = Preprocessor.from_json(f.read())
-    network = tf.keras.models.load_model(model_path, compile=False)
+    if os.path.isfile(args.out):
+        raise UserError(f"--out {args.out}: is an existing file; give a directory")
+    network, pre = load_trained_network(args.model)
     warmup_examples = None
     if getattr(args, "warmup_csv", None):
         import pandas as pd
 
         from serving import client
 
-        rows = pd.read_csv(args.warmup_csv, nrows=WARMUP_CSV_ROWS).to_dict("records")
-        warmup_examples = client.serialize_examples(
-            rows, client.feature_types_from_spec(pre.spec))
+        rows = pd.read_csv(args.warmup_csv, nrows=WARMUP_CSV_ROWS, dtype=str,
+                           keep_default_na=False).to_dict("records")
+        types = client.feature_types_from_spec(pre.spec)
+        rows = [{k: _typed(v, types.get(k)) for k, v in row.items()} for row in rows]
+        warmup_examples = client.serialize_examples(rows, types, pre.spec.optional_keys)
     try:
         export_dir = versioning.new_version_dir(args.out, getattr(args, "version", None))
     except FileExistsError as e:
-        print(f"funnelrank export: error: {e}", file=sys.stderr)
-        return 2
-    export.export_from_preprocessor(network, pre, export_dir, warmup_examples)
+        raise UserError(str(e)) from None
+    staging = f"{export_dir}.tmp-{os.getpid()}"
+    export.export_from_preprocessor(network, pre, staging, warmup_examples)
+    tf.io.gfile.rename(staging, export_dir)  # TF Serving never sees half an export
     config = versioning.write_model_config(args.out, getattr(args, "name", None) or "funnelrank",
                                            getattr(args, "base_path", None))
     print(f"exported {export_dir}")
     print(f"model config: {config}")
     return 0
+
+
+def _typed(text: str, kind):
+    """A warmup CSV cell as the request type (``""`` = missing)."""
+    if text == "" or kind is None:
+        return None if text == "" else text
+    if kind == "float32":
+        return float(text)
+    if kind == "int64":
+        return int(float(text)) if "." in text else int(text)
+    return text
 
 
 def serve_check_command(model_dir: str, repeats: int = 20, json_path: str | None = None):

@@ -1,168 +1,106 @@
 """``funnelrank train``: the fast experiment path, no TFX.
 
-Reads the data through the same adapters as the pipeline, fits vocabularies and dense
-statistics in process (``transform.preprocessor``, the same maths as the Transform component),
-trains the same network and loss code under MirroredStrategy (checkpointing to
-``<out>/backup`` so a killed run resumes when started again with the same ``--out``), and
-writes ``metrics.json``::
+A thin adapter around :class:`trainer.session.TrainingSession`: the data is prepared exactly as
+for the pipeline (``transform.ingest.prepare``: the same validation, types and split into
+train / validation / eval), ADM runs in NumPy when enabled, vocabularies and dense statistics
+are fitted in process (``transform.preprocessor``, the same maths as the Transform component),
+and the outputs go to ``--out``::
 
-    {"heads": {"ctr": {"auc": .., "logloss": .., ...}, ...}, "examples_per_sec": .., "rows": ..}
+    <out>/model/              the inference network (Keras SavedModel)
+    <out>/preprocessor.json   vocabularies and z-score statistics (for ``funnelrank export``)
+    <out>/metrics.json        written last: {"heads": {...}, "rows": ..., "examples_per_sec": ..}
+    <out>/backup/             checkpoints while training (a killed run resumes from them)
+    <out>/logs/               TensorBoard
+
+Outputs are replaced atomically and in that order: a run killed while saving leaves either
+the previous complete outputs or no ``metrics.json`` (the mark of a complete output).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import shutil
 import time
 from typing import Dict
 
-import numpy as np
-import pandas as pd
-import tensorflow as tf
-
 from schemas import config as config_lib
-from schemas.features import transformed_name
-from trainer.data import from_arrays
+from schemas import features
+from trainer.evaluation import format_report
 from trainer.model import FeatureInfo
-from trainer.session import evaluate_heads, fit_model, format_report
-from trainer.strategy import make_strategy
-from transform import preprocessor as preprocess
-from transform.ingest import adapters
+from trainer.session import METRICS_FILE, SplitData, TrainingSession, write_json
+from transform import adm, preprocessor
+from transform.ingest import prepare as ingest
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
+PREPROCESSOR_FILE = "preprocessor.json"
+MODEL_DIR = "model"
 
 
-VALIDATION_SALT = 0x5EED_0F_5A1D
-
-
-def hash_split(frame: pd.DataFrame, eval_percent: int, salt: int = 0):
-    """Deterministic split by a hash of each row's content (like ExampleGen's hash split).
-
-    Splitting a split again needs another ``salt``: with the same one its rows all fall in
-    the buckets they were selected by. The salt is mixed into the row hash (pandas' own
-    ``hash_key`` only affects text columns).
-    """
-    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    if salt:
-        with np.errstate(over="ignore"):
-            hashes = ((hashes ^ np.uint64(salt)) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
-    buckets = hashes % 100
-    is_eval = buckets < eval_percent
-    return frame[~is_eval].reset_index(drop=True), frame[is_eval].reset_index(drop=True)
-
-
-def load_splits(cfg: config_lib.ExperimentConfig, work_dir: str) -> Dict[str, pd.DataFrame]:
-    """Validated train / eval (/ test) frames for ``cfg.data``."""
-    prepared = adapters.prepare(cfg.data, work_dir)
-    log.info("%s", adapters.describe_drops(prepared))
+def load_splits(cfg: config_lib.ExperimentConfig, work_dir: str):
+    """``(prepared, spec, frames)``: validated, typed splits (with ADM columns when enabled)."""
+    spec = features.spec_from_config(cfg.data, cfg.funnel)
+    prepared = ingest.prepare(cfg.data, spec, work_dir)
     if prepared.total_stats.rows_dropped:
-        print(adapters.describe_drops(prepared))
-    frames = adapters.load_frames(prepared)
-    if prepared.hash_split:
-        train, evaluation = hash_split(frames["all"], cfg.data.eval_percent)
-        return {"train": train, "eval": evaluation}, prepared.spec
-    return frames, prepared.spec
+        print(ingest.describe_drops(prepared))
+    frames = ingest.load_frames(prepared)
+    spec, params = adm.configure(cfg.adm, prepared.spec)
+    if params is not None:
+        t0 = time.perf_counter()
+        frames = adm.add_to_frames(frames, params)
+        log.info("ADM (T=%ds, alpha=%s) in %.1fs: share of train rows per action mask %s",
+                 params.window_seconds, list(params.thresholds), time.perf_counter() - t0,
+                 [round(float(frames["train"][k].mean()), 3) for k in spec.adm_mask_keys])
+    return prepared, spec, frames
 
 
-def with_adm(cfg: config_lib.ExperimentConfig, spec, frames):
-    """ADM masks (``transform.adm``, NumPy) added to every split; returns (spec, frames)."""
-    from schemas import features
-    from transform import adm
-
-    try:
-        spec = features.with_adm(spec)
-    except ValueError as e:
-        raise config_lib.ConfigError(f"adm.enabled: {e}") from e
-    params = adm.AdmParams.for_spec(spec, cfg.adm.window_seconds,
-                                    cfg.adm.thresholds[0] if len(cfg.adm.thresholds) == 1
-                                    else cfg.adm.thresholds)
-    t0 = time.perf_counter()
-    frames = adm.add_to_frames(frames, params)
-    shares = [float(frames["train"][k].mean()) for k in spec.adm_mask_keys]
-    log.info("ADM (T=%ds, alpha=%s) in %.1fs: share of train rows per action mask %s",
-             params.window_seconds, list(params.thresholds), time.perf_counter() - t0,
-             [round(x, 3) for x in shares])
-    return spec, frames
+def write_outputs(out_dir: str, network, preprocessor_json: str, metrics: Dict) -> None:
+    """Model and preprocessor first, metrics.json last, each through a temporary name."""
+    metrics_path = os.path.join(out_dir, METRICS_FILE)
+    if os.path.exists(metrics_path):  # from here on the old outputs are incomplete
+        os.remove(metrics_path)
+    staging = os.path.join(out_dir, f".{MODEL_DIR}.tmp")
+    if os.path.exists(staging):
+        shutil.rmtree(staging)
+    network.save(staging, save_format="tf")
+    final = os.path.join(out_dir, MODEL_DIR)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    tmp = os.path.join(out_dir, PREPROCESSOR_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(preprocessor_json)
+    os.replace(tmp, os.path.join(out_dir, PREPROCESSOR_FILE))
+    write_json(metrics_path, metrics)
 
 
 def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
-    """Runs the whole fast path; returns the metrics dict (also written to out_dir)."""
+    """Runs the fast path; returns the metrics dict (also written to ``out_dir``)."""
     os.makedirs(out_dir, exist_ok=True)
-    log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
-    # Before any dataset exists: a shuffle's order depends on the global seed too, so without
-    # this a run's data order would depend on what ran earlier in the process.
-    tf.keras.utils.set_random_seed(cfg.train.seed)
-    frames, spec = load_splits(cfg, os.path.join(out_dir, "data"))
-    rows = {k: len(v) for k, v in frames.items()}
-    if cfg.adm.enabled:
-        spec, frames = with_adm(cfg, spec, frames)
-    log.info("rows per split: %s", rows)
-    pre = preprocess.fit(frames["train"], spec)
-    arrays = {k: pre.transform(v) for k, v in frames.items()}
+    prepared, spec, frames = load_splits(cfg, os.path.join(out_dir, "data"))
+    pre = preprocessor.fit(frames["train"], spec)
     info = FeatureInfo(vocab_sizes=pre.vocab_sizes, dense_keys=spec.dense_keys,
                        num_actions=spec.num_actions)
-
-    strategy = make_strategy()
-    global_batch = cfg.train.batch_size * strategy.num_replicas_in_sync
-    train_arrays, validation = arrays["train"], None
-    if cfg.train.early_stopping_patience:
-        if "test" in arrays:  # eval is a validation split, test the held-out one
-            validation = arrays["eval"]
-        else:
-            train_frame, val_frame = hash_split(frames["train"], cfg.train.validation_percent,
-                                                VALIDATION_SALT)
-            train_arrays, validation = pre.transform(train_frame), pre.transform(val_frame)
-            rows = {**rows, "train": len(train_frame), "validation": len(val_frame)}
-            log.info("early stopping validates on %d rows held out of train", len(val_frame))
-    train_ds = from_arrays(train_arrays, info.input_names, spec, global_batch, shuffle=True,
-                           seed=cfg.train.seed)
-    eval_ds = from_arrays(arrays["eval"], info.input_names, spec, cfg.train.eval_batch_size)
-    val_ds = None if validation is None else from_arrays(
-        validation, info.input_names, spec, cfg.train.eval_batch_size)
-
-    def meta_rows():
-        keep = {k: v[:cfg.meta.max_rows] for k, v in train_arrays.items()}
-        return keep, {"click": transformed_name(spec.click_key),
-                      "conversion": transformed_name(spec.conversion_key)}
-
-    t0 = time.perf_counter()
-    # BackupAndRestore: a run killed mid-epoch and started again with the same --out resumes
-    # from the last checkpoint (every train.checkpoint_every_steps steps).
-    model, progress = fit_model(cfg, info, train_ds, val_ds, strategy, meta_rows=meta_rows,
-                                backup_dir=os.path.join(out_dir, "backup"))
-    train_seconds = time.perf_counter() - t0
-
-    result = {"heads": evaluate_heads(model.network, eval_ds),
-              "examples_per_sec": progress.examples_per_sec,
-              "train_seconds": train_seconds, "rows": rows,
-              "replicas": strategy.num_replicas_in_sync, **progress.summary,
-              "config": config_lib.to_dict(cfg)}
-    if "test" in arrays:
-        test_ds = from_arrays(arrays["test"], info.input_names, spec, cfg.train.eval_batch_size)
-        result["test_heads"] = evaluate_heads(model.network, test_ds)
-    print(format_report(result["heads"]))
-    print(f"training: {progress.examples_per_sec:.0f} examples/s over "
-          f"{cfg.train.epochs} epoch(s), {train_seconds:.1f}s")
-    for head, learned in (progress.summary.get("objective") or {}).items():
+    session = TrainingSession(cfg, spec, info)
+    data = {k: SplitData(arrays=pre.transform(v)) for k, v in frames.items()}
+    model, metrics = session.run(data["train"], data["validation"], data["eval"],
+                                 prepared.rows, backup_dir=os.path.join(out_dir, "backup"),
+                                 log_dir=os.path.join(out_dir, "logs"))
+    write_outputs(out_dir, model.network, pre.to_json(), metrics)
+    print(format_report(metrics["heads"]))
+    print(f"training: {metrics['examples_per_sec']:.0f} examples/s, "
+          f"{metrics['train_seconds']:.1f}s")
+    stopped = metrics.get("early_stopping")
+    if stopped:
+        print(f"early stopping: best {stopped['monitor']} {stopped['best']:.5f} at epoch "
+              f"{stopped['best_epoch']} of {stopped['epochs_run']} (weights of that epoch kept)")
+    for head, learned in (metrics.get("objective") or {}).items():
         if isinstance(learned, dict) and "weight" in learned:
             print(f"learned task weight {head}: {learned['weight']:.5f} "
                   f"(log sigma {learned['log_sigma']:+.4f})")
-    if "meta" in progress.summary:
-        meta = progress.summary["meta"]
+    if "meta" in metrics:
+        meta = metrics["meta"]
         print(f"meta stage: {meta['steps']} steps over {meta['partitions']} partitions, query "
               f"loss {meta['query_loss_first']:.5f} -> {meta['query_loss_last']:.5f}")
-    with open(os.path.join(out_dir, METRICS_FILE), "w") as f:
-        json.dump(result, f, indent=2, default=_json_default)
-    model.network.save(os.path.join(out_dir, "model"), save_format="tf")
-    with open(os.path.join(out_dir, "preprocessor.json"), "w") as f:
-        f.write(pre.to_json())
     log.info("wrote %s", os.path.join(out_dir, METRICS_FILE))
-    return result
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return metrics

@@ -2,6 +2,8 @@
 
 A recipe is chosen by ``loss.name`` in the config (one module each):
 
+* ``bce`` (:mod:`trainer.objectives.bce`): independent BCE per task, any tasks.
+
 * ``esmm`` (:mod:`trainer.objectives.esmm`): BCE on ctr and ctcvr over all impressions
   (ESMM eq. 3), optional AITM calibrator.
 * ``pwiser`` (:mod:`trainer.objectives.pwiser`): esmm + ``lambda * PWiseR`` (PWiseR eq. 1-2).
@@ -14,11 +16,12 @@ A recipe is chosen by ``loss.name`` in the config (one module each):
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Sequence
 
 from schemas.config import ConfigError, LossConfig
 from trainer.objectives.adaftr import AdaFTRObjective
 from trainer.objectives.base import Objective, Terms, bce, head_labels
+from trainer.objectives.bce import IndependentBCE
 from trainer.objectives.esmm import Esmm
 from trainer.objectives.kaml import KamlObjective
 from trainer.objectives.pwiser import PWiseRObjective
@@ -31,9 +34,13 @@ RECIPES: Dict[str, Callable[[LossConfig], Objective]] = {
 __all__ = ["Objective", "Terms", "bce", "head_labels", "build_objective", "RECIPES"]
 
 
-def build_objective(cfg: LossConfig) -> Objective:
-    """The recipe named by ``cfg.name``, configured."""
+def build_objective(cfg: LossConfig, tasks: Optional[Sequence[str]] = None) -> Objective:
+    """The recipe named by ``cfg.name``, configured (``bce`` needs the model's ``tasks``)."""
+    if cfg.name == "bce":
+        if not tasks:
+            raise ConfigError("loss.name bce needs the model's tasks")
+        return IndependentBCE(cfg, tasks)
     if cfg.name not in RECIPES:
         raise ConfigError(f"loss.name: unknown loss recipe {cfg.name!r}; expected one of "
-                          f"{sorted(RECIPES)}")
+                          f"{sorted(RECIPES) + ['bce']}")
     return RECIPES[cfg.name](cfg)

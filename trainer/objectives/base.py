@@ -1,6 +1,6 @@
 """What every loss recipe shares: the interface, BCE on probabilities, head labels, arg checks.
 
-A recipe turns canonical labels (``{"click", "conversion"}``, float32 ``[B]``) and the outputs
+A recipe turns the task labels (``{"ctr": click, "cvr": conversion}``, float32 ``[B]``) and the outputs
 of the training network into named scalar loss terms. Terms are per-replica means (or
 batch-level values); the training step scales their sum for the distribution strategy.
 """
@@ -89,8 +89,11 @@ def bce(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
 
 
 def head_labels(labels: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """Label of each standard head: ctr <- click, ctcvr <- click * conversion, cvr <- conversion
-    (the cvr label is only meaningful on clicked impressions)."""
-    click = tf.cast(labels["click"], tf.float32)
-    conversion = tf.cast(labels["conversion"], tf.float32)
-    return {"ctr": click, "ctcvr": click * conversion, "cvr": conversion}
+    """Label of each funnel head from the task labels (``trainer.data``): ctr <- the click
+    label, cvr <- the conversion label (only meaningful on clicked impressions), ctcvr <-
+    click * conversion; any other task keeps its own label (e.g. AdaFTR's third task)."""
+    click = tf.cast(labels["ctr"], tf.float32)
+    conversion = tf.cast(labels["cvr"], tf.float32)
+    out = {k: v for k, v in labels.items() if k not in ("ctr", "cvr")}
+    out.update({"ctr": click, "ctcvr": click * conversion, "cvr": conversion})
+    return out

@@ -30,7 +30,7 @@ from schemas import checks
 from schemas.config import ConfigError, LossConfig
 from schemas.features import action_head
 from trainer.losses.kaml import masked_bce_with_logits, rlu_ranking
-from trainer.objectives.base import LOGITS, Objective, bce
+from trainer.objectives.base import LOGITS, Objective, bce, head_labels
 
 
 class KamlObjective(Objective):
@@ -76,7 +76,7 @@ class KamlObjective(Objective):
         return names
 
     def __call__(self, labels, outputs):
-        click = tf.cast(labels["click"], tf.float32)
+        click = head_labels(labels)["ctr"]
         actions = tf.cast(labels["actions"], tf.float32)
         if self.mask == "all":
             mask = tf.ones_like(actions)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from schemas.config import ConfigError, LossConfig
 from trainer.losses.pwiser import PWiseR, pwiser
+from trainer.objectives.base import head_labels
 from trainer.objectives.esmm import Esmm
 
 
@@ -38,7 +39,8 @@ class PWiseRObjective(Esmm):
 
     def __call__(self, labels, outputs):
         terms = super().__call__(labels, outputs)
+        y = head_labels(labels)
         terms["pwiser"] = self.weight * pwiser(
-            labels["click"], labels["conversion"], outputs[self.head],
+            y["ctr"], y["cvr"], outputs[self.head],
             m1=self.loss.m1, m2=self.loss.m2, margin_mode=self.loss.margin_mode)
         return terms

@@ -1,6 +1,7 @@
 """Seeded, vectorised generator of a synthetic ad impression log with a planted funnel.
 
-The log has the columns of :func:`schemas.features.synthetic_spec` plus ground-truth columns
+The log has the columns of :func:`columns` (the ``synthetic`` preset of
+``schemas.config``) plus ground-truth columns
 prefixed ``gt_`` (the adapters drop them; benchmarks use them to say which method recovers
 the true probabilities). Everything is drawn from ``numpy.random.Generator`` streams seeded by
 ``seed`` (world and impressions; calibration sample), so ``generate(rows, seed,
@@ -72,9 +73,10 @@ from typing import Dict
 import numpy as np
 import pandas as pd
 
-from schemas import features
 from transform.ingest import csv_io
 
+DEFAULT_NUM_ACTIONS = 5
+GENERATED = "<generated>"  # the source name of rows generated in memory (data.path: null)
 NUM_USERS = 4000
 NUM_SEGMENTS = 8
 NUM_ITEMS = 3000
@@ -98,6 +100,14 @@ DEVICE_CTR_EFFECT = (0.25, 0.0, -0.3, -0.5)
 CVR_RATE_FIRST, CVR_RATE_LAST = 0.22, 0.04  # shape of the base rates; level is calibrated
 
 
+def columns(num_actions: int = DEFAULT_NUM_ACTIONS):
+    """The log's columns (ground truth excluded), in file order."""
+    return (("click", "conversion") + tuple(f"conv_{j}" for j in range(num_actions))
+            + ("user_id", "item_id", "category_id", "advertiser_id", "ad_task_id",
+               "target_action", "device", "hour", "user_segment", "user_activity",
+               "item_quality", "price", "ad_bid", "timestamp"))
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -106,7 +116,7 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
-def ground_truth_columns(num_actions: int = features.DEFAULT_NUM_ACTIONS):
+def ground_truth_columns(num_actions: int = DEFAULT_NUM_ACTIONS):
     """Names of the ``gt_`` columns :func:`generate` appends, in order."""
     return (("gt_ctr", "gt_ctr_clean", "gt_noise_click", "gt_cvr", "gt_ctcvr")
             + tuple(f"gt_cvr_{j}" for j in range(num_actions))
@@ -255,7 +265,7 @@ def _calibrate(w: Dict[str, np.ndarray], rng: np.random.Generator) -> None:
 
 
 def generate(rows: int, seed: int = 7,
-             num_actions: int = features.DEFAULT_NUM_ACTIONS) -> pd.DataFrame:
+             num_actions: int = DEFAULT_NUM_ACTIONS) -> pd.DataFrame:
     """Draws ``rows`` impressions of the planted world.
 
     Args:
@@ -273,7 +283,8 @@ def generate(rows: int, seed: int = 7,
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows!r}")
-    spec = features.synthetic_spec(num_actions)  # validates num_actions
+    if num_actions < 1:
+        raise ValueError(f"num_actions must be >= 1, got {num_actions!r}")
     rng = np.random.default_rng(seed)
     w = _world(rng, num_actions)
     _calibrate(w, np.random.default_rng([seed, 1]))
@@ -301,8 +312,8 @@ def generate(rows: int, seed: int = 7,
     gt_cvr_actions = p_genuine_given_click[:, None] * q
 
     cols: Dict[str, np.ndarray] = {
-        spec.click_key: click.astype(np.int64),
-        spec.conversion_key: conversion.astype(np.int64),
+        "click": click.astype(np.int64),
+        "conversion": conversion.astype(np.int64),
     }
     for j in range(num_actions):
         cols[f"conv_{j}"] = conv[:, j].astype(np.int64)
@@ -322,7 +333,7 @@ def generate(rows: int, seed: int = 7,
         "ad_bid": imp["bid"].astype(np.float64),
         "timestamp": imp["timestamp"].astype(np.int64),
     })
-    frame = pd.DataFrame({k: cols[k] for k in spec.columns})
+    frame = pd.DataFrame({k: cols[k] for k in columns(num_actions)})
     frame["gt_ctr"] = p_click
     frame["gt_ctr_clean"] = p_clean
     frame["gt_noise_click"] = (noise & ~genuine).astype(np.int64)
@@ -338,7 +349,7 @@ def generate(rows: int, seed: int = 7,
 
 
 def write_csv(out_dir: str, rows: int, seed: int = 7,
-              num_actions: int = features.DEFAULT_NUM_ACTIONS) -> str:
+              num_actions: int = DEFAULT_NUM_ACTIONS) -> str:
     """Generates ``rows`` impressions and writes ``<out_dir>/impressions.csv``.
 
     Overwrites an existing file (written beside it, then renamed). Ground-truth probabilities

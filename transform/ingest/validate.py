@@ -1,44 +1,54 @@
-"""Streaming validation of impression CSVs against a :class:`schemas.features.DatasetSpec`.
+"""Row validation and typing of raw data against a :class:`schemas.features.DatasetSpec`.
 
-The file is read in pandas chunks (C parser, no NA conversion, so the offending text can be
-quoted back), which validates a million rows in a few seconds. Structural problems (missing
-or empty file, no header, no data rows, missing, duplicate or unknown columns, ragged lines)
-always raise :class:`DataValidationError`. Row problems raise too, naming the first bad row,
-unless ``skip_bad_rows`` is set: then bad rows are dropped and counted per reason.
+Readers (:mod:`transform.ingest.readers`) hand over chunks of text cells (CSV as written;
+Parquet values printed exactly); this module turns them into typed columns, so every value
+is parsed once, by one set of rules, whatever the file format:
+
+* labels (every ``label_keys`` and action label column): ``0`` or ``1``; never missing;
+* ``timestamp`` (and an ``ad_task`` column that is not a feature): integers; never missing;
+* sparse ``int`` columns: integers parsed as integers (``17`` and ``17.0`` are the id 17;
+  ``2**60 + 1`` stays itself, never rounded through a float), within int64; an empty cell is
+  a missing value;
+* sparse ``string`` columns: the exact UTF-8 text (spaces, ``?``, commas inside quotes are
+  kept); an empty cell is a missing value; a line break inside a value is refused;
+* dense columns: numbers that are finite in float32 (``1e39`` overflows float32 and is
+  refused, so is ``nan``/``inf`` written out); an empty cell is a missing value.
 
 Row checks, in the order used to pick a dropped row's reason (one reason per row):
 
-* ``not_a_number``: a dense value that does not parse as a number (or is empty).
-* ``not_finite``: a dense value that is NaN or +-inf.
-* ``not_an_integer``: an id, label or timestamp that is not an integer (``"3.0"`` counts
-  as the integer 3 and is normalised by the adapters; ``"3.5"``, ``"x"`` or empty do not).
+* ``not_a_number``: a dense value that does not parse as a number.
+* ``not_finite``: a dense value that is NaN, +-inf, or beyond float32's range.
+* ``not_an_integer``: a label, timestamp or integer id that is not an integer (or, for
+  labels and timestamps, is empty).
+* ``line_break``: a categorical value with a line break.
 * ``label_not_binary``: a label outside {0, 1}.
-* ``conversion_without_click``: the conversion label, or a per-action label, is 1 where the
-  click label is 0.
-* ``negative_timestamp``: the spec's ``timestamp_key`` is < 0.
+* ``conversion_without_click``: funnel data only: the conversion label, or a per-action label,
+  is 1 where the click label is 0.
+* ``negative_timestamp``: the timestamp is < 0.
 
-Columns named ``gt_*`` (ground truth of the synthetic generator) are allowed and ignored.
-Row numbers in messages are 1-based data rows; the line number is that plus one (header),
-which holds for files without quoted line breaks.
+Messages name the file, the 1-based data row and its line (for files without quoted line
+breaks), the column, what was expected and the value found (cut to ~80 characters).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import os
-from typing import Dict, Iterator, List, Optional, Tuple
+import re
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
 
-from schemas import features
+from schemas import checks, features
+from schemas.errors import UserError
 
-REASONS = ("not_a_number", "not_finite", "not_an_integer", "label_not_binary",
+REASONS = ("not_a_number", "not_finite", "not_an_integer", "line_break", "label_not_binary",
            "conversion_without_click", "negative_timestamp")
-DEFAULT_CHUNK_ROWS = 200_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
+_INT_PATTERN = r"\s*[+-]?\d+(?:\.0*)?\s*"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """An input file does not match its dataset spec; the message says where and why."""
 
 
@@ -50,12 +60,14 @@ class ValidationStats:
       rows_read: Data rows read (header excluded).
       rows_kept: Rows that passed every check.
       dropped: Reason (see ``REASONS``) -> rows dropped for it (only with ``skip_bad_rows``).
+      missing: Column -> cells that were empty (missing values of features).
       files: Files validated, in order.
     """
 
     rows_read: int = 0
     rows_kept: int = 0
     dropped: Dict[str, int] = dataclasses.field(default_factory=dict)
+    missing: Dict[str, int] = dataclasses.field(default_factory=dict)
     files: List[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -68,212 +80,221 @@ class ValidationStats:
         self.rows_kept += other.rows_kept
         for reason, count in other.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + count
+        for column, count in other.missing.items():
+            self.missing[column] = self.missing.get(column, 0) + count
         self.files.extend(other.files)
         return self
 
 
-def _fail(path: str, what: str) -> DataValidationError:
+def file_error(path: str, what: str) -> DataValidationError:
     return DataValidationError(f"{path}: {what}")
 
 
-def _row_error(path: str, row: int, column: str, expected: str, found: str) -> DataValidationError:
+def row_error(path: str, row: int, column: str, expected: str, found: str
+              ) -> DataValidationError:
     return DataValidationError(
         f"{path}: data row {row} (line {row + 1}), column {column!r}: expected {expected}, "
         f"found {found}")
 
 
-def read_header(path: str, spec: features.DatasetSpec) -> List[str]:
-    """Checks a file's existence and header against ``spec``; returns the header.
+def describe_value(text: str) -> str:
+    """How a cell is quoted in a message (empty cells named, long ones cut)."""
+    return "an empty value" if text == "" else checks.short_repr(text)
+
+
+def check_header(path: str, header: List[str], spec: features.DatasetSpec,
+                 extra_columns: str = "ignore") -> List[str]:
+    """Checks a header against ``spec``; returns the columns no role names (ignored unless
+    ``extra_columns == "error"``; ground truth ``gt_*`` is never reported).
 
     Raises:
-      DataValidationError: Missing/empty file, no header, duplicate, missing or unknown columns.
+      DataValidationError: Empty or duplicate names, missing columns, or (``error``) extra ones.
     """
-    if not os.path.isfile(path):
-        raise _fail(path, "file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        try:
-            header = next(csv.reader(f))
-        except StopIteration:
-            raise _fail(path, "empty file (expected a header line and data rows)") from None
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise _fail(path, f"not a UTF-8 text CSV file ({e})") from None
-    if not any(header):
-        raise _fail(path, "empty header line (expected a header line and data rows)")
+    if not header or not any(header):
+        raise file_error(path, "empty header line (expected a header line and data rows)")
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
-        raise _fail(path, f"duplicate column(s) {duplicates}")
+        raise file_error(path, f"duplicate column(s) {duplicates}")
     missing = [c for c in spec.columns if c not in header]
     if missing:
-        raise _fail(path, f"missing column(s) {missing} required by the {spec.name!r} spec")
+        raise file_error(path, f"missing column(s) {missing} named in the config "
+                               f"(data.features / data.labels); the file has {header[:20]}"
+                               f"{' ...' if len(header) > 20 else ''}")
     extra = [h for h in header
              if h not in spec.columns and not h.startswith(features.GROUND_TRUTH_PREFIX)]
-    if extra:
-        raise _fail(path, f"unexpected column(s) {extra}, not in the {spec.name!r} spec and not "
-                          f"ground truth ({features.GROUND_TRUTH_PREFIX}*)")
-    return header
+    if extra and extra_columns == "error":
+        raise file_error(path, f"column(s) {extra} have no role in the config "
+                               f"(data.extra_columns: error)")
+    return extra
 
 
-def _found(raw: pd.Series, i: int) -> str:
-    value = raw.iloc[i]
-    if isinstance(value, str):
-        return repr(value) if value != "" else "an empty value"
-    return repr(value.item() if hasattr(value, "item") else value)
+def integer_like(text: pd.Series) -> np.ndarray:
+    """Cells that are integers (``17``, ``-3``, ``17.0``) as text."""
+    return text.str.fullmatch(_INT_PATTERN).to_numpy(dtype=bool)
 
 
-def _numeric(raw: pd.Series) -> np.ndarray:
-    """Float64 values of a column; NaN where the text is not a number."""
-    if raw.dtype.kind in "iuf":
-        return raw.to_numpy(np.float64)
-    if raw.dtype.kind == "b":  # pandas reads True/False as booleans: not numbers here
-        return np.full(len(raw), np.nan)
-    return pd.to_numeric(raw.str.strip(), errors="coerce").to_numpy(np.float64)
+def _parse_ints(text: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
+    """``(values int64, ok)``: exact integer parse of text cells (no float round trip)."""
+    ok = integer_like(text)
+    values = np.zeros(len(text), dtype=np.int64)
+    if ok.any():
+        digits = text[ok].str.strip().str.replace(r"\.0*$", "", regex=True)
+        try:
+            values[ok] = digits.to_numpy().astype(np.int64)
+        except OverflowError:  # some value beyond int64: find them one by one
+            parsed = [int(d) for d in digits]
+            fits = np.array([-2 ** 63 <= v < 2 ** 63 for v in parsed])
+            where = np.flatnonzero(ok)
+            values[where[fits]] = np.array([v for v, f in zip(parsed, fits) if f], np.int64)
+            ok[where[~fits]] = False
+    return values, ok
 
 
-def _check_chunk(chunk: pd.DataFrame, spec: features.DatasetSpec
-                 ) -> Tuple[Dict[str, np.ndarray], List[Tuple[np.ndarray, str, str, str]],
-                            np.ndarray]:
-    """Parses one chunk; returns (values by column, failed checks, bad-row mask).
+def _parse_floats(text: pd.Series) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values float64, not_a_number, not_finite)``; empty cells are NaN and neither."""
+    stripped = text.str.strip()
+    values = pd.to_numeric(stripped, errors="coerce").to_numpy(np.float64)
+    empty = (stripped == "").to_numpy()
+    nan_text = stripped.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+    not_number = np.isnan(values) & ~empty & ~nan_text
+    not_finite = (~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)) & ~empty & ~not_number
+    return values, not_number, not_finite
 
-    Each failed check is ``(row mask, reason, column, expected)``, in ``REASONS`` order.
+
+@dataclasses.dataclass
+class Chunk:
+    """One chunk typed: ``columns`` holds every spec column (kept rows only).
+
+    Int columns are int64 arrays (sparse ints with missing values: pandas ``Int64``), string
+    columns object arrays (``None`` = missing), dense columns float32 (NaN = missing).
     """
-    n = len(chunk)
-    values: Dict[str, np.ndarray] = {}
-    checks: List[Tuple[np.ndarray, str, str, str]] = []
-    not_number: List[Tuple[np.ndarray, str, str, str]] = []
-    not_finite: List[Tuple[np.ndarray, str, str, str]] = []
-    not_int: List[Tuple[np.ndarray, str, str, str]] = []
-    integer_keys = spec.integer_keys
-    for key in spec.columns:
-        raw = chunk[key]
-        if key in integer_keys and raw.dtype.kind == "i":
-            values[key] = raw.to_numpy(np.int64)
-            continue
-        x = _numeric(raw)
-        if key in spec.dense_keys:
-            if raw.dtype.kind not in "iuf":
-                nan_text = raw.str.strip().str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
-                bad = np.isnan(x) & ~nan_text
-                if bad.any():
-                    not_number.append((bad, "not_a_number", key, "a number"))
-            else:
-                bad = np.zeros(n, dtype=bool)
-            nonfinite = ~np.isfinite(x) & ~bad
-            if nonfinite.any():
-                not_finite.append((nonfinite, "not_finite", key, "a finite number"))
-            values[key] = x
-        else:
-            bad = ~np.isfinite(x) | (np.floor(x) != x) | (np.abs(x) > 2.0 ** 62)
-            if bad.any():
-                not_int.append((bad, "not_an_integer", key, "an integer"))
-            values[key] = np.where(bad, 0, x).astype(np.int64)
-    checks.extend(not_number + not_finite + not_int)
-    parsed_ok = np.ones(n, dtype=bool)
-    for mask, _, key, _ in checks:
-        parsed_ok &= ~mask
 
-    for key in spec.label_keys:
+    frame: pd.DataFrame
+    rows_read: int
+    dropped: Dict[str, int]
+    missing: Dict[str, int]
+
+
+def type_chunk(text: pd.DataFrame, spec: features.DatasetSpec, path: str, row_offset: int,
+               skip_bad_rows: bool) -> Chunk:
+    """Validates and types one chunk of text cells.
+
+    Args:
+      text: Text cells (``str``; empty string = empty cell) with at least ``spec.columns``.
+      spec: The dataset spec; every sparse dtype must be resolved (``int`` or ``string``).
+      path: File name for messages.
+      row_offset: Data rows of the file before this chunk.
+      skip_bad_rows: Drop bad rows (counted per reason) instead of raising on the first.
+
+    Raises:
+      DataValidationError: A bad row (unless ``skip_bad_rows``), naming file, row, column,
+        the expectation and the value.
+    """
+    n = len(text)
+    checks_: List[Tuple[np.ndarray, str, str, str]] = []  # (rows, reason, column, expected)
+    values: Dict[str, object] = {}
+    missing: Dict[str, int] = {}
+    labels = set(spec.label_columns)
+    for key in spec.columns:
+        raw = text[key]
+        kind = spec.dtype(key)
+        if kind == "float":
+            x, not_number, not_finite = _parse_floats(raw)
+            if not_number.any():
+                checks_.append((not_number, "not_a_number", key, "a number"))
+            if not_finite.any():
+                checks_.append((not_finite, "not_finite",
+                                key, "a number finite in float32 (|x| <= 3.4e38)"))
+            empty = np.isnan(x) & ~not_number & ~not_finite
+            missing[key] = int(empty.sum())
+            values[key] = np.where(not_finite | not_number, 0.0, x).astype(np.float32)
+        elif kind == features.STRING:
+            empty = (raw == "").to_numpy()
+            breaks = raw.str.contains(r"[\r\n]", regex=True).to_numpy()
+            if breaks.any():
+                checks_.append((breaks, "line_break", key, "a value without line breaks"))
+            missing[key] = int(empty.sum())
+            values[key] = np.where(empty, None, raw.to_numpy(dtype=object))
+        elif kind == features.INT:
+            ints, ok = _parse_ints(raw)
+            empty = (raw.str.strip() == "").to_numpy()
+            required = key in labels or key not in spec.id_keys
+            bad = ~ok if required else (~ok & ~empty)
+            if bad.any():
+                checks_.append((bad, "not_an_integer", key, "an integer"))
+            if required:
+                values[key] = ints
+            else:
+                missing[key] = int(empty.sum())
+                values[key] = pd.array(np.where(empty, 0, ints), dtype="Int64")
+                values[key][empty] = pd.NA
+        else:
+            raise ValueError(f"type_chunk: the dtype of {key!r} is {kind!r}; resolve it first")
+    parsed_ok = np.ones(n, dtype=bool)
+    for mask, *_ in checks_:
+        parsed_ok &= ~mask
+    for key in spec.label_columns:
         bad = parsed_ok & (values[key] != 0) & (values[key] != 1)
         if bad.any():
-            checks.append((bad, "label_not_binary", key, "0 or 1"))
-    click = values[spec.click_key]
-    for key in (spec.conversion_key,) + spec.action_label_keys:
-        bad = parsed_ok & (values[key] == 1) & (click == 0)
+            checks_.append((bad, "label_not_binary", key, "0 or 1"))
+    if spec.funnel:
+        click = values[spec.click_key]
+        for key in (spec.conversion_key,) + spec.action_label_keys:
+            bad = parsed_ok & (values[key] == 1) & (click == 0)
+            if bad.any():
+                checks_.append((bad, "conversion_without_click", key,
+                                f"0 because {spec.click_key!r} is 0 (conversion implies click)"))
+    if spec.timestamp_key is not None:
+        bad = parsed_ok & (np.asarray(values[spec.timestamp_key]) < 0)
         if bad.any():
-            checks.append((bad, "conversion_without_click", key,
-                           f"0 because {spec.click_key!r} is 0 (conversion implies click)"))
-    if spec.timestamp_key is not None and spec.timestamp_key in values:
-        bad = parsed_ok & (values[spec.timestamp_key] < 0)
-        if bad.any():
-            checks.append((bad, "negative_timestamp", spec.timestamp_key, "a timestamp >= 0"))
+            checks_.append((bad, "negative_timestamp", spec.timestamp_key, "a timestamp >= 0"))
 
     bad_rows = np.zeros(n, dtype=bool)
-    for mask, *_ in checks:
+    for mask, *_ in checks_:
         bad_rows |= mask
-    return values, checks, bad_rows
+    dropped: Dict[str, int] = {}
+    if bad_rows.any():
+        if not skip_bad_rows:
+            first = int(np.argmax(bad_rows))
+            for mask, _, key, expected in sorted(
+                    checks_, key=lambda c: REASONS.index(c[1])):
+                if mask[first]:
+                    raise row_error(path, row_offset + first + 1, key, expected,
+                                    describe_value(str(text[key].iloc[first])))
+        assigned = np.zeros(n, dtype=bool)
+        for reason in REASONS:
+            mask = np.zeros(n, dtype=bool)
+            for m, r, _, _ in checks_:
+                if r == reason:
+                    mask |= m
+            mask &= ~assigned
+            if mask.any():
+                dropped[reason] = int(mask.sum())
+            assigned |= mask
+    keep = ~bad_rows
+    frame = pd.DataFrame({k: (v[keep] if not bad_rows.any() else v[keep])
+                          for k, v in values.items()}, columns=list(spec.columns))
+    if bad_rows.any():
+        missing = {k: int(pd.isna(frame[k]).sum()) for k in missing}
+    return Chunk(frame=frame.reset_index(drop=True), rows_read=n, dropped=dropped,
+                 missing={k: v for k, v in missing.items() if v})
 
 
-def iter_valid_chunks(path: str, spec: features.DatasetSpec, skip_bad_rows: bool = False,
-                      stats: Optional[ValidationStats] = None,
-                      chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Yields the valid rows of ``path`` chunk by chunk, normalised.
-
-    Args:
-      path: CSV file with a header line.
-      spec: Dataset spec the columns must match.
-      skip_bad_rows: Drop and count bad rows instead of raising.
-      stats: Updated in place (rows read/kept, drops per reason, the file).
-      chunk_rows: Rows per chunk.
-
-    Yields:
-      Frames with exactly ``spec.columns`` in canonical order (ground truth dropped): int64
-      for ``spec.integer_keys``, float64 for dense keys.
-
-    Raises:
-      DataValidationError: Structural problems always; row problems unless ``skip_bad_rows``.
-    """
-    stats = stats if stats is not None else ValidationStats()
-    read_header(path, spec)
-    stats.files.append(path)
-    row_offset = 0
-    try:
-        reader = pd.read_csv(path, chunksize=chunk_rows, na_filter=False, low_memory=False)
-        for chunk in reader:
-            n = len(chunk)
-            if n == 0:
-                continue
-            values, checks, bad_rows = _check_chunk(chunk, spec)
-            stats.rows_read += n
-            if bad_rows.any() and not skip_bad_rows:
-                first = int(np.argmax(bad_rows))
-                for mask, _, key, expected in checks:
-                    if mask[first]:
-                        raise _row_error(path, row_offset + first + 1, key, expected,
-                                         _found(chunk[key], first))
-            if bad_rows.any():
-                assigned = np.zeros(n, dtype=bool)
-                for reason in REASONS:
-                    mask = np.zeros(n, dtype=bool)
-                    for m, r, _, _ in checks:
-                        if r == reason:
-                            mask |= m
-                    mask &= ~assigned
-                    count = int(mask.sum())
-                    if count:
-                        stats.dropped[reason] = stats.dropped.get(reason, 0) + count
-                    assigned |= mask
-            keep = ~bad_rows
-            out = pd.DataFrame({k: v[keep] for k, v in values.items()}, columns=spec.columns)
-            stats.rows_kept += int(keep.sum())
-            row_offset += n
-            yield out
-    except pd.errors.EmptyDataError:
-        raise _fail(path, "empty file (expected a header line and data rows)") from None
-    except pd.errors.ParserError as e:
-        raise _fail(path, f"malformed CSV: {e}") from None
-    except UnicodeDecodeError as e:
-        raise _fail(path, f"not a UTF-8 text CSV file ({e})") from None
-    if row_offset == 0:
-        raise _fail(path, "no data rows (header only)")
+_CANONICAL_INT = r"-?(?:0|[1-9]\d*)(?:\.0+)?"
 
 
-def validate_csv(path: str, spec: features.DatasetSpec, skip_bad_rows: bool = False,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ValidationStats:
-    """Validates ``path`` against ``spec`` without keeping the data.
-
-    Args:
-      path: CSV file with a header line.
-      spec: Dataset spec the columns must match.
-      skip_bad_rows: Count bad rows per reason instead of raising on the first.
-      chunk_rows: Rows per chunk.
-
-    Returns:
-      The :class:`ValidationStats`.
-
-    Raises:
-      DataValidationError: The message names the file, and for row problems the 1-based data
-        row, its line number, the column, what was expected and what was found.
-    """
-    stats = ValidationStats()
-    for _ in iter_valid_chunks(path, spec, skip_bad_rows, stats, chunk_rows):
-        pass
-    return stats
+def sparse_kinds(text: pd.DataFrame, keys) -> Dict[str, bool]:
+    """Per sparse column of ``keys``: True when every non-empty cell of ``text`` is a plain
+    integer within int64 (used to resolve ``dtype: auto``). Leading zeros (``02139``) or a
+    sign (``+5``) make the column a string column: those values are codes, not numbers."""
+    out = {}
+    for key in keys:
+        raw = text[key]
+        empty = (raw == "").to_numpy()
+        canonical = raw.str.fullmatch(_CANONICAL_INT).to_numpy(dtype=bool)
+        if not (canonical | empty).all():
+            out[key] = False
+            continue
+        _, ok = _parse_ints(raw)
+        out[key] = bool((ok | empty).all())
+    return out

@@ -1,0 +1,139 @@
+"""Readers: CSV and Parquet files as chunks of text cells, the one input of validation.
+
+Both formats give the same thing, so one set of rules (:mod:`transform.ingest.validate`) types
+every value: a ``pandas.DataFrame`` of ``str`` per chunk, an empty cell (or a Parquet null) as
+``""``.
+
+* CSV (pandas' C parser, every cell read as text, nothing turned into NaN): a header line,
+  comma separated, ``"`` quoting (commas and line breaks inside quotes are kept).
+* Parquet (pyarrow, row group by row group): integers printed exactly, floats printed with
+  the shortest text that reads back to the same double, booleans as ``1``/``0``, strings as
+  they are. tensorflow-io's Parquet reader is not used: validation needs the rows in Python
+  with their row numbers, and pyarrow (already a TFX dependency) streams Parquet row groups.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from typing import Iterator, List, Sequence, Tuple
+
+import pandas as pd
+
+from transform.ingest.validate import file_error
+
+FORMATS = ("csv", "parquet")
+EXTENSIONS = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet", ".pq")}
+DEFAULT_CHUNK_ROWS = 200_000
+
+
+def format_of(path: str, adapter: str) -> str:
+    """``csv`` or ``parquet`` for a file of an adapter (presets read CSV)."""
+    return "parquet" if adapter == "parquet" else "csv"
+
+
+def has_extension(name: str, fmt: str) -> bool:
+    return name.lower().endswith(EXTENSIONS[fmt])
+
+
+def read_header(path: str, fmt: str) -> List[str]:
+    """Column names of a data file.
+
+    Raises:
+      DataValidationError: Missing, empty, binary or unreadable file.
+    """
+    if not os.path.isfile(path):
+        raise file_error(path, "file not found")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
+            raise file_error(path, f"not a readable Parquet file ({type(e).__name__}: "
+                                   f"{str(e)[:200]})") from None
+    with _open_text(path) as f:
+        try:
+            header = next(csv.reader(f))
+        except StopIteration:
+            raise file_error(path, "empty file (expected a header line and data rows)") from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
+    return header
+
+
+def _open_text(path: str):
+    if path.lower().endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def iter_chunks(path: str, fmt: str, columns: Sequence[str],
+                chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Tuple[int, pd.DataFrame]]:
+    """Yields ``(row_offset, text)`` per chunk: ``text`` holds ``columns`` as ``str``.
+
+    Raises:
+      DataValidationError: Malformed CSV (e.g. a line with more fields than the header),
+        undecodable text, or no data rows.
+    """
+    reader = _iter_parquet(path, columns, chunk_rows) if fmt == "parquet" else \
+        _iter_csv(path, columns, chunk_rows)
+    offset = 0
+    for text in reader:
+        if len(text):
+            yield offset, text
+            offset += len(text)
+    if offset == 0:
+        raise file_error(path, "no data rows (header only)")
+
+
+def _iter_csv(path: str, columns: Sequence[str], chunk_rows: int):
+    try:
+        # index_col=False: a row with more fields than the header is an error, never a
+        # silent shift of every value by one column.
+        reader = pd.read_csv(path, chunksize=chunk_rows, dtype=str, na_filter=False,
+                             keep_default_na=False, usecols=list(columns), index_col=False,
+                             encoding="utf-8-sig", compression="infer")
+        for chunk in reader:
+            yield chunk
+    except pd.errors.EmptyDataError:
+        raise file_error(path, "empty file (expected a header line and data rows)") from None
+    except pd.errors.ParserError as e:
+        raise file_error(path, f"malformed CSV: {e}") from None
+    except UnicodeDecodeError as e:
+        raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
+    except ValueError as e:  # pandas: "Too many columns specified" and the like
+        raise file_error(path, f"malformed CSV: {e}") from None
+
+
+def _parquet_text(column) -> List[str]:
+    """Arrow column -> text cells (nulls ''), exact for integers and doubles."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int8())
+    if pa.types.is_floating(column.type):
+        return ["" if v is None else repr(float(v)) for v in column.to_pylist()]
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return ["" if v is None else v.decode("utf-8") for v in column.to_pylist()]
+    text = pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column
+    return text.fill_null("").to_pylist()
+
+
+def _iter_parquet(path: str, columns: Sequence[str], chunk_rows: int):
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(columns)):
+            yield pd.DataFrame({name: _parquet_text(batch.column(name)) for name in columns},
+                               dtype=object)
+    except UnicodeDecodeError as e:
+        raise file_error(path, f"a text column is not UTF-8 ({e})") from None
+    except Exception as e:  # ArrowInvalid / ArrowNotImplementedError on unsupported types
+        if type(e).__module__.startswith("pyarrow"):
+            raise file_error(path, f"cannot read the Parquet file ({type(e).__name__}: "
+                                   f"{str(e)[:200]})") from None
+        raise
