@@ -171,3 +171,21 @@ def test_fused_fit_one_step_moves_every_variable(kind):
 def test_fused_mirrored_step_then_save_load(two_cpu_strategy, tmp_path, kind):
     lc.check_backbone_mirrored_and_saved(two_cpu_strategy, lambda: BACKBONES[kind](True),
                                          lc.TASKS3, tmp_path / "m")
+
+
+@pytest.mark.parametrize("backbone,args,banks", [
+    ("mmoe", {"num_experts": 3, "expert_units": [8]}, ["shared"]),
+    ("ple", {"num_levels": 2, "num_shared_experts": 2, "num_task_experts": 1,
+             "expert_units": [8]}, ["level_0/shared", "level_0/ctr", "level_1/cvr"])])
+def test_network_with_fused_experts_holds_only_stacked_expert_variables(backbone, args, banks):
+    from tests import fixtures
+    from trainer import config as config_lib
+    from trainer.model import build_network
+
+    _, _, info = fixtures.tiny_arrays(200)
+    cfg = config_lib.from_dict({"model": {"backbone": backbone, "embedding_dim": 4,
+                                          "backbone_args": {**args, "fused_experts": True}}})
+    names = [v.name for v in build_network(cfg.model, info).weights]
+    for bank in banks:
+        assert f"backbone/{bank}/experts/dense_0/kernel:0" in names, names
+    assert not [n for n in names if "/expert_" in n]

@@ -14,6 +14,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
+from schemas.checks import check_choice, check_nonneg_number, check_rate
+
+EMBEDDING_L2_MODES = ("table", "batch")
+
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid."""
@@ -51,7 +55,15 @@ class ModelConfig:
       backbone: Registered backbone name (``mmoe``; see ``trainer.model.BACKBONES``).
       backbone_args: Hyperparameters passed to the backbone layer's constructor.
       embedding_dim: Width of every sparse-id embedding.
-      embedding_l2: L2 penalty on the embedding tables (0 disables).
+      embedding_l2: L2 penalty on the embeddings (0 disables); where, says embedding_l2_mode.
+      embedding_l2_mode: ``table`` (every row of every table, each step) or ``batch`` (only
+        the rows the batch looked up, ``l2 * sum_f mean_b ||e||^2``; see
+        ``trainer.layers.embedding.FeatureEmbedding``).
+      embedding_dropout: Dropout on the embedding entries in training, in [0, 1).
+      embedding_feature_dropout: Rate of dropping a sparse feature's whole embedding per
+        example in training, in [0, 1).
+      embedding_fused: One embedding table with per-feature row offsets (one gather per batch)
+        instead of one table per feature; same outputs, variable ``embedding/fused``.
       tower_units: Hidden sizes of each task tower (ignored by backbones that own their
         towers: aitm, cross_stitch).
       tower_dropout: Dropout rate inside towers.
@@ -69,6 +81,10 @@ class ModelConfig:
         default_factory=lambda: {"num_experts": 4, "expert_units": [64, 32]})
     embedding_dim: int = 8
     embedding_l2: float = 0.0
+    embedding_l2_mode: str = "table"
+    embedding_dropout: float = 0.0
+    embedding_feature_dropout: float = 0.0
+    embedding_fused: bool = False
     tower_units: Tuple[int, ...] = (32,)
     tower_dropout: float = 0.0
     tower_batch_norm: bool = False
@@ -355,6 +371,11 @@ def _validate(cfg: ExperimentConfig) -> None:
     if cfg.model.hke and not cfg.adm.enabled:
         raise ConfigError("model.hke trains extended sub-towers on ADM-extended samples: "
                           "set adm.enabled: true (HKE cannot be used without ADM, KAML 4.2.3)")
+    check_nonneg_number("model.embedding_l2", cfg.model.embedding_l2, ConfigError)
+    check_choice("model.embedding_l2_mode", cfg.model.embedding_l2_mode, EMBEDDING_L2_MODES,
+                 ConfigError)
+    for key in ("embedding_dropout", "embedding_feature_dropout"):
+        check_rate(f"model.{key}", getattr(cfg.model, key), ConfigError)
     if "ctr" not in cfg.model.tasks:
         raise ConfigError(f"model.tasks must include 'ctr', got {list(cfg.model.tasks)}")
 
