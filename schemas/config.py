@@ -40,6 +40,7 @@ SPEC_KEY = "dataset_spec"
 ADAPTERS = ("csv", "parquet", "synthetic", "ali_ccp")
 PRESETS = ("synthetic", "ali_ccp")
 SPARSE_DTYPES = ("auto", "int", "string")
+EMBEDDING_L2_MODES = ("table", "batch")
 DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
 
 
@@ -138,7 +139,15 @@ class ModelConfig:
       backbone: Registered backbone name (``mmoe``; see ``trainer.model.BACKBONES``).
       backbone_args: Hyperparameters passed to the backbone layer's constructor.
       embedding_dim: Width of every sparse-feature embedding.
-      embedding_l2: L2 penalty on the embedding tables (0 disables).
+      embedding_l2: L2 penalty on the embeddings (0 disables); where, says embedding_l2_mode.
+      embedding_l2_mode: ``table`` (every row of every table, each step) or ``batch`` (only
+        the rows the batch looked up, ``l2 * sum_f mean_b ||e||^2``; see
+        ``trainer.layers.embedding.FeatureEmbedding``).
+      embedding_dropout: Dropout on the embedding entries in training, in [0, 1).
+      embedding_feature_dropout: Rate of dropping a sparse feature's whole embedding per
+        example in training, in [0, 1).
+      embedding_fused: One embedding table with per-feature row offsets (one gather per batch)
+        instead of one table per feature; same outputs, variable ``embedding/fused``.
       tower_units: Hidden sizes of each task tower (ignored by backbones that own their
         towers: aitm, cross_stitch).
       tower_dropout: Dropout rate inside towers.
@@ -158,6 +167,10 @@ class ModelConfig:
         default_factory=lambda: {"num_experts": 4, "expert_units": [64, 32]})
     embedding_dim: int = 8
     embedding_l2: float = 0.0
+    embedding_l2_mode: str = "table"
+    embedding_dropout: float = 0.0
+    embedding_feature_dropout: float = 0.0
+    embedding_fused: bool = False
     tower_units: Tuple[int, ...] = (32,)
     tower_dropout: float = 0.0
     tower_batch_norm: bool = False
@@ -524,6 +537,10 @@ def _validate(cfg: ExperimentConfig) -> None:
     m = cfg.model
     checks.check_positive_int("model.embedding_dim", m.embedding_dim, error=err)
     checks.check_nonneg_number("model.embedding_l2", m.embedding_l2, error=err)
+    checks.check_choice("model.embedding_l2_mode", m.embedding_l2_mode, EMBEDDING_L2_MODES,
+                        error=err)
+    for key in ("embedding_dropout", "embedding_feature_dropout"):
+        checks.check_rate(f"model.{key}", getattr(m, key), error=err)
     checks.check_units("model.tower_units", m.tower_units, error=err, allow_empty=True)
     checks.check_rate("model.tower_dropout", m.tower_dropout, error=err)
     checks.check_units("model.hke_units", m.hke_units, error=err)

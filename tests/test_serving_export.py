@@ -191,3 +191,42 @@ def test_serve_check_fails_without_warmup(exported, capsys):
     finally:
         with open(path, "wb") as f:
             f.write(saved)
+
+
+def test_fused_experts_and_table_export_only_inference_variables(tmp_path):
+    """Fused experts, the fused embedding table, batch-row L2 and dropout add no variable to
+    the export and change no served output: the stacked kernels are inference weights."""
+    from schemas import config as config_lib
+
+    pre, arrays, info = fixtures.tiny_arrays(600)
+    raw = config_lib.to_dict(fixtures.tiny_config())
+    raw["model"]["backbone_args"]["fused_experts"] = True
+    raw["model"].update({"embedding_fused": True, "embedding_l2": 0.01,
+                         "embedding_l2_mode": "batch", "embedding_dropout": 0.1,
+                         "embedding_feature_dropout": 0.1})
+    cfg = config_lib.from_dict(raw)
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 200, shuffle=True, seed=1)
+    model, _ = fit_model(cfg, info, ds, None, tf.distribute.get_strategy())
+    train_dir = tmp_path / "train"
+    model.network.save(str(train_dir / "model"), save_format="tf")
+    (train_dir / "preprocessor.json").write_text(pre.to_json())
+    rc = cli_commands.export_main(argparse.Namespace(
+        model=str(train_dir), out=str(tmp_path / "base"), version=None, name="tiny",
+        warmup_csv=None))
+    assert rc == 0
+    export_dir = versioning.latest_version_dir(str(tmp_path / "base"))
+    restored = fixtures.exported_variable_names(export_dir)
+    assert "backbone/shared/experts/dense_0/kernel:0" in restored
+    assert "embedding/embedding/fused/embeddings:0" in restored
+    assert not [n for n in restored if "/expert_" in n or any(
+        bad in n.lower() for bad in TRAINING_ONLY)]
+    sizes = sorted(int(np.prod(s)) for n, s in tf.train.list_variables(
+        os.path.join(export_dir, "variables", "variables")) if s)
+    assert sizes == sorted(int(np.prod(w.shape)) for w in model.network.weights)
+    frame = fixtures.tiny_frame(30, seed=5)
+    served = tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT](
+        examples=tf.constant(client.serialize_examples(
+            frame.to_dict("records"), client.feature_types_from_spec(fixtures.TINY_SPEC))))
+    direct = model.network(pre.transform(frame), training=False)
+    for head in direct:
+        np.testing.assert_allclose(served[head].numpy(), direct[head].numpy(), atol=1e-5)

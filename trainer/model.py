@@ -178,10 +178,14 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
     for key in info.dense_keys:
         name = features.transformed_name(key)
         inputs[name] = tf.keras.Input(shape=(1,), dtype=tf.float32, name=name)
+    batch_l2 = cfg.embedding_l2_mode == "batch"
     embed = FeatureEmbedding(
         {features.transformed_name(k): v for k, v in info.vocab_sizes.items()},
         [features.transformed_name(k) for k in info.dense_keys],
-        embedding_dim=cfg.embedding_dim, embeddings_regularizer_l2=cfg.embedding_l2,
+        embedding_dim=cfg.embedding_dim,
+        embeddings_regularizer_l2=0.0 if batch_l2 else cfg.embedding_l2,
+        l2_batch_rows=cfg.embedding_l2 if batch_l2 else 0.0, dropout=cfg.embedding_dropout,
+        feature_dropout=cfg.embedding_feature_dropout, fused_tables=cfg.embedding_fused,
         name="embedding")
     x = embed(inputs)
     try:

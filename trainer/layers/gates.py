@@ -1,5 +1,14 @@
-"""Softmax gates that mix expert outputs (MMoE eq. 5, PLE/CGC, MAN)."""
+"""Softmax gates that mix expert outputs (MMoE eq. 5, PLE/CGC, MAN).
+
+:class:`SoftmaxGate` mixes experts stacked batch-major (``[B, E, d]``, the per-expert form).
+For fused experts (:class:`trainer.layers.experts.ExpertBank`, expert-major ``[E, B, d]``),
+:func:`batched_gate_weights` computes several gates that read the same input with one matmul
+and :func:`mix_expert_major` mixes expert groups without stacking them; the gates keep their
+variables (``<task>/gate/logits/kernel``) in both forms.
+"""
 from __future__ import annotations
+
+from typing import List, Sequence
 
 import tensorflow as tf
 
@@ -31,9 +40,18 @@ class SoftmaxGate(tf.keras.layers.Layer):
         build_sublayer(self._logits, gate_shape)
         super().build(input_shape)
 
+    @property
+    def kernel(self) -> tf.Variable:
+        """The ``[F, E]`` logits kernel ``W`` (built)."""
+        return self._logits.kernel
+
+    def softmax(self, logits):
+        """``softmax(logits / temperature)`` over the experts."""
+        return tf.nn.softmax(logits / self.temperature, axis=-1)
+
     def gate_weights(self, gate_input):
         """``[B, E]`` softmax weights."""
-        return tf.nn.softmax(self._logits(gate_input) / self.temperature, axis=-1)
+        return self.softmax(self._logits(gate_input))
 
     def call(self, inputs):
         gate_input, experts = inputs
@@ -44,3 +62,35 @@ class SoftmaxGate(tf.keras.layers.Layer):
         config = super().get_config()
         config.update({"num_experts": self.num_experts, "temperature": self.temperature})
         return config
+
+
+def batched_gate_weights(gates: Sequence[SoftmaxGate], gate_input) -> List[tf.Tensor]:
+    """Each gate's ``[B, E_g]`` weights for ONE shared ``[B, F]`` input, with one matmul.
+
+    ``gate_input @ [W_1 | W_2 | ...]`` then a split and each gate's tempered softmax: the same
+    values as ``[g.gate_weights(gate_input) for g in gates]``.
+    """
+    gates = list(gates)
+    if len(gates) == 1:
+        return [gates[0].gate_weights(gate_input)]
+    kernel = tf.concat([tf.convert_to_tensor(g.kernel) for g in gates], axis=1)
+    logits = tf.split(tf.matmul(gate_input, kernel), [g.num_experts for g in gates], axis=-1)
+    return [g.softmax(z) for g, z in zip(gates, logits)]
+
+
+def mix_expert_major(weights, groups: Sequence[tf.Tensor]):
+    """``sum_e weights[:, e] * experts[e]`` with the experts given as expert-major groups.
+
+    Args:
+      weights: ``[B, E]`` gate weights, ``E`` = the groups' experts in order.
+      groups: ``[E_i, B, d]`` tensors (e.g. a task's own experts, then the shared ones);
+        mixing them in parts avoids concatenating the experts.
+
+    Returns:
+      ``[B, d]``, equal to ``SoftmaxGate``'s ``einsum("be,bed->bd", weights, experts)``.
+    """
+    sizes = [int(g.shape[0]) for g in groups]
+    parts = tf.split(weights, sizes, axis=-1) if len(groups) > 1 else [weights]
+    mixed = [tf.reduce_sum(tf.transpose(w)[:, :, tf.newaxis] * h, axis=0)
+             for w, h in zip(parts, groups)]
+    return tf.add_n(mixed) if len(mixed) > 1 else mixed[0]

@@ -10,13 +10,8 @@ from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from schemas.checks import (
-    check_positive_int,
-    check_positive_number,
-    check_rate,
-    check_tasks,
-    check_units,
-)
+from schemas.checks import (check_bool, check_positive_int, check_positive_number, check_rate,
+                            check_tasks, check_units)
 from trainer.layers.common import build_sublayer, register
 from trainer.layers.ple import CGC, SHARED
 
@@ -126,13 +121,15 @@ class MAN(tf.keras.layers.Layer):
       attention_units: Width of the attention output; default ``expert_units[-1]``.
       use_attention: Apply the task attention.
       residual: Residual connection around the attention (needs the default width).
+      fused_experts: Fused expert groups in the extraction (:class:`CGC`; variables
+        ``extraction/<group>/experts/dense_i/*``).
     """
 
     def __init__(self, tasks: Sequence[str], num_shared_experts: int = 4,
                  num_task_experts: int = 4, expert_units: Sequence[int] = (256, 128),
                  expert_dropout: float = 0.0, gate_temperature: float = 1.0,
                  attention_units: Optional[int] = None, use_attention: bool = True,
-                 residual: bool = False, **kwargs):
+                 residual: bool = False, fused_experts: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.num_shared_experts = check_positive_int("num_shared_experts", num_shared_experts)
@@ -144,6 +141,7 @@ class MAN(tf.keras.layers.Layer):
                                 else check_positive_int("attention_units", attention_units))
         self.use_attention = bool(use_attention)
         self.residual = bool(residual)
+        self.fused_experts = check_bool("fused_experts", fused_experts)
         if self.residual and self.attention_units != self.expert_units[-1]:
             raise ValueError(f"`residual` needs attention_units == expert_units[-1] = "
                              f"{self.expert_units[-1]}, received: "
@@ -152,7 +150,7 @@ class MAN(tf.keras.layers.Layer):
     def build(self, input_shape):
         self.extraction = CGC(self.tasks, self.num_shared_experts, self.num_task_experts,
                               self.expert_units, self.expert_dropout, self.gate_temperature,
-                              name="extraction")
+                              fused_experts=self.fused_experts, name="extraction")
         build_sublayer(self.extraction, input_shape)
         self.attention = None
         if self.use_attention:
@@ -178,5 +176,6 @@ class MAN(tf.keras.layers.Layer):
                        "expert_dropout": self.expert_dropout,
                        "gate_temperature": self.gate_temperature,
                        "attention_units": self.attention_units,
-                       "use_attention": self.use_attention, "residual": self.residual})
+                       "use_attention": self.use_attention, "residual": self.residual,
+                       "fused_experts": self.fused_experts})
         return config

@@ -5,15 +5,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from schemas.checks import (
-    check_positive_int,
-    check_positive_number,
-    check_rate,
-    check_tasks,
-    check_units,
-)
+from schemas.checks import (check_bool, check_positive_int, check_positive_number, check_rate,
+                            check_tasks, check_units)
 from trainer.layers.common import build_sublayer, register
-from trainer.layers.gates import SoftmaxGate
+from trainer.layers.experts import ExpertBank
+from trainer.layers.gates import SoftmaxGate, batched_gate_weights, mix_expert_major
 from trainer.layers.mlp import MLP
 
 
@@ -25,6 +21,11 @@ class MMoE(tf.keras.layers.Layer):
     task name of ``[B, expert_units[-1]]`` mixtures, which the task towers consume. Experts
     are named ``shared/expert_i``, gates ``<task>/gate``.
 
+    With ``fused_experts=True`` the experts are one :class:`~trainer.layers.experts.ExpertBank`
+    ``shared/experts`` (stacked kernels ``shared/experts/dense_j/kernel`` ``[E, in, out]``
+    replace the ``shared/expert_i/dense_j`` variables; same maths, see
+    :func:`~trainer.layers.experts.copy_expert_weights`) and the gates' logits are one matmul.
+
     Defaults follow MAN Sec. 4.2 (8 experts of hidden sizes [256, 128], ReLU), as for OMoE.
 
     Args:
@@ -33,31 +34,42 @@ class MMoE(tf.keras.layers.Layer):
       expert_units: Hidden sizes of each expert MLP.
       expert_dropout: Dropout inside experts.
       gate_temperature: Softmax temperature of every gate.
+      fused_experts: Run the experts as one batched matmul per layer (see above).
     """
 
     def __init__(self, tasks: Sequence[str], num_experts: int = 8,
                  expert_units: Sequence[int] = (256, 128), expert_dropout: float = 0.0,
-                 gate_temperature: float = 1.0, **kwargs):
+                 gate_temperature: float = 1.0, fused_experts: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks))
         self.num_experts = check_positive_int("num_experts", num_experts)
         self.expert_units = list(check_units("expert_units", expert_units))
         self.expert_dropout = check_rate("expert_dropout", expert_dropout)
         self.gate_temperature = check_positive_number("gate_temperature", gate_temperature)
+        self.fused_experts = check_bool("fused_experts", fused_experts)
 
     def build(self, input_shape):
-        self.experts = [MLP(self.expert_units, dropout=self.expert_dropout,
-                            name=f"shared/expert_{i}") for i in range(self.num_experts)]
+        if self.fused_experts:
+            self.experts = ExpertBank(self.num_experts, self.expert_units,
+                                      dropout=self.expert_dropout, name="shared/experts")
+            build_sublayer(self.experts, input_shape)
+        else:
+            self.experts = [MLP(self.expert_units, dropout=self.expert_dropout,
+                                name=f"shared/expert_{i}") for i in range(self.num_experts)]
+            for expert in self.experts:
+                build_sublayer(expert, input_shape)
         self.gates = {t: SoftmaxGate(self.num_experts, self.gate_temperature, name=f"{t}/gate")
                       for t in self.tasks}
-        for expert in self.experts:
-            build_sublayer(expert, input_shape)
         expert_shape = tf.TensorShape([input_shape[0], self.num_experts, self.expert_units[-1]])
         for gate in self.gates.values():
             build_sublayer(gate, (tf.TensorShape(input_shape), expert_shape))
         super().build(input_shape)
 
     def call(self, inputs, training=None):
+        if self.fused_experts:
+            experts = self.experts(inputs, training=training)  # [E, B, d]
+            weights = batched_gate_weights([self.gates[t] for t in self.tasks], inputs)
+            return {t: mix_expert_major(w, [experts]) for t, w in zip(self.tasks, weights)}
         experts = tf.stack([e(inputs, training=training) for e in self.experts], axis=1)
         return {t: self.gates[t]((inputs, experts)) for t in self.tasks}
 
@@ -66,5 +78,6 @@ class MMoE(tf.keras.layers.Layer):
         config.update({"tasks": list(self.tasks), "num_experts": self.num_experts,
                        "expert_units": list(self.expert_units),
                        "expert_dropout": self.expert_dropout,
-                       "gate_temperature": self.gate_temperature})
+                       "gate_temperature": self.gate_temperature,
+                       "fused_experts": self.fused_experts})
         return config

@@ -9,15 +9,11 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from schemas.checks import (
-    check_positive_int,
-    check_positive_number,
-    check_rate,
-    check_tasks,
-    check_units,
-)
+from schemas.checks import (check_bool, check_positive_int, check_positive_number, check_rate,
+                            check_tasks, check_units)
 from trainer.layers.common import build_sublayer, register
-from trainer.layers.gates import SoftmaxGate
+from trainer.layers.experts import ExpertBank
+from trainer.layers.gates import SoftmaxGate, batched_gate_weights, mix_expert_major
 from trainer.layers.mlp import MLP
 
 SHARED = "shared"
@@ -43,6 +39,12 @@ class CGC(tf.keras.layers.Layer):
     ``shared/expert_i`` and ``<task>/expert_i``, gates ``<task>/gate`` and ``shared/gate``; a
     task may therefore not be called ``shared``.
 
+    With ``fused_experts=True`` each group of experts (the shared ones, each task's own) is one
+    :class:`~trainer.layers.experts.ExpertBank`, ``shared/experts`` and ``<task>/experts``,
+    whose stacked ``[m, in, out]`` kernels replace the ``<group>/expert_i`` variables (same
+    maths; :func:`~trainer.layers.experts.copy_expert_weights` converts), and the gates that
+    read the same input compute their logits in one matmul.
+
     Defaults follow MAN Sec. 4.2 (4 shared + 4 task-specific experts of [256, 128], ReLU).
 
     Args:
@@ -53,12 +55,13 @@ class CGC(tf.keras.layers.Layer):
       expert_dropout: Dropout inside experts, in [0, 1).
       gate_temperature: Softmax temperature of every gate (> 0).
       shared_gate: Also output the shared gate's mixture under ``"shared"``.
+      fused_experts: Run each expert group as one batched matmul per layer (see above).
     """
 
     def __init__(self, tasks: Sequence[str], num_shared_experts: int = 4,
                  num_task_experts: int = 4, expert_units: Sequence[int] = (256, 128),
                  expert_dropout: float = 0.0, gate_temperature: float = 1.0,
-                 shared_gate: bool = False, **kwargs):
+                 shared_gate: bool = False, fused_experts: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.num_shared_experts = check_positive_int("num_shared_experts", num_shared_experts)
@@ -67,6 +70,7 @@ class CGC(tf.keras.layers.Layer):
         self.expert_dropout = check_rate("expert_dropout", expert_dropout)
         self.gate_temperature = check_positive_number("gate_temperature", gate_temperature)
         self.shared_gate = bool(shared_gate)
+        self.fused_experts = check_bool("fused_experts", fused_experts)
 
     def _input_shapes(self, input_shape):
         if isinstance(input_shape, Mapping):
@@ -79,20 +83,32 @@ class CGC(tf.keras.layers.Layer):
 
     def build(self, input_shape):
         shapes = self._input_shapes(input_shape)
-        mlp = lambda name: MLP(self.expert_units, dropout=self.expert_dropout, name=name)
-        self.shared_experts = [mlp(f"{SHARED}/expert_{i}")
-                               for i in range(self.num_shared_experts)]
-        self.task_experts = {t: [mlp(f"{t}/expert_{i}") for i in range(self.num_task_experts)]
-                             for t in self.tasks}
         per_task = self.num_task_experts + self.num_shared_experts
         self.gates = {t: SoftmaxGate(per_task, self.gate_temperature, name=f"{t}/gate")
                       for t in self.tasks}
-        for expert in self.shared_experts:
-            build_sublayer(expert, shapes[SHARED])
         d = self.expert_units[-1]
+        if self.fused_experts:
+            bank = lambda n, name: ExpertBank(n, self.expert_units, dropout=self.expert_dropout,
+                                              name=name)
+            self.shared_experts = bank(self.num_shared_experts, f"{SHARED}/experts")
+            self.task_experts = {t: bank(self.num_task_experts, f"{t}/experts")
+                                 for t in self.tasks}
+            build_sublayer(self.shared_experts, shapes[SHARED])
+        else:
+            mlp = lambda name: MLP(self.expert_units, dropout=self.expert_dropout, name=name)
+            self.shared_experts = [mlp(f"{SHARED}/expert_{i}")
+                                   for i in range(self.num_shared_experts)]
+            self.task_experts = {t: [mlp(f"{t}/expert_{i}")
+                                     for i in range(self.num_task_experts)]
+                                 for t in self.tasks}
+            for expert in self.shared_experts:
+                build_sublayer(expert, shapes[SHARED])
         for t in self.tasks:
-            for expert in self.task_experts[t]:
-                build_sublayer(expert, shapes[t])
+            if self.fused_experts:
+                build_sublayer(self.task_experts[t], shapes[t])
+            else:
+                for expert in self.task_experts[t]:
+                    build_sublayer(expert, shapes[t])
             build_sublayer(self.gates[t], (shapes[t], tf.TensorShape([None, per_task, d])))
         if self.shared_gate:
             total = self.num_task_experts * len(self.tasks) + self.num_shared_experts
@@ -105,12 +121,31 @@ class CGC(tf.keras.layers.Layer):
             x = dict(inputs)
         else:
             x = {k: inputs for k in self.tasks + [SHARED]}
+        if self.fused_experts:
+            return self._call_fused(x, shared_input=not isinstance(inputs, Mapping),
+                                    training=training)
         shared = [e(x[SHARED], training=training) for e in self.shared_experts]
         own = {t: [e(x[t], training=training) for e in self.task_experts[t]] for t in self.tasks}
         out = {t: self.gates[t]((x[t], tf.stack(own[t] + shared, axis=1))) for t in self.tasks}
         if self.shared_gate:
             everything = [h for t in self.tasks for h in own[t]] + shared
             out[SHARED] = self.gates[SHARED]((x[SHARED], tf.stack(everything, axis=1)))
+        return out
+
+    def _call_fused(self, x, shared_input: bool, training=None):
+        # Expert-major [m, B, d] groups; each gate mixes its groups without concatenating them.
+        shared = self.shared_experts(x[SHARED], training=training)
+        own = {t: self.task_experts[t](x[t], training=training) for t in self.tasks}
+        names = self.tasks + ([SHARED] if self.shared_gate else [])
+        if shared_input:  # every gate reads the same input: one matmul for all their logits
+            weights = dict(zip(names, batched_gate_weights([self.gates[k] for k in names],
+                                                           x[SHARED])))
+        else:
+            weights = {k: self.gates[k].gate_weights(x[k]) for k in names}
+        out = {t: mix_expert_major(weights[t], [own[t], shared]) for t in self.tasks}
+        if self.shared_gate:
+            out[SHARED] = mix_expert_major(weights[SHARED],
+                                           [own[t] for t in self.tasks] + [shared])
         return out
 
     def get_config(self):
@@ -120,7 +155,7 @@ class CGC(tf.keras.layers.Layer):
                        "expert_units": list(self.expert_units),
                        "expert_dropout": self.expert_dropout,
                        "gate_temperature": self.gate_temperature,
-                       "shared_gate": self.shared_gate})
+                       "shared_gate": self.shared_gate, "fused_experts": self.fused_experts})
         return config
 
 
@@ -148,11 +183,14 @@ class PLE(tf.keras.layers.Layer):
       expert_units: Hidden sizes of each expert MLP.
       expert_dropout: Dropout inside experts, in [0, 1).
       gate_temperature: Softmax temperature of every gate (> 0).
+      fused_experts: Fused expert groups in every level (:class:`CGC`; variables
+        ``level_j/<group>/experts/dense_i/*``).
     """
 
     def __init__(self, tasks: Sequence[str], num_levels: int = 2, num_shared_experts: int = 4,
                  num_task_experts: int = 4, expert_units: Sequence[int] = (256, 128),
-                 expert_dropout: float = 0.0, gate_temperature: float = 1.0, **kwargs):
+                 expert_dropout: float = 0.0, gate_temperature: float = 1.0,
+                 fused_experts: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks, [SHARED]))
         self.num_levels = check_positive_int("num_levels", num_levels)
@@ -161,11 +199,13 @@ class PLE(tf.keras.layers.Layer):
         self.expert_units = list(check_units("expert_units", expert_units))
         self.expert_dropout = check_rate("expert_dropout", expert_dropout)
         self.gate_temperature = check_positive_number("gate_temperature", gate_temperature)
+        self.fused_experts = check_bool("fused_experts", fused_experts)
 
     def build(self, input_shape):
         self.levels = [CGC(self.tasks, self.num_shared_experts, self.num_task_experts,
                            self.expert_units, self.expert_dropout, self.gate_temperature,
-                           shared_gate=j < self.num_levels - 1, name=f"level_{j}")
+                           shared_gate=j < self.num_levels - 1,
+                           fused_experts=self.fused_experts, name=f"level_{j}")
                        for j in range(self.num_levels)]
         shape = tf.TensorShape(input_shape)
         for level in self.levels:
@@ -187,5 +227,6 @@ class PLE(tf.keras.layers.Layer):
                        "num_task_experts": self.num_task_experts,
                        "expert_units": list(self.expert_units),
                        "expert_dropout": self.expert_dropout,
-                       "gate_temperature": self.gate_temperature})
+                       "gate_temperature": self.gate_temperature,
+                       "fused_experts": self.fused_experts})
         return config
