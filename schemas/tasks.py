@@ -69,6 +69,19 @@ def heads(tasks: Sequence[str], funnel: bool, num_actions: int = 0) -> Tuple[Hea
     return tuple(out) + tuple(Head(t, (t,)) for t in extra)
 
 
+def heads_of_outputs(outputs: Sequence[str]) -> Tuple[Head, ...]:
+    """The heads of a network, from its output names: the funnel's when it has ``ctr`` and
+    ``cvr`` (and per-action ``cvr_<j>``), else one independent head per output."""
+    outputs = list(outputs)
+    if CTR in outputs and CVR in outputs:
+        actions = sum(1 for o in outputs if re.fullmatch(r"cvr_\d+", o))
+        tasks = (CTR, ACTIONS) if actions else (CTR, CVR)
+        extra = tuple(o for o in outputs if o not in FUNNEL_TASKS and not
+                      re.fullmatch(r"cvr_\d+", o))
+        return heads(tasks + extra, True, actions)
+    return heads(outputs, False)
+
+
 def head_names(tasks: Sequence[str], funnel: bool, num_actions: int = 0) -> Tuple[str, ...]:
     return tuple(h.name for h in heads(tasks, funnel, num_actions))
 

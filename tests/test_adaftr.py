@@ -38,7 +38,7 @@ def _batch(tasks=("ctr", "cvr"), seed=0):
     rng = np.random.default_rng(seed)
     click = (rng.random(B) < 0.5).astype(np.float32)
     conversion = click * (rng.random(B) < 0.5).astype(np.float32)
-    labels = {"click": click, "conversion": conversion}
+    labels = {"ctr": click, "cvr": conversion}
     outputs = {"ctr": rng.uniform(0.1, 0.9, B).astype(np.float32),
                "ctcvr": rng.uniform(0.01, 0.3, B).astype(np.float32),
                REPS: {t: rng.normal(size=(B, V)).astype(np.float32) for t in tasks},
@@ -66,7 +66,7 @@ def test_adaptive_terms_match_numpy():
     terms = objective(labels, outputs)
     assert sorted(terms) == ["bce_ctcvr", "bce_ctr", "cl", "rel"]
     assert objective.term_names(["ctr", "cvr", "ctcvr"]) == ["bce_ctr", "bce_ctcvr", "rel", "cl"]
-    click, conv = labels["click"], labels["conversion"]
+    click, conv = labels["ctr"], labels["cvr"]
     y_rel_hat = _np_relatedness(objective.relatedness["cvr"], outputs[REPS]["ctr"],
                                 outputs[REPS]["cvr"])
     y_rel = (click == conv).astype(np.float64)  # eq. 10: y_ctr == y_cvr
@@ -131,13 +131,13 @@ def test_three_tasks_contrast_click_with_each_other_task():
     objective = build_objective(_cfg(beta=1.0))
     objective.build(_training_network(tasks))
     labels, outputs = _batch(tasks, seed=3)
-    labels["view"] = labels["click"] * (np.arange(B) % 2).astype(np.float32)
+    labels["view"] = labels["ctr"] * (np.arange(B) % 2).astype(np.float32)
     terms = objective(labels, outputs)
     assert sorted(objective.relatedness) == ["cvr", "view"]
     assert sorted(terms) == ["bce_ctcvr", "bce_ctr", "cl_cvr", "cl_view", "rel_cvr", "rel_view"]
     y_rel_hat = _np_relatedness(objective.relatedness["view"], outputs[REPS]["ctr"],
                                 outputs[REPS]["view"])
-    y_rel = (labels["click"] == labels["view"]).astype(np.float64)
+    y_rel = (labels["ctr"] == labels["view"]).astype(np.float64)
     assert float(terms["rel_view"]) == pytest.approx(_bce(y_rel, y_rel_hat), rel=1e-5)
     want = np_info_nce(outputs[HIDDEN]["ctr"][0].astype(np.float64),
                        outputs[HIDDEN]["view"][0].astype(np.float64), 0.95 * (1 - y_rel_hat)

@@ -13,7 +13,8 @@ from tests.test_kaml import _ref_rlu as _np_rlu
 from trainer.data import from_arrays, predict
 from trainer.model import HKE_INPUT, LOGITS, FeatureInfo, build_networks
 from trainer.objectives import build_objective
-from trainer.session import evaluate_heads, fit_model, select_target_action
+from trainer.evaluation import evaluate_heads
+from trainer.session import fit_model, select_target_action
 from transform import adm
 from transform import preprocessor as preprocess
 from transform.ingest import synthetic
@@ -47,7 +48,7 @@ def _batch(b=40, seed=0):
     target = rng.integers(0, N, b)
     original = np.eye(N, dtype=np.float32)[target]
     mask = np.maximum(original, (rng.random((b, N)) < 0.4).astype(np.float32))
-    labels = {"click": click, "conversion": actions[np.arange(b), target],
+    labels = {"ctr": click, "cvr": actions[np.arange(b), target],
               "actions": actions, "adm_mask": mask, "adm_original": original}
     logits = rng.normal(size=(b, N)).astype(np.float32)
     outputs = {"ctr": rng.uniform(0.1, 0.9, b).astype(np.float32),
@@ -64,10 +65,10 @@ def test_recipe_terms_match_numpy(mask):
     assert objective.term_names(["ctr"]) == ["bce_ctr", "bce_actions", "ranking"]
     mask = {"adm": labels["adm_mask"], "target": labels["adm_original"],
             "all": np.ones((40, N), np.float32)}[mask]
-    valid = mask * labels["click"][:, None]  # post-click samples only
+    valid = mask * labels["ctr"][:, None]  # post-click samples only
     probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
     want_bce = _np_masked_bce(labels["actions"], probs, valid)
-    clicked = labels["click"] > 0.5
+    clicked = labels["ctr"] > 0.5
     want_rank = _np_rlu((labels["actions"] * valid)[clicked], logits[clicked].astype(np.float64),
                         np.array([1, 2, 0.5, 1, 3]))
     assert float(terms["bce_actions"]) == pytest.approx(0.7 * want_bce, rel=1e-5)
@@ -134,7 +135,7 @@ def test_training_moves_extended_towers_and_evaluates_on_target_actions(kaml_dat
     report = evaluate_heads(model.network, eval_ds)
     outputs, labels = predict(model.network, eval_ds)
     target = np.argmax(labels["adm_original"], axis=1)
-    clicked = labels["click"] > 0.5
+    clicked = labels["ctr"] > 0.5
     assert report["cvr"]["count"] == int(clicked.sum())
     for j in range(N):
         assert report[f"cvr_{j}"]["count"] == int((clicked & (target == j)).sum())

@@ -27,7 +27,7 @@ def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
                "ctcvr": rng.uniform(0.01, 0.5, 64).astype(np.float32)}
     objective = build_objective(_cfg(name="pwiser", args={"lambda": 0.25, "m1": 0.2,
                                                           "head": head}))
-    terms = objective({"click": click, "conversion": conversion}, outputs)
+    terms = objective({"ctr": click, "cvr": conversion}, outputs)
     assert objective.term_names(["ctr", "cvr", "ctcvr"]) == ["bce_ctr", "bce_ctcvr", "pwiser"]
     assert float(terms["bce_ctr"]) == pytest.approx(_bce(click, outputs["ctr"]), rel=1e-5)
     expected = 0.25 * pwiser_reference(click, conversion, outputs[head].astype(np.float64),
@@ -48,7 +48,7 @@ def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
     ({"name": "esmm", "args": {"calibrator": -0.5}}, r"`loss.args.calibrator` must be a finite "
                                                      r"number >= 0, received: "
                                                      r"loss.args.calibrator=-0.5"),
-    ({"name": "focal"}, r"unknown loss recipe 'focal'"),
+    ({"name": "focal"}, r"loss.name: expected one of \[.*'bce'.*\], got 'focal'"),
 ])
 def test_bad_loss_config_is_named(loss, message):
     with pytest.raises(config_lib.ConfigError, match=message):
@@ -59,7 +59,7 @@ def test_calibrator_term_is_weighted_mean_excess_of_ctcvr_over_ctr():
     objective = build_objective(_cfg(name="esmm", args={"calibrator": 0.6}))
     ctr = np.array([0.5, 0.2, 0.1], np.float32)
     ctcvr = np.array([0.1, 0.3, 0.15], np.float32)
-    terms = objective({"click": np.ones(3, np.float32), "conversion": np.zeros(3, np.float32)},
+    terms = objective({"ctr": np.ones(3, np.float32), "cvr": np.zeros(3, np.float32)},
                       {"ctr": ctr, "ctcvr": ctcvr})
     assert float(terms["calibrator"]) == pytest.approx(0.6 * np.mean([0, 0.1, 0.05]), rel=1e-5)
     with pytest.raises(config_lib.ConfigError, match="calibrator needs a ctcvr head"):

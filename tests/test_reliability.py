@@ -58,12 +58,12 @@ def test_no_loss_is_ever_nan_on_degenerate_batches(recipe, batch):
     model = build_model(cfg, info)
     x, labels = next(iter(from_arrays(arrays, info.input_names, spec, 64)))
     labels = dict(labels)
-    ones, zeros = tf.ones_like(labels["click"]), tf.zeros_like(labels["click"])
-    labels["click"], labels["conversion"] = {
+    ones, zeros = tf.ones_like(labels["ctr"]), tf.zeros_like(labels["ctr"])
+    labels["ctr"], labels["cvr"] = {
         "no_clicks": (zeros, zeros), "no_conversions": (ones, zeros),
         "all_converted": (ones, ones)}[batch]
     if "actions" in labels:
-        labels["actions"] = labels["actions"] * labels["conversion"][:, None]
+        labels["actions"] = labels["actions"] * labels["cvr"][:, None]
     with tf.GradientTape() as tape:
         terms = model.loss_terms(labels, model.training_outputs(x, labels, training=True))
         total = tf.add_n(list(terms.values()))

@@ -8,7 +8,8 @@ from tests import fixtures
 from trainer.data import from_arrays, predict
 from trainer.model import build_network
 from trainer.objectives import build_objective
-from trainer.session import evaluate_heads, fit_model
+from trainer.evaluation import evaluate_heads
+from trainer.session import fit_model
 
 
 def test_network_outputs_named_heads_and_ctcvr_is_product():
@@ -40,7 +41,7 @@ def test_esmm_objective_matches_numpy_bce():
     conv = np.array([1, 0, 0, 0], np.float32)
     p_ctr = np.array([0.8, 0.3, 0.6, 0.1], np.float32)
     p_ctcvr = np.array([0.5, 0.01, 0.2, 0.05], np.float32)
-    terms = objective({"click": click, "conversion": conv}, {"ctr": p_ctr, "ctcvr": p_ctcvr})
+    terms = objective({"ctr": click, "cvr": conv}, {"ctr": p_ctr, "ctcvr": p_ctcvr})
 
     def bce(y, p):
         return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))

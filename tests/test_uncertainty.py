@@ -74,7 +74,7 @@ def test_recipe_terms_are_eq_3_with_class_weights():
     conv = np.array([1, 0, 0, 1, 0], np.float32)
     p_ctr = np.array([0.7, 0.2, 0.6, 0.9, 0.4], np.float32)
     p_ctcvr = np.array([0.3, 0.05, 0.1, 0.5, 0.02], np.float32)
-    terms = recipe({"click": click, "conversion": conv}, {"ctr": p_ctr, "ctcvr": p_ctcvr})
+    terms = recipe({"ctr": click, "cvr": conv}, {"ctr": p_ctr, "ctcvr": p_ctcvr})
     l_ctr = _np_bce(click, p_ctr, wn=0.5)
     l_ctcvr = _np_bce(click * conv, p_ctcvr, wp=4.0)
     assert float(terms["task_ctr"]) == pytest.approx(0.5 * np.exp(-0.6) * l_ctr + 0.3, rel=1e-5)
@@ -91,7 +91,7 @@ def test_recipe_without_uncertainty_is_eq_2():
     recipe = _recipe(uncertainty=False)
     recipe.build(_outputs_network())
     assert recipe.layers == [] and recipe.report() == {}
-    y = {"click": np.array([1.0, 0.0]), "conversion": np.array([0.0, 0.0])}
+    y = {"ctr": np.array([1.0, 0.0]), "cvr": np.array([0.0, 0.0])}
     terms = recipe(y, {"ctr": np.array([0.6, 0.3]), "ctcvr": np.array([0.1, 0.2])})
     assert float(terms["task_ctr"]) == pytest.approx(_np_bce(np.array([1, 0]),
                                                              np.array([0.6, 0.3])), rel=1e-5)

@@ -3,7 +3,7 @@ reports them (both training paths call :func:`evaluate_heads`)."""
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +43,8 @@ def head_targets(heads: Sequence[tasks_lib.Head], labels: Mapping[str, np.ndarra
 
 
 def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset,
-                   heads: Sequence[tasks_lib.Head]) -> Dict[str, Dict[str, float]]:
+                   heads: Optional[Sequence[tasks_lib.Head]] = None
+                   ) -> Dict[str, Dict[str, float]]:
     """Exact per-head AUC, LogLoss and GAUC; a head with a mask task (the funnel's ``cvr``) is
     scored where that task's label is 1 (clicked impressions).
 
@@ -56,9 +57,17 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset,
     its conversion label), ``cvr_<j>`` the clicked samples whose target is action ``j``, and
     ``ctcvr`` uses ``ctr * cvr`` over all impressions.
 
+    Args:
+      network: The inference network.
+      ds: ``(features, labels)`` batches (``trainer.data``).
+      heads: The heads to score (default: from the network's outputs,
+        ``schemas.tasks.heads_of_outputs``).
+
     Returns:
       ``{head: {"auc", "logloss", "count", "positives", ["gauc"], ["auc_conversion"]}}``.
     """
+    if heads is None:
+        heads = tasks_lib.heads_of_outputs(network.output_names)
     outputs, labels = predict(network, ds)
     outputs = select_target_action(outputs, labels)
     targets = head_targets(heads, labels)

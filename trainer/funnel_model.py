@@ -61,7 +61,7 @@ class FunnelModel(tf.keras.Model):
         self.extra_inputs = [n for n in self.training_network.input_names
                              if n not in network.input_names]
         if heads is None:
-            heads = tasks_lib.heads([h for h in network.output_names], funnel=False)
+            heads = tasks_lib.heads_of_outputs(network.output_names)
         self.heads = [h for h in heads if h.name in network.output_names]
         self.auc_every = int(auc_every)
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -100,14 +100,17 @@ class TrainingSession:
       cfg: The experiment config (parsed once by the caller and logged here).
       spec: The prepared dataset's spec (with ADM columns when ADM ran).
       info: Vocabulary sizes and dense features of the network's inputs.
+      strategy: A distribution strategy to use instead of ``train.strategy``'s (tests,
+        multi-worker runs set up by the caller).
     """
 
-    def __init__(self, cfg: ExperimentConfig, spec: features.DatasetSpec, info: FeatureInfo):
+    def __init__(self, cfg: ExperimentConfig, spec: features.DatasetSpec, info: FeatureInfo,
+                 strategy: Optional[tf.distribute.Strategy] = None):
         self.cfg, self.spec, self.info = cfg, spec, info
         log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
         # Before any dataset exists: a shuffle's order depends on the global seed too.
         tf.keras.utils.set_random_seed(cfg.train.seed)
-        self.strategy = make_strategy(cfg.train.strategy)
+        self.strategy = strategy or make_strategy(cfg.train.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
         self.global_batch = cfg.train.batch_size * self.replicas
         self.columns = data_lib.dataset_columns(info.input_names, spec)
@@ -143,23 +146,46 @@ class TrainingSession:
     # -- training -------------------------------------------------------------------------
     def fit(self, train: SplitData, validation: SplitData, backup_dir: Optional[str] = None,
             log_dir: Optional[str] = None):
-        """Builds the model under the strategy and fits it; then the meta stage.
+        """Builds the model under the strategy and fits it on the splits; then the meta stage.
 
         Returns:
           (FunnelModel, ProgressLogger): the logger holds the run's throughput and, in
           ``summary``, early stopping, the recipe's learned state and the meta stage.
         """
-        cfg = self.cfg
         if train.arrays is None and self.load_in_memory(train):
             t0 = time.perf_counter()
             train = train.in_memory(self.columns)
             log.info("train split parsed into memory: %d rows in %.1fs", train.rows,
                      time.perf_counter() - t0)
-        if cfg.meta.enabled and cfg.meta.partition_key not in self.info.vocab_sizes:
-            raise ConfigError(f"meta.partition_key: expected one of the sparse features "
-                              f"{sorted(self.info.vocab_sizes)}, got {cfg.meta.partition_key!r}")
-        train_ds = self.dataset(train, training=True)
-        val_ds = self.dataset(validation, training=False)
+        steps = None if train.rows is None else -(-train.rows // self.global_batch)
+        meta_arrays = None
+        if self.cfg.meta.enabled:
+            meta_arrays = lambda: train.in_memory(self.columns).arrays  # noqa: E731
+        return self.fit_datasets(self.dataset(train, training=True),
+                                 self.dataset(validation, training=False), steps, backup_dir,
+                                 log_dir, meta_arrays)
+
+    def fit_datasets(self, train_ds: tf.data.Dataset, val_ds: Optional[tf.data.Dataset],
+                     steps_per_epoch: Optional[int] = None, backup_dir: Optional[str] = None,
+                     log_dir: Optional[str] = None,
+                     meta_arrays: Optional[Callable[[], Mapping[str, np.ndarray]]] = None):
+        """:meth:`fit` on ready ``(features, labels)`` datasets (batched at the global batch
+        for training); ``val_ds`` None means no validation (then no early stopping).
+
+        Raises:
+          ConfigError: Early stopping without validation data; meta without rows or with a
+            partition key that is not a sparse feature.
+        """
+        cfg = self.cfg
+        if cfg.train.early_stopping_patience and val_ds is None:
+            raise ConfigError("train.early_stopping_patience needs validation data")
+        if cfg.meta.enabled:
+            if meta_arrays is None:
+                raise ConfigError("meta.enabled needs the train rows in memory")
+            if cfg.meta.partition_key not in self.info.vocab_sizes:
+                raise ConfigError(f"meta.partition_key: expected one of the sparse features "
+                                  f"{sorted(self.info.vocab_sizes)}, got "
+                                  f"{cfg.meta.partition_key!r}")
         policy = precision_policy(cfg)
         tf.keras.mixed_precision.set_global_policy(policy)
         try:
@@ -169,8 +195,7 @@ class TrainingSession:
                               jit_compile=cfg.train.jit_compile)
         finally:  # the policy only matters while layers are built
             tf.keras.mixed_precision.set_global_policy("float32")
-        steps = None if train.rows is None else -(-train.rows // self.global_batch)
-        progress = ProgressLogger(self.global_batch, cfg.train.epochs, steps,
+        progress = ProgressLogger(self.global_batch, cfg.train.epochs, steps_per_epoch,
                                   cfg.train.log_every)
         callbacks = [progress, DivergenceGuard()]
         stopper = None
@@ -207,8 +232,7 @@ class TrainingSession:
         if cfg.meta.enabled:
             from trainer.meta import meta_train
 
-            rows = train.in_memory(self.columns).arrays
-            keep = {k: v[:cfg.meta.max_rows] for k, v in rows.items()}
+            keep = {k: v[:cfg.meta.max_rows] for k, v in meta_arrays().items()}
             progress.summary["meta"] = meta_train(
                 model, keep, self.info.input_names, self.spec,
                 features.transformed_name(cfg.meta.partition_key), cfg.meta, self.strategy,
@@ -236,6 +260,20 @@ class TrainingSession:
         log.debug("eval split:\n%s", format_report(heads))
         log.info("training: %.0f examples/s, %.1fs", progress.examples_per_sec, train_seconds)
         return model, metrics
+
+
+def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Dataset,
+              val_ds: Optional[tf.data.Dataset], strategy: Optional[tf.distribute.Strategy] = None,
+              spec: Optional[features.DatasetSpec] = None, **kwargs):
+    """Fits on ready datasets: :meth:`TrainingSession.fit_datasets` of a session over ``spec``
+    (for tests, benchmarks and callers that build their own ``tf.data`` pipelines).
+
+    Returns:
+      (FunnelModel, ProgressLogger).
+    """
+    if spec is None:
+        spec = features.spec_from_config(cfg.data, cfg.funnel)
+    return TrainingSession(cfg, spec, info, strategy).fit_datasets(train_ds, val_ds, **kwargs)
 
 
 def write_json(path: str, value) -> str:
