@@ -30,6 +30,7 @@ import tensorflow as tf
 from schemas import features
 from trainer.config import ConfigError, ModelConfig
 from trainer.layers.aitm import AITM
+from trainer.layers.autoheri import AutoHERI
 from trainer.layers.common import register
 from trainer.layers.cross_stitch import CrossStitch
 from trainer.layers.embedding import FeatureEmbedding
@@ -40,7 +41,9 @@ from trainer.layers.mmoe import MMoE
 from trainer.layers.omoe import OMoE
 from trainer.layers.ple import CGC, PLE
 from trainer.layers.shared_bottom import SharedBottom
+from trainer.layers.star import STAR
 from trainer.layers.stl import DNN, MaskNet
+from trainer.layers.taml import TAML
 
 # Backbone name -> layer class, constructed as ``cls(tasks=..., **backbone_args)``. ESMM's own
 # network is independent task MLPs over the shared embedding, i.e. DNN per task; its
@@ -48,10 +51,10 @@ from trainer.layers.stl import DNN, MaskNet
 BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
     "dnn": DNN, "masknet": MaskNet, "shared_bottom": SharedBottom, "omoe": OMoE,
     "mmoe": MMoE, "cgc": CGC, "ple": PLE, "cross_stitch": CrossStitch, "esmm": DNN,
-    "aitm": AITM, "man": MAN,
+    "aitm": AITM, "man": MAN, "star": STAR, "taml": TAML, "autoheri": AutoHERI,
 }
 # Backbones whose output already went through task towers: only the logit is added.
-OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})
+OWNS_TOWERS = frozenset({"aitm", "cross_stitch", "star", "taml", "autoheri"})
 TASK_FORMS = (("ctr", "cvr"), ("ctr", "ctcvr"), ("ctr",), ("ctr", "actions"))
 
 
