@@ -53,7 +53,7 @@ class ModelConfig:
       embedding_dim: Width of every sparse-id embedding.
       embedding_l2: L2 penalty on the embedding tables (0 disables).
       tower_units: Hidden sizes of each task tower (ignored by backbones that own their
-        towers: aitm, cross_stitch).
+        towers: ``trainer.model.OWNS_TOWERS``).
       tower_dropout: Dropout rate inside towers.
       tower_batch_norm: Batch-normalise each tower layer's pre-activation output.
       tasks: ``[ctr, cvr]`` (ctcvr = ctr * cvr), ``[ctr, ctcvr]`` (funnel order, AITM;
@@ -178,6 +178,14 @@ class MetaConfig:
         backbone's fusion layers.
       max_rows: Rows of the train split kept in memory for sampling.
       log_every: Progress line interval in steps.
+      test_task_eval: Also score MAN Sec. 4.3's test tasks on the held-out split (test if
+        the data has one, else eval; ``trainer.meta.evaluate_test_tasks``): per partition,
+        fine-tune a copy of the fusion layers on ``support_size`` rows and score the
+        partition's other rows; the trained model is left as it is. Independent of
+        ``enabled`` (baselines can be scored too). ``funnelrank train`` and ``bench`` only;
+        the TFX Trainer does not run it.
+      test_task_steps: Inner steps (of ``inner_lr``) on each test task's support rows; 0
+        scores the same query rows without fine-tuning.
     """
 
     enabled: bool = False
@@ -192,6 +200,8 @@ class MetaConfig:
     layers: Tuple[str, ...] = ("*/tower", "*/logit")
     max_rows: int = 500_000
     log_every: int = 50
+    test_task_eval: bool = False
+    test_task_steps: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +331,8 @@ def _validate(cfg: ExperimentConfig) -> None:
     for key in ("inner_lr", "outer_lr"):
         if getattr(cfg.meta, key) <= 0:
             raise ConfigError(f"meta.{key}: expected > 0, got {getattr(cfg.meta, key)}")
+    if cfg.meta.test_task_steps < 0:
+        raise ConfigError(f"meta.test_task_steps: expected >= 0, got {cfg.meta.test_task_steps}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", cfg.pipeline.name):

@@ -123,10 +123,11 @@ def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
     val_ds = None if validation is None else from_arrays(
         validation, info.input_names, spec, cfg.train.eval_batch_size)
 
+    label_keys = {"click": transformed_name(spec.click_key),
+                  "conversion": transformed_name(spec.conversion_key)}
+
     def meta_rows():
-        keep = {k: v[:cfg.meta.max_rows] for k, v in train_arrays.items()}
-        return keep, {"click": transformed_name(spec.click_key),
-                      "conversion": transformed_name(spec.conversion_key)}
+        return {k: v[:cfg.meta.max_rows] for k, v in train_arrays.items()}, label_keys
 
     t0 = time.perf_counter()
     # BackupAndRestore: a run killed mid-epoch and started again with the same --out resumes
@@ -143,6 +144,13 @@ def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
     if "test" in arrays:
         test_ds = from_arrays(arrays["test"], info.input_names, spec, cfg.train.eval_batch_size)
         result["test_heads"] = evaluate_heads(model.network, test_ds)
+    if cfg.meta.test_task_eval:  # MAN Sec. 4.3 test tasks on the held-out split's partitions
+        from trainer.meta import evaluate_test_tasks
+
+        split = "test" if "test" in arrays else "eval"
+        result["test_tasks"] = {"split": split, **evaluate_test_tasks(
+            model, arrays[split], info.input_names, label_keys,
+            transformed_name(cfg.meta.partition_key), cfg.meta, cfg.train.seed)}
     print(format_report(result["heads"]))
     print(f"training: {progress.examples_per_sec:.0f} examples/s over "
           f"{cfg.train.epochs} epoch(s), {train_seconds:.1f}s")
