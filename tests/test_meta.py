@@ -260,6 +260,27 @@ def test_zero_test_task_steps_scores_the_trained_model():
                             _test_task_cfg(), seed=1)
 
 
+def test_test_tasks_of_a_model_built_for_two_replicas_match_the_single_device_ones(
+        two_cpu_strategy):
+    from trainer.fit import build_model
+    from trainer.meta import evaluate_test_tasks
+
+    _, arrays, info = fixtures.tiny_arrays(600)
+    args = (arrays, info.input_names, {"click": "click_xf", "conversion": "conversion_xf"},
+            "item_xf", _test_task_cfg(support_size=8, query_size=8))
+    with two_cpu_strategy.scope():
+        mirrored = build_model(_man_config(), info)
+    single = build_model(_man_config(), info)  # same seed: same initial weights
+    got = evaluate_test_tasks(mirrored, *args, seed=2)
+    want = evaluate_test_tasks(single, *args, seed=2)
+    assert got["partitions"] == want["partitions"] > 0
+    for key, entry in want["per_partition"].items():
+        for which in ("before", "after"):
+            for head, metrics in entry[which].items():
+                assert got["per_partition"][key][which][head]["logloss"] == pytest.approx(
+                    metrics["logloss"], rel=1e-5), (key, which, head)
+
+
 def test_test_task_steps_must_not_be_negative():
     with pytest.raises(config_lib.ConfigError, match="meta.test_task_steps: expected >= 0, got -1"):
         _man_config(meta={"test_task_steps": -1})
