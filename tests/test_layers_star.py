@@ -43,7 +43,10 @@ def np_star(x, w, tasks, num_hidden, training, norm=True, aux=True):
 def test_defaults():
     layer = STAR(["ctr", "cvr"])
     assert (layer.units, layer.activation, layer.partitioned_norm, layer.aux_units,
-            layer.domain_embedding_dim, layer.dropout) == ([64, 32], "relu", True, [32], 4, 0.0)
+            layer.domain_embedding_dim, layer.dropout, layer.norm_momentum) == (
+        [64, 32], "relu", True, [32], 4, 0.0, 0.9)
+    layer(lc.features())
+    assert layer.norm.momentum == 0.9
 
 
 @pytest.mark.parametrize("make", [
@@ -106,6 +109,7 @@ def test_partitioned_norm_tracks_moving_moments_in_training_only():
 @pytest.mark.parametrize("cls,name,value", [
     (STAR, "tasks", ["ctr", "auxiliary"]), (STAR, "tasks", ["shared"]), (STAR, "units", []),
     (STAR, "dropout", 1.0), (STAR, "aux_units", [4, 0]), (STAR, "domain_embedding_dim", -1),
+    (STAR, "norm_momentum", 1.5),
     (StarFC, "units", 0), (StarFC, "partitions", []),
     (PartitionedNormalization, "momentum", 1.5), (PartitionedNormalization, "epsilon", 0)])
 def test_invalid_args(cls, name, value):

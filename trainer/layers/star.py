@@ -191,11 +191,18 @@ class STAR(tf.keras.layers.Layer):
       aux_units: Hidden sizes of the auxiliary network (``[]``: no auxiliary network).
       domain_embedding_dim: Width of the domain-indicator embedding the auxiliary network reads
         (0: features only).
+      norm_momentum: Momentum of PN's moving moments (the inference statistics), in [0, 1].
+        0.9, not Keras' 0.99: with 0.99 the moments still weigh their start (mean 0, variance
+        1) by 0.99^steps, about half after the ~80 steps of an epoch on 100k rows, while the
+        embeddings' real variance is far below 1, and the model scored at inference differs
+        from the one trained (measured, 100k synthetic rows, one epoch, ``[ctr, cvr]``: eval
+        CTR AUC 0.598 with 0.99, 0.674 with 0.9).
     """
 
     def __init__(self, tasks: Sequence[str], units: Sequence[int] = (64, 32),
                  activation: str = "relu", dropout: float = 0.0, partitioned_norm: bool = True,
-                 aux_units: Sequence[int] = (32,), domain_embedding_dim: int = 4, **kwargs):
+                 aux_units: Sequence[int] = (32,), domain_embedding_dim: int = 4,
+                 norm_momentum: float = 0.9, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks, [SHARED, AUXILIARY]))
         self.units = list(check_units("units", units))
@@ -205,12 +212,13 @@ class STAR(tf.keras.layers.Layer):
         self.partitioned_norm = bool(partitioned_norm)
         self.aux_units = list(check_units("aux_units", aux_units, allow_empty=True))
         self.domain_embedding_dim = check_nonneg_int("domain_embedding_dim", domain_embedding_dim)
+        self.norm_momentum = check_unit_number("norm_momentum", norm_momentum)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
         self.norm = None
         if self.partitioned_norm:
-            self.norm = PartitionedNormalization(self.tasks, name="norm")
+            self.norm = PartitionedNormalization(self.tasks, self.norm_momentum, name="norm")
             build_sublayer(self.norm, shape)
         self.star_layers = [StarFC(self.tasks, u, self.activation, name=f"star_{l}")
                             for l, u in enumerate(self.units)]
@@ -263,5 +271,6 @@ class STAR(tf.keras.layers.Layer):
                        "activation": self.activation, "dropout": self.dropout,
                        "partitioned_norm": self.partitioned_norm,
                        "aux_units": list(self.aux_units),
-                       "domain_embedding_dim": self.domain_embedding_dim})
+                       "domain_embedding_dim": self.domain_embedding_dim,
+                       "norm_momentum": self.norm_momentum})
         return config
