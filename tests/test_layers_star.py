@@ -43,15 +43,15 @@ def np_star(x, w, tasks, num_hidden, training, norm=True, aux=True):
 def test_defaults():
     layer = STAR(["ctr", "cvr"])
     assert (layer.units, layer.activation, layer.partitioned_norm, layer.aux_units,
-            layer.domain_embedding_dim, layer.dropout, layer.norm_momentum) == (
-        [64, 32], "relu", True, [32], 4, 0.0, 0.9)
+            layer.domain_embedding_dim, layer.dropout, layer.norm_momentum,
+            layer.domain_kernel_stddev) == ([64, 32], "relu", True, [32], 4, 0.0, 0.9, 0.5)
     layer(lc.features())
     assert layer.norm.momentum == 0.9
 
 
 @pytest.mark.parametrize("make", [
     small(), small(partitioned_norm=False, aux_units=[]),
-    lambda: StarFC(["a", "b"], 3, "relu", name="fc"),
+    lambda: StarFC(["a", "b"], 3, "relu", domain_kernel_stddev=0.2, name="fc"),
     lambda: PartitionedNormalization(["a", "b"], momentum=0.9, epsilon=0.01, name="pn")],
     ids=["star", "star_plain", "star_fc", "pn"])
 def test_config_round_trip(make):
@@ -87,14 +87,21 @@ def test_auxiliary_network_without_domain_embedding_reads_features_only():
     assert layer.auxiliary.weights[0].shape[0] == x.shape[1]
 
 
-def test_every_domain_starts_as_the_shared_layer():
-    """Domain kernels start at 1 and biases at 0: W * W_p = W and b + b_p = b."""
-    fc = StarFC(lc.TASKS3, 4, "relu", name="fc")
+def test_domains_start_around_the_shared_layer_and_identical_with_zero_spread():
+    """Domain kernels start at 1 + N(0, s^2) and biases at 0; s = 0: W * W_p = W."""
+    fc = StarFC(lc.TASKS3, 4, "relu", domain_kernel_stddev=0.0, name="fc")
     x = lc.features()
     out = lc.to_numpy(fc(x))
     expected = lc.np_relu(x @ fc.kernels["shared"].numpy() + fc.biases["shared"].numpy())
     for t in lc.TASKS3:
         np.testing.assert_allclose(out[t], expected, atol=1e-6)
+    spread = StarFC(lc.TASKS3, 64, name="fc")
+    spread(x)
+    kernels = [spread.kernels[t].numpy() for t in lc.TASKS3]
+    for k in kernels:
+        assert abs(k.mean() - 1.0) < 0.15 and 0.35 < k.std() < 0.65
+        np.testing.assert_array_equal(spread.biases[lc.TASKS3[0]].numpy(), 0.0)
+    assert not np.allclose(kernels[0], kernels[1])
 
 
 def test_partitioned_norm_tracks_moving_moments_in_training_only():
@@ -109,7 +116,8 @@ def test_partitioned_norm_tracks_moving_moments_in_training_only():
 @pytest.mark.parametrize("cls,name,value", [
     (STAR, "tasks", ["ctr", "auxiliary"]), (STAR, "tasks", ["shared"]), (STAR, "units", []),
     (STAR, "dropout", 1.0), (STAR, "aux_units", [4, 0]), (STAR, "domain_embedding_dim", -1),
-    (STAR, "norm_momentum", 1.5),
+    (STAR, "norm_momentum", 1.5), (STAR, "domain_kernel_stddev", -0.5),
+    (StarFC, "domain_kernel_stddev", -1.0),
     (StarFC, "units", 0), (StarFC, "partitions", []),
     (PartitionedNormalization, "momentum", 1.5), (PartitionedNormalization, "epsilon", 0)])
 def test_invalid_args(cls, name, value):

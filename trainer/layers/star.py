@@ -13,8 +13,9 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from schemas.checks import (check_nonneg_int, check_positive_int, check_positive_number,
-                            check_rate, check_tasks, check_unit_number, check_units)
+from schemas.checks import (check_nonneg_int, check_nonneg_number, check_positive_int,
+                            check_positive_number, check_rate, check_tasks, check_unit_number,
+                            check_units)
 from trainer.layers.common import build_sublayer, register
 from trainer.layers.mlp import MLP
 
@@ -92,10 +93,13 @@ class StarFC(tf.keras.layers.Layer):
     """One star-topology fully-connected layer.
 
     For domain ``p``: ``y_p = act(x_p (W ⊙ W_p) + (b + b_p))``, with ``W, b`` shared by all
-    domains (the centre of the star) and ``W_p, b_p`` the domain's own. ``W_p`` starts at 1
-    and ``b_p`` at 0, so every domain starts as the shared layer and learns a multiplicative
-    deviation from it (our choice: two independent random initialisations would start the
-    product at a tiny scale).
+    domains (the centre of the star) and ``W_p, b_p`` the domain's own. ``W_p`` starts at
+    ``1 + N(0, domain_kernel_stddev^2)`` and ``b_p`` at 0: every domain starts near the shared
+    layer (``E[W ⊙ W_p] = W``, at its scale; two independent Glorot draws would start the
+    product at a tiny one) but not equal to it. With ``domain_kernel_stddev=0`` the domains
+    start identical, and in an ESMM ``[ctr, cvr]`` model the cvr domain then never left the
+    ctr one (measured, 100k synthetic rows, one epoch, one seed: eval cvr AUC on clicked rows
+    0.32 with 0, 0.68 with 0.5, 0.65 with Glorot for both; ctcvr AUC 0.795 / 0.796 / 0.788).
 
     Call with ``[B, F]`` (the same input for every domain) or a dict domain -> ``[B, F]``;
     returns a dict domain -> ``[B, units]``. Weights ``shared/kernel``, ``shared/bias``,
@@ -105,14 +109,18 @@ class StarFC(tf.keras.layers.Layer):
       partitions: Domain names (the tasks).
       units: Output width.
       activation: Activation (``None``/``"linear"`` for the output layer).
+      domain_kernel_stddev: Spread of the domain kernels around 1 at start (>= 0).
     """
 
-    def __init__(self, partitions: Sequence[str], units: int, activation=None, **kwargs):
+    def __init__(self, partitions: Sequence[str], units: int, activation=None,
+                 domain_kernel_stddev: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         self.partitions = list(check_tasks("partitions", partitions, [SHARED]))
         self.units = check_positive_int("units", units)
         tf.keras.activations.get(activation)  # fails early on an unknown name
         self.activation = activation
+        self.domain_kernel_stddev = check_nonneg_number("domain_kernel_stddev",
+                                                        domain_kernel_stddev)
 
     def build(self, input_shape):
         shapes = _per_partition(self.partitions, input_shape)
@@ -127,8 +135,9 @@ class StarFC(tf.keras.layers.Layer):
         self.biases[SHARED] = self.add_weight(name=f"{SHARED}/bias", shape=(self.units,),
                                               initializer="zeros")
         for p in self.partitions:
-            self.kernels[p] = self.add_weight(name=f"{p}/kernel", shape=(width, self.units),
-                                              initializer="ones")
+            self.kernels[p] = self.add_weight(
+                name=f"{p}/kernel", shape=(width, self.units),
+                initializer=tf.keras.initializers.RandomNormal(1.0, self.domain_kernel_stddev))
             self.biases[p] = self.add_weight(name=f"{p}/bias", shape=(self.units,),
                                              initializer="zeros")
         self._act = tf.keras.activations.get(self.activation)
@@ -143,7 +152,8 @@ class StarFC(tf.keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"partitions": list(self.partitions), "units": self.units,
-                       "activation": self.activation})
+                       "activation": self.activation,
+                       "domain_kernel_stddev": self.domain_kernel_stddev})
         return config
 
 
@@ -177,7 +187,8 @@ class STAR(tf.keras.layers.Layer):
       input (the concatenated embeddings), as in STAR's figure.
     * **The auxiliary network** reads all features (STAR: the domain indicator and "a subset
       of features"); ``aux_units=[]`` drops it.
-    * Initialisation: ``W_p = 1``, ``b_p = 0`` (see :class:`StarFC`).
+    * Initialisation: ``W_p = 1 + N(0, domain_kernel_stddev^2)``, ``b_p = 0`` (see
+      :class:`StarFC`; identical domains at start trapped the cvr domain on the ctr one).
 
     Sub-layers: ``norm`` (PN), ``star_<l>`` and ``star_out`` (FCN), ``auxiliary/mlp`` and
     ``auxiliary/logit``; weight ``auxiliary/domain_embedding`` ``[T, domain_embedding_dim]``.
@@ -197,12 +208,14 @@ class STAR(tf.keras.layers.Layer):
         embeddings' real variance is far below 1, and the model scored at inference differs
         from the one trained (measured, 100k synthetic rows, one epoch, ``[ctr, cvr]``: eval
         CTR AUC 0.598 with 0.99, 0.674 with 0.9).
+      domain_kernel_stddev: Spread of the domain kernels around 1 at start (see
+        :class:`StarFC`).
     """
 
     def __init__(self, tasks: Sequence[str], units: Sequence[int] = (64, 32),
                  activation: str = "relu", dropout: float = 0.0, partitioned_norm: bool = True,
                  aux_units: Sequence[int] = (32,), domain_embedding_dim: int = 4,
-                 norm_momentum: float = 0.9, **kwargs):
+                 norm_momentum: float = 0.9, domain_kernel_stddev: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(check_tasks("tasks", tasks, [SHARED, AUXILIARY]))
         self.units = list(check_units("units", units))
@@ -213,6 +226,8 @@ class STAR(tf.keras.layers.Layer):
         self.aux_units = list(check_units("aux_units", aux_units, allow_empty=True))
         self.domain_embedding_dim = check_nonneg_int("domain_embedding_dim", domain_embedding_dim)
         self.norm_momentum = check_unit_number("norm_momentum", norm_momentum)
+        self.domain_kernel_stddev = check_nonneg_number("domain_kernel_stddev",
+                                                        domain_kernel_stddev)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
@@ -220,9 +235,10 @@ class STAR(tf.keras.layers.Layer):
         if self.partitioned_norm:
             self.norm = PartitionedNormalization(self.tasks, self.norm_momentum, name="norm")
             build_sublayer(self.norm, shape)
-        self.star_layers = [StarFC(self.tasks, u, self.activation, name=f"star_{l}")
-                            for l, u in enumerate(self.units)]
-        self.star_layers.append(StarFC(self.tasks, 1, None, name="star_out"))
+        self.star_layers = [StarFC(self.tasks, u, self.activation, self.domain_kernel_stddev,
+                                   name=f"star_{l}") for l, u in enumerate(self.units)]
+        self.star_layers.append(StarFC(self.tasks, 1, None, self.domain_kernel_stddev,
+                                       name="star_out"))
         for layer in self.star_layers:
             build_sublayer(layer, shape)
             shape = tf.TensorShape([None, layer.units])
@@ -272,5 +288,6 @@ class STAR(tf.keras.layers.Layer):
                        "partitioned_norm": self.partitioned_norm,
                        "aux_units": list(self.aux_units),
                        "domain_embedding_dim": self.domain_embedding_dim,
-                       "norm_momentum": self.norm_momentum})
+                       "norm_momentum": self.norm_momentum,
+                       "domain_kernel_stddev": self.domain_kernel_stddev})
         return config
