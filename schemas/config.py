@@ -291,6 +291,12 @@ class MetaConfig:
         backbone's fusion layers.
       max_rows: Rows of the train split kept in memory for sampling.
       log_every: Progress line interval in steps.
+      test_task_eval: Also score MAN Sec. 4.3's test tasks on the eval split
+        (``trainer.meta.evaluate_test_tasks``): per partition, fine-tune a copy of the fusion
+        layers on ``support_size`` rows and score the partition's other rows; the trained
+        model is left as it is. Independent of ``enabled`` (baselines can be scored too).
+      test_task_steps: Inner steps (of ``inner_lr``) on each test task's support rows; 0
+        scores the same query rows without fine-tuning.
     """
 
     enabled: bool = False
@@ -305,6 +311,8 @@ class MetaConfig:
     layers: Tuple[str, ...] = ("*/tower", "*/logit")
     max_rows: int = 500_000
     log_every: int = 50
+    test_task_eval: bool = False
+    test_task_steps: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -567,6 +575,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         checks.check_positive_int(f"meta.{key}", getattr(mc, key), error=err)
     for key in ("inner_lr", "outer_lr"):
         checks.check_positive_number(f"meta.{key}", getattr(mc, key), error=err)
+    checks.check_nonneg_int("meta.test_task_steps", mc.test_task_steps, error=err)
     a = cfg.adm
     checks.check_positive_int("adm.window_seconds", a.window_seconds, error=err)
     if not a.thresholds or any(not checks.is_int(x) or x < 1 for x in a.thresholds):

@@ -36,9 +36,8 @@ def test_config_trains_and_predicts_its_heads(path):
                                      "meta.steps": 2, "meta.support_size": 8,
                                      "meta.query_size": 8, "meta.partition_key": "item"})
     ds = from_arrays(arrays, info.input_names, spec, 200, shuffle=True)
-    labels = {"click": "click_xf", "conversion": "conversion_xf"}
     model, _ = fit_model(cfg, info, ds, ds, tf.distribute.OneDeviceStrategy("/cpu:0"),
-                         meta_rows=lambda: (arrays, labels))
+                         spec=spec, meta_arrays=lambda: arrays)
     assert np.isfinite(model.history.history["loss"]).all()
     outputs, _ = predict(model.network, from_arrays(arrays, info.input_names, spec, 600))
     if cfg.adm.enabled:

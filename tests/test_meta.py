@@ -92,8 +92,8 @@ def _fit(cfg, strategy, rows=1500, validation=True):
     _, arrays, info = fixtures.tiny_arrays(rows)
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
     val = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 500) if validation else None
-    label_keys = {"click": "click_xf", "conversion": "conversion_xf"}
-    return fit_model(cfg, info, ds, val, strategy, meta_rows=lambda: (arrays, label_keys)), info
+    return fit_model(cfg, info, ds, val, strategy, spec=fixtures.TINY_SPEC,
+                     meta_arrays=lambda: arrays), info
 
 
 def test_meta_stage_moves_only_the_fusion_layers_under_two_replicas(two_cpu_strategy):
@@ -107,7 +107,7 @@ def test_meta_stage_moves_only_the_fusion_layers_under_two_replicas(two_cpu_stra
     from trainer.meta import meta_train
     _, arrays, info = fixtures.tiny_arrays(1500)
     summary = meta_train(model, arrays, info.input_names,
-                         {"click": "click_xf", "conversion": "conversion_xf"}, "item_xf",
+                         fixtures.TINY_SPEC, "item_xf",
                          config_lib.MetaConfig(enabled=True, partition_key="item", steps=4,
                                                support_size=16, query_size=16, outer_lr=0.05),
                          two_cpu_strategy, seed=0)
@@ -159,3 +159,159 @@ def test_two_stage_configuration_errors(sections, message):
     validation = "early_stopping_monitor" in sections.get("train", {})
     with pytest.raises(config_lib.ConfigError, match=message):
         _fit(cfg, tf.distribute.OneDeviceStrategy("/cpu:0"), rows=400, validation=validation)
+
+
+# ----------------------------------------------------------------------------- test tasks (4.3)
+def test_adapt_takes_plain_gradient_steps_on_tensors():
+    """y = w x, loss mean((w x - y)^2): k inner steps of w <- w - a * mean(2 x (w x - y))."""
+    from trainer.meta import adapt
+
+    w, alpha, steps = 0.7, 0.1, 3
+    xa, ya = np.array([[1.0], [2.0], [-1.0]]), np.array([[0.5], [1.0], [0.0]])
+    layer = _linear(w)
+    theta, losses = adapt([layer], [layer.kernel], _mse(layer),
+                          (tf.constant(xa, tf.float32), tf.constant(ya, tf.float32)), alpha,
+                          steps)
+    expected = [w]
+    for _ in range(steps):
+        expected.append(expected[-1] - alpha * np.mean(2 * xa * (expected[-1] * xa - ya)))
+    assert float(theta[0]) == pytest.approx(expected[-1], rel=1e-5)
+    np.testing.assert_allclose(losses.numpy(), [np.mean((v * xa - ya) ** 2) for v in expected],
+                               rtol=1e-5)
+    assert float(layer.kernel) == pytest.approx(w)  # the variable itself is untouched
+
+
+def _test_task_cfg(**meta):
+    args = {"enabled": False, "partition_key": "item", "support_size": 16, "query_size": 16,
+            "inner_lr": 0.05, "test_task_eval": True, "test_task_steps": 2, **meta}
+    return config_lib.MetaConfig(**args)
+
+
+def test_test_tasks_score_fine_tuned_copies_and_leave_the_model_as_it_is():
+    from trainer.fit import build_model
+    from trainer.meta import evaluate_test_tasks
+
+    _, arrays, info = fixtures.tiny_arrays(1500)
+    model = build_model(_man_config(), info)
+    cfg = _test_task_cfg()
+    model(_batch_x(arrays, info, np.arange(4)))
+    before = [v.numpy().copy() for v in model.variables]
+    summary = evaluate_test_tasks(model, arrays, info.input_names, fixtures.TINY_SPEC, "item_xf", cfg,
+                                  seed=5)
+    for b, v in zip(before, model.variables):
+        np.testing.assert_array_equal(b, v.numpy(), err_msg=v.name)
+    sampler = PartitionSampler(arrays["item_xf"], 16, 16, seed=0)
+    assert summary["partitions"] == 25 and summary["partitions_skipped"] == 0
+    assert set(summary["per_partition"]) == {str(k) for k in sampler.keys}
+    for key, rows in sampler.groups.items():
+        entry = summary["per_partition"][str(key)]
+        assert (entry["support_rows"], entry["query_rows"]) == (16, len(rows) - 16)
+        assert entry["after"]["ctr"]["count"] == len(rows) - 16
+    pooled = summary["pooled"]
+    assert pooled["after"]["ctr"]["count"] == 1500 - 25 * 16
+    assert pooled["after"]["cvr"]["count"] < pooled["after"]["ctr"]["count"]  # clicked only
+    assert pooled["after"]["ctr"]["logloss"] != pooled["before"]["ctr"]["logloss"]
+    falls = [e["support_loss"][1] < e["support_loss"][0]
+             for e in summary["per_partition"].values()]
+    assert sum(falls) >= 20, falls  # small steps on the support loss lower it
+
+    # One partition by hand: assign the same SGD steps to the variables, score, restore.
+    first = sampler.keys[0]
+    rows = sampler.groups[first]
+    chosen = np.zeros(len(rows), bool)
+    chosen[np.random.default_rng(5).choice(len(rows), 16, replace=False)] = True
+    support, query = rows[chosen], rows[~chosen]
+    variables = [v for layer in fusion_layers(model.network, cfg.layers)
+                 for v in layer.trainable_variables]
+    x_s, y_s = _batch_x(arrays, info, support), _labels(arrays, support)
+    saved = [v.numpy().copy() for v in variables]
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            terms = model.loss_terms(y_s, model.training_outputs(x_s, y_s, training=False))
+            loss = tf.add_n(list(terms.values()))
+        for v, g in zip(variables, tape.gradient(loss, variables)):
+            v.assign_sub(0.05 * g)
+    probs = model.network(_batch_x(arrays, info, query), training=False)["ctr"].numpy()
+    for v, s in zip(variables, saved):
+        v.assign(s)
+    from trainer import metrics as offline
+    click = arrays["click_xf"][query].reshape(-1)
+    got = summary["per_partition"][str(first)]["after"]["ctr"]
+    assert got["auc"] == pytest.approx(offline.auc(click, probs), abs=1e-6)
+    assert got["logloss"] == pytest.approx(offline.logloss(click, probs), rel=1e-5)
+
+
+def test_zero_test_task_steps_scores_the_trained_model():
+    from trainer.fit import build_model
+    from trainer.meta import evaluate_test_tasks
+
+    _, arrays, info = fixtures.tiny_arrays(600)
+    model = build_model(_man_config(), info)
+    summary = evaluate_test_tasks(model, arrays, info.input_names,
+                                  {"click": "click_xf", "conversion": "conversion_xf"},
+                                  "item_xf", _test_task_cfg(test_task_steps=0), seed=1)
+    assert summary["pooled"]["after"] == summary["pooled"]["before"]
+    for entry in summary["per_partition"].values():
+        assert len(set(entry["support_loss"])) == 1
+    with pytest.raises(config_lib.ConfigError, match="no column 'segment_xf'"):
+        evaluate_test_tasks(model, arrays, info.input_names, {}, "segment_xf",
+                            _test_task_cfg(), seed=1)
+
+
+def test_test_tasks_of_a_model_built_for_two_replicas_match_the_single_device_ones(
+        two_cpu_strategy):
+    from trainer.fit import build_model
+    from trainer.meta import evaluate_test_tasks
+
+    _, arrays, info = fixtures.tiny_arrays(600)
+    args = (arrays, info.input_names, {"click": "click_xf", "conversion": "conversion_xf"},
+            "item_xf", _test_task_cfg(support_size=8, query_size=8))
+    with two_cpu_strategy.scope():
+        mirrored = build_model(_man_config(), info)
+    single = build_model(_man_config(), info)  # same seed: same initial weights
+    got = evaluate_test_tasks(mirrored, *args, seed=2)
+    want = evaluate_test_tasks(single, *args, seed=2)
+    assert got["partitions"] == want["partitions"] > 0
+    for key, entry in want["per_partition"].items():
+        for which in ("before", "after"):
+            for head, metrics in entry[which].items():
+                assert got["per_partition"][key][which][head]["logloss"] == pytest.approx(
+                    metrics["logloss"], rel=1e-5), (key, which, head)
+
+
+def test_test_task_steps_must_not_be_negative():
+    with pytest.raises(config_lib.ConfigError, match=r"`meta.test_task_steps` must be an "
+                                                     r"integer >= 0, received: "
+                                                     r"meta.test_task_steps=-1"):
+        _man_config(meta={"test_task_steps": -1})
+
+
+@pytest.mark.slow
+def test_train_writes_test_tasks_and_the_bench_reads_them(tmp_path):
+    from funnelrank.commands import bench
+    from funnelrank.commands import train as train_local
+
+    cfg = config_lib.load("configs/man.yaml", {
+        "data.generate_rows": 3000, "train.epochs": 1, "train.batch_size": 256,
+        "train.early_stopping_patience": 0, "meta.steps": 2, "meta.support_size": 16,
+        "meta.query_size": 16, "meta.test_task_eval": True,
+        "model.backbone_args": {"num_shared_experts": 1, "num_task_experts": 1,
+                                "expert_units": [8]}, "model.tower_units": [4]})
+    result = train_local.train(cfg, str(tmp_path / "run"))
+    tasks = result["test_tasks"]
+    assert tasks["split"] == "eval" and tasks["partitions"] >= 1
+    assert tasks["pooled"]["after"]["ctr"]["count"] == sum(
+        e["query_rows"] for e in tasks["per_partition"].values())
+    assert bench._metric(result, "test_tasks.ctr.auc") == tasks["pooled"]["after"]["ctr"]["auc"]
+    assert bench._metric(result, "test_tasks_before.cvr.logloss") == \
+        tasks["pooled"]["before"]["cvr"]["logloss"]
+    assert bench._metric(result, "ctr.auc") == result["heads"]["ctr"]["auc"]
+
+
+def _batch_x(arrays, info, rows):
+    return {k: tf.constant(arrays[k][rows]) for k in info.input_names}
+
+
+def _labels(arrays, rows):
+    return {"ctr": tf.constant(arrays["click_xf"][rows].reshape(-1)),
+            "cvr": tf.constant(arrays["conversion_xf"][rows].reshape(-1))}

@@ -33,6 +33,7 @@ from schemas import features
 from schemas import tasks as tasks_lib
 from schemas.config import ConfigError, ModelConfig
 from trainer.layers.aitm import AITM
+from trainer.layers.autoheri import AutoHERI
 from trainer.layers.cross_stitch import CrossStitch
 from trainer.layers.embedding import FeatureEmbedding
 from trainer.layers.heads import ProductHead, RatioHead
@@ -43,7 +44,9 @@ from trainer.layers.mmoe import MMoE
 from trainer.layers.omoe import OMoE
 from trainer.layers.ple import CGC, PLE
 from trainer.layers.shared_bottom import SharedBottom
+from trainer.layers.star import STAR
 from trainer.layers.stl import DNN, MaskNet
+from trainer.layers.taml import TAML
 from trainer.objectives.base import AUX_KINDS, HIDDEN, LOGITS, REPS  # noqa: F401 (re-exported)
 
 # Backbone name -> layer class, constructed as ``cls(tasks=..., **backbone_args)``. ESMM's own
@@ -52,10 +55,10 @@ from trainer.objectives.base import AUX_KINDS, HIDDEN, LOGITS, REPS  # noqa: F40
 BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
     "dnn": DNN, "masknet": MaskNet, "shared_bottom": SharedBottom, "omoe": OMoE,
     "mmoe": MMoE, "cgc": CGC, "ple": PLE, "cross_stitch": CrossStitch, "esmm": DNN,
-    "aitm": AITM, "man": MAN,
+    "aitm": AITM, "man": MAN, "star": STAR, "taml": TAML, "autoheri": AutoHERI,
 }
 # Backbones whose output already went through task towers: only the logit is added.
-OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})
+OWNS_TOWERS = frozenset({"aitm", "cross_stitch", "star", "taml", "autoheri"})
 # Backbones whose maths is the click -> conversion funnel itself.
 FUNNEL_ONLY = frozenset({"esmm", "aitm"})
 

@@ -244,6 +244,15 @@ class TrainingSession:
         return evaluate_heads(model.network, self.dataset(split, training=False),
                               model.heads)
 
+    def evaluate_test_tasks(self, model: FunnelModel, split: SplitData) -> Dict:
+        """MAN Sec. 4.3's test tasks on a split's partitions (``trainer.meta``)."""
+        from trainer.meta import evaluate_test_tasks
+
+        return {"split": "eval", **evaluate_test_tasks(
+            model, split.in_memory(self.columns).arrays, self.info.input_names, self.spec,
+            features.transformed_name(self.cfg.meta.partition_key), self.cfg.meta,
+            self.cfg.train.seed)}
+
     def run(self, train: SplitData, validation: SplitData, evaluation: SplitData,
             rows: Mapping[str, int], backup_dir: Optional[str] = None,
             log_dir: Optional[str] = None):
@@ -252,11 +261,15 @@ class TrainingSession:
         model, progress = self.fit(train, validation, backup_dir, log_dir)
         train_seconds = time.perf_counter() - t0
         heads = self.evaluate(model, evaluation)
+        test_tasks = self.evaluate_test_tasks(model, evaluation) \
+            if self.cfg.meta.test_task_eval else None
         metrics = {"heads": heads, "rows": dict(rows),
                    "examples_per_sec": progress.examples_per_sec,
                    "train_seconds": train_seconds, "replicas": self.replicas,
                    **progress.summary, "config": config_lib.to_dict(self.cfg),
                    "dataset_spec": features.spec_to_dict(self.spec)}
+        if test_tasks is not None:
+            metrics["test_tasks"] = test_tasks
         log.debug("eval split:\n%s", format_report(heads))
         log.info("training: %.0f examples/s, %.1fs", progress.examples_per_sec, train_seconds)
         return model, metrics

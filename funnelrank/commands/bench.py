@@ -94,6 +94,11 @@ def _metric(result: Mapping, dotted: str) -> float:
     head, _, name = dotted.partition(".")
     if head == "train":
         return float(result[name])
+    if head in ("test_tasks", "test_tasks_before"):  # meta.test_task_eval's pooled query rows
+        which = "after" if head == "test_tasks" else "before"
+        head, _, name = name.partition(".")
+        pooled = (result.get("test_tasks") or {}).get("pooled", {}).get(which, {})
+        return float(pooled.get(head, {}).get(name, float("nan")))
     return float(result["heads"].get(head, {}).get(name, float("nan")))
 
 
