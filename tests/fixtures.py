@@ -55,7 +55,7 @@ def adm_arrays(rows: int = 1200, seed: int = 3, window_seconds: int = 86_400):
     from transform import adm
     from transform.ingest import synthetic
 
-    spec = features.with_adm(features.synthetic_spec())
+    spec = features.with_adm(synthetic_spec())
     log = synthetic.generate(rows, seed=seed)
     frame = adm.add_to_frames({"all": log}, adm.AdmParams.for_spec(
         spec, window_seconds, 1))["all"]

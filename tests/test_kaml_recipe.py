@@ -14,7 +14,8 @@ from trainer.data import from_arrays, predict
 from trainer.model import HKE_INPUT, LOGITS, FeatureInfo, build_networks
 from trainer.objectives import build_objective
 from trainer.evaluation import evaluate_heads
-from trainer.session import fit_model, select_target_action
+from trainer.evaluation import select_target_action
+from trainer.session import fit_model
 from transform import adm
 from transform import preprocessor as preprocess
 from transform.ingest import synthetic

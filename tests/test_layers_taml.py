@@ -141,8 +141,8 @@ def test_mirrored_step_then_save_load(two_cpu_strategy, tmp_path):
 def test_funnel_model_trains_on_the_distillation_term():
     """The production wrapper adds the layer loss to its terms (as ``regularization``)."""
     from tests import fixtures
-    from trainer import config as config_lib
-    from trainer.fit import build_model
+    from schemas import config as config_lib
+    from trainer.session import build_model
 
     d = config_lib.to_dict(fixtures.tiny_config())
     d["model"].update({"backbone": "taml", "backbone_args": {

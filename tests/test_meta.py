@@ -121,7 +121,8 @@ def test_two_stage_man_reports_weights_and_exports_without_log_sigma(tmp_path):
     from serving import export
 
     pre, arrays, info = fixtures.tiny_arrays(1500)
-    cfg = _man_config(train={"early_stopping_patience": 1, "epochs": 3})
+    cfg = _man_config(train={"early_stopping_patience": 1, "epochs": 3,
+                             "early_stopping_monitor": "val_ctcvr_auc"})
     (model, progress), _ = _fit(cfg, tf.distribute.OneDeviceStrategy("/cpu:0"))
     summary = progress.summary
     assert set(summary) == {"early_stopping", "objective", "meta", "steps"}
@@ -188,7 +189,7 @@ def _test_task_cfg(**meta):
 
 
 def test_test_tasks_score_fine_tuned_copies_and_leave_the_model_as_it_is():
-    from trainer.fit import build_model
+    from trainer.session import build_model
     from trainer.meta import evaluate_test_tasks
 
     _, arrays, info = fixtures.tiny_arrays(1500)
@@ -242,7 +243,7 @@ def test_test_tasks_score_fine_tuned_copies_and_leave_the_model_as_it_is():
 
 
 def test_zero_test_task_steps_scores_the_trained_model():
-    from trainer.fit import build_model
+    from trainer.session import build_model
     from trainer.meta import evaluate_test_tasks
 
     _, arrays, info = fixtures.tiny_arrays(600)
@@ -260,7 +261,7 @@ def test_zero_test_task_steps_scores_the_trained_model():
 
 def test_test_tasks_of_a_model_built_for_two_replicas_match_the_single_device_ones(
         two_cpu_strategy):
-    from trainer.fit import build_model
+    from trainer.session import build_model
     from trainer.meta import evaluate_test_tasks
 
     _, arrays, info = fixtures.tiny_arrays(600)
