@@ -57,8 +57,10 @@ class ModelConfig:
       tower_dropout: Dropout rate inside towers.
       tower_batch_norm: Batch-normalise each tower layer's pre-activation output.
       tasks: ``[ctr, cvr]`` (ctcvr = ctr * cvr), ``[ctr, ctcvr]`` (funnel order, AITM;
-        cvr = ctcvr / ctr), ``[ctr]`` (single-task CTR) or ``[ctr, actions]`` (KAML: one
-        post-click CVR head ``cvr_<j>`` per conversion action of the data).
+        cvr = ctcvr / ctr), ``[ctr]`` (single-task CTR), ``[ctr, actions]`` (KAML: one
+        post-click CVR head ``cvr_<j>`` per conversion action of the data) or ``[ctr, cvr,
+        <task>, ...]`` (extra heads, AdaFTR's three-task form; see ``loss.args.task_labels``
+        of the adaftr recipe).
       hke: Per-action heads as KAML's HKE (original and extended sub-towers, eq. 9-10)
         instead of plain towers; needs ``tasks: [ctr, actions]`` and ADM data.
       hke_units: Hidden sizes of each HKE sub-tower (the merged MLP uses ``tower_units``).
@@ -357,6 +359,9 @@ def _validate(cfg: ExperimentConfig) -> None:
                           "set adm.enabled: true (HKE cannot be used without ADM, KAML 4.2.3)")
     if "ctr" not in cfg.model.tasks:
         raise ConfigError(f"model.tasks must include 'ctr', got {list(cfg.model.tasks)}")
+    if len(cfg.model.tasks) > 2 and cfg.loss.name != "adaftr":
+        raise ConfigError(f"model.tasks {list(cfg.model.tasks)}: only loss.name adaftr trains "
+                          f"extra tasks, got loss.name {cfg.loss.name!r}")
 
 
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:

@@ -247,6 +247,8 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset) -> Dict[str, Di
                                        click * labels["adm_original"][:, j])
     report: Dict[str, Dict[str, float]] = {}
     for head, probs in outputs.items():
+        if head not in targets:  # an extra task's head (AdaFTR's view): no label known here
+            continue
         y, mask = targets[head]
         y_m, p_m = offline.masked(y, mask), offline.masked(probs, mask)
         entry = {"auc": offline.auc(y_m, p_m), "logloss": offline.logloss(y_m, p_m),

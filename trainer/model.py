@@ -7,7 +7,10 @@ from ``model.tasks``:
 * ``[ctr, cvr]`` (default): heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
 * ``[ctr, ctcvr]`` (funnel order, AITM): heads ctr, ctcvr and the derived
   ``cvr = ctcvr / ctr`` (clipped to [0, 1]);
-* ``[ctr]``: a single-task CTR model (DNN, MaskNet).
+* ``[ctr]``: a single-task CTR model (DNN, MaskNet);
+* ``[ctr, cvr, <task>, ...]``: the ESMM heads plus one plain head per extra task (e.g. a
+  ``view`` step between click and conversion, AdaFTR Sec. 3.3.4); only the ``adaftr`` loss
+  recipe trains extra tasks.
 
 Everything the inference path needs is in it, nothing training-only (losses and their
 weights live in ``trainer.training.FunnelModel``). Loss recipes that read intermediate
@@ -23,6 +26,7 @@ sample's pCVR is the head of its target action (the serving signatures select it
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
@@ -53,6 +57,23 @@ BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
 # Backbones whose output already went through task towers: only the logit is added.
 OWNS_TOWERS = frozenset({"aitm", "cross_stitch"})
 TASK_FORMS = (("ctr", "cvr"), ("ctr", "ctcvr"), ("ctr",), ("ctr", "actions"))
+EXTRA_TASK = re.compile(r"[a-z][a-z0-9_]*$")  # names of extra tasks after [ctr, cvr]
+RESERVED_TASKS = ("ctr", "cvr", "ctcvr", "actions", "shared")
+
+
+def check_task_form(tasks) -> None:
+    """``model.tasks`` is one of :data:`TASK_FORMS` or ``[ctr, cvr, <extra task>, ...]``."""
+    tasks = tuple(tasks)
+    if tasks in TASK_FORMS:
+        return
+    extra = tasks[2:]
+    if (tasks[:2] == ("ctr", "cvr") and extra and len(set(extra)) == len(extra)
+            and all(isinstance(t, str) and EXTRA_TASK.match(t) and t not in RESERVED_TASKS
+                    and not t.startswith("cvr_") for t in extra)):
+        return
+    raise ConfigError(f"model.tasks: expected one of {[list(t) for t in TASK_FORMS]} or "
+                      f"[ctr, cvr, <extra task>, ...] (distinct lower-case names, not "
+                      f"{list(RESERVED_TASKS)} or cvr_<j>), got {list(tasks)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +196,7 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
     if cfg.backbone not in registry:
         raise ConfigError(f"model.backbone: unknown backbone {cfg.backbone!r}; expected one of "
                           f"{sorted(registry)}")
-    if tuple(cfg.tasks) not in TASK_FORMS:
-        raise ConfigError(f"model.tasks: expected one of {[list(t) for t in TASK_FORMS]}, got "
-                          f"{list(cfg.tasks)}")
+    check_task_form(cfg.tasks)
     tasks = backbone_tasks(cfg, info)
     inputs = {}
     for key in info.vocab_sizes:
