@@ -188,3 +188,23 @@ def test_final_batch_smaller_than_the_replica_count_trains_without_nan(two_cpu_s
     for term in ("bce_ctr", "bce_ctcvr", "rel", "cl"):
         assert np.all(np.isfinite(history[term])), term
     assert all(np.all(np.isfinite(v.numpy())) for v in model.step_variables)
+
+
+def test_replica_local_keeps_each_replicas_rows_to_itself(two_cpu_strategy):
+    """MAML's replicas train on partitions of their own (trainer/meta.py): nothing gathered."""
+    from trainer.losses.global_batch import replica_local
+
+    x, click, conv, _, _ = _data(4)
+    targets = {"click": click, "conv": conv}
+
+    def local(z, t):
+        with replica_local():
+            return _pwiser(z, t)
+
+    values, _ = _run(two_cpu_strategy, local, x, targets)
+    s = _sigmoid((x @ _w0())[:, 0].astype(np.float64))
+    half = N_ROWS // 2
+    want = [np_pwiser(click[:half], conv[:half], s[:half]),
+            np_pwiser(click[half:], conv[half:], s[half:])]
+    assert want[0] != pytest.approx(want[1])
+    np.testing.assert_allclose(values, want, rtol=1e-4, atol=1e-6)

@@ -52,7 +52,8 @@ def test_layer_weights_gradient_and_config():
     assert clone.get_config() == config
     restored = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
     assert isinstance(restored, UncertaintyWeighting) and restored.num_tasks == 2
-    assert tf.keras.utils.get_registered_name(UncertaintyWeighting) == "funnelrank>UncertaintyWeighting"
+    assert tf.keras.utils.get_registered_name(UncertaintyWeighting) == \
+        "funnelrank>UncertaintyWeighting"
 
 
 def test_layer_rejects_bad_args_and_wrong_number_of_losses():

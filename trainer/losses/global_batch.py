@@ -17,19 +17,43 @@ replica's slice receives ``num_replicas * dL/dslice`` through ``all_gather``'s g
 global batch (tested with 2 logical CPU replicas).
 
 Outside a replica context with more than one replica (no strategy, one device, or cross-replica
-code) nothing is gathered.
+code) nothing is gathered, nor inside :func:`replica_local` (replicas that train on batches of
+their own, such as MAML's per-replica partitions in ``trainer/meta.py``).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import contextlib
+import threading
+from typing import Iterator, Optional, Tuple
 
 import tensorflow as tf
 
+from schemas.checks import short_repr
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def replica_local() -> Iterator[None]:
+    """Within it, batch-level losses use the calling replica's rows only (nothing gathered).
+
+    For replicas whose batches are separate tasks rather than slices of one global batch
+    (MAML's partitions). Enter it inside the replica function: MirroredStrategy runs each
+    replica in its own thread, and the setting is per thread.
+    """
+    depth = getattr(_LOCAL, "depth", 0)
+    _LOCAL.depth = depth + 1
+    try:
+        yield
+    finally:
+        _LOCAL.depth = depth
+
 
 def peer_context() -> Optional[tf.distribute.ReplicaContext]:
-    """The replica context when it has peers (``num_replicas_in_sync > 1``), else None."""
+    """The replica context when it has peers (``num_replicas_in_sync > 1``) and rows are to be
+    gathered (not inside :func:`replica_local`), else None."""
     ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
+    if ctx is None or ctx.num_replicas_in_sync == 1 or getattr(_LOCAL, "depth", 0):
         return None
     return ctx
 
@@ -102,7 +126,7 @@ class BatchLevelLoss(tf.keras.losses.Loss):
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise ValueError(f"{type(self).__name__} is a batch-level loss and takes no "
-                             f"sample_weight, received: sample_weight={sample_weight!r}")
+                             f"sample_weight, received: sample_weight={short_repr(sample_weight)}")
         with tf.name_scope(self._name_scope):
             y_true, y_pred = gather_rows(y_true, y_pred)
             return self.call(y_true, y_pred)

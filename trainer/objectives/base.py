@@ -3,7 +3,10 @@
 A recipe turns canonical labels (``{"click", "conversion"}``, float32 ``[B]``) and the outputs
 of the training network into named scalar loss terms. Terms are per-replica means (or
 batch-level values of the global batch, see :mod:`trainer.losses.global_batch`); the
-training step divides their sum by the number of replicas.
+training step divides their sum by the number of replicas. A replica that gets no rows of a
+final global batch smaller than the replica count reports 0 for every mean, with zero gradient
+(that step's mean terms are then the average of the replicas' means, the 0 included, as with
+Keras' compiled losses).
 """
 from __future__ import annotations
 

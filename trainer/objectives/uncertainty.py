@@ -2,9 +2,10 @@
 
 MAN (/work/shared/papers/man_multitask_attention.md) Sec. 3.3, eq. 2-3, after Kendall et al.
 (CVPR'18): ``L = sum_k exp(-2 s_k) / 2 * L_k + s_k`` with ``s_k = log sigma_k`` learned
-(:class:`trainer.losses.uncertainty.UncertaintyWeighting`, the one implementation of eq. 3). The task losses ``L_k`` are the
-ESMM terms (BCE on ctr and on ctcvr over all impressions, pCTCVR = pCTR * pCVR as in MAN eq. 1),
-each optionally with class weights (Sec. 3.3: "weights to the positive and negative samples").
+(:class:`trainer.losses.uncertainty.UncertaintyWeighting`, the one implementation of eq. 3).
+The task losses ``L_k`` are the ESMM terms (BCE on ctr and on ctcvr over all impressions,
+pCTCVR = pCTR * pCVR as in MAN eq. 1), each optionally with class weights (Sec. 3.3:
+"weights to the positive and negative samples").
 
 ``loss.args``:
   ``uncertainty`` (true): learn the weights; false gives the plain weighted sum of eq. 2 with
