@@ -20,7 +20,7 @@ import tensorflow as tf
 from schemas.checks import check_bool, check_positive_number
 from trainer.layers.common import register
 from trainer.losses._tensors import compute_dtype, safe_mean
-from trainer.losses.global_batch import gather_rows, row_offset
+from trainer.losses.global_batch import gather_rows_and_offset
 
 
 def info_nce_rows(anchor, positive, tau, stop_tau_gradient: bool = True) -> tf.Tensor:
@@ -52,10 +52,10 @@ def info_nce_rows(anchor, positive, tau, stop_tau_gradient: bool = True) -> tf.T
     if tau.shape.rank == 0:
         tau = tf.fill([rows], tau)
     tau = tf.reshape(tau, [-1, 1])
-    (every_positive,) = gather_rows(positive)                            # [B, d], global
+    (every_positive,), offset = gather_rows_and_offset(positive)         # [B, d], global
     logits = tf.matmul(anchor, every_positive, transpose_b=True) / tau   # [b, B], row r / tau_r
     log_prob = tf.nn.log_softmax(logits, axis=-1)
-    own = row_offset(rows) + tf.range(rows)                              # column of r's positive
+    own = offset + tf.range(rows)                                        # column of r's positive
     return -tf.gather(log_prob, own, axis=1, batch_dims=1)
 
 

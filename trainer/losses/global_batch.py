@@ -4,15 +4,15 @@ A loss that pairs rows (PWiseR, KAML's RLU ranking) or normalises by a batch-lev
 (KAML's masked BCE, eq. 12) changes meaning when each replica only sees its own slice of the
 batch: with 2 replicas PWiseR would rank a positive only against half of the negatives, and
 InfoNCE (AdaFTR eq. 6) would draw half of the in-batch negatives. The losses here therefore
-work on the rows of every replica, gathered with ``ReplicaContext.all_gather`` (differentiable:
-the gradient of a gathered slice is summed over the replicas and routed back to the replica
-that owns it).
+work on the rows of every replica, gathered with ``ReplicaContext.all_reduce`` (each replica
+places its rows in a zero matrix of the global batch; differentiable: the gradient of a
+gathered slice is summed over the replicas and routed back to the replica that owns it).
 
 Convention, the one every training loop of the project uses (``model.fit`` with compiled
 losses and ``FunnelModel.train_step`` alike): each replica's loss is divided by the number of
 replicas and the gradients are summed over replicas. A batch-level loss that returns the
 global batch's value on EVERY replica then gets exactly the gradient of that value: each
-replica's slice receives ``num_replicas * dL/dslice`` through ``all_gather``'s gradient, times
+replica's slice receives ``num_replicas * dL/dslice`` through the gather's gradient, times
 ``1 / num_replicas``. So 1 and N replicas give the same loss and the same update for the same
 global batch (tested with 2 logical CPU replicas).
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -58,37 +58,68 @@ def peer_context() -> Optional[tf.distribute.ReplicaContext]:
     return ctx
 
 
-def gather_rows(*tensors: tf.Tensor) -> Tuple[tf.Tensor, ...]:
+def _pack(tensors: Sequence[tf.Tensor]) -> Tuple[tf.Tensor, list]:
+    """One ``[b, W]`` float matrix of the tensors' rows (float64 if any is float64)."""
+    dtype = tf.float64 if any(t.dtype == tf.float64 for t in tensors) else tf.float32
+    columns, layout = [], []
+    for t in tensors:
+        inner = t.shape[1:]
+        if not inner.is_fully_defined():
+            raise ValueError(f"gather_rows needs static non-batch dimensions, received: "
+                             f"shape={t.shape}")
+        width = inner.num_elements()
+        columns.append(tf.reshape(tf.cast(t, dtype), [-1, width]))
+        layout.append((t.dtype, inner, width))
+    return tf.concat(columns, axis=1), layout
+
+
+def _unpack(matrix: tf.Tensor, layout: list) -> Tuple[tf.Tensor, ...]:
+    out, start = [], 0
+    for dtype, inner, width in layout:
+        part = tf.reshape(matrix[:, start:start + width], [-1] + inner.as_list())
+        if dtype == tf.bool:
+            part = part > 0.5
+        elif dtype.is_integer:
+            part = tf.cast(tf.round(part), dtype)
+        else:
+            part = tf.cast(part, dtype)
+        out.append(part)
+        start += width
+    return tuple(out)
+
+
+def gather_rows_and_offset(*tensors) -> Tuple[Tuple[tf.Tensor, ...], tf.Tensor]:
+    """:func:`gather_rows`, plus the index of this replica's first row in the gathered order
+    (0 without peers)."""
+    tensors = tuple(tf.convert_to_tensor(t) for t in tensors)
+    ctx = peer_context()
+    if ctx is None:
+        return tensors, tf.zeros([], tf.int32)
+    rows = tf.shape(tensors[0])[0]
+    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+    sizes = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                           tf.one_hot(replica, ctx.num_replicas_in_sync, dtype=tf.int32) * rows)
+    offset = tf.reduce_sum(sizes[:replica])
+    total = tf.reduce_sum(sizes)
+    packed, layout = _pack(tensors)
+    # Each replica's rows at their place in a zero matrix of the global batch; the summed
+    # matrices are the gathered rows. ``all_reduce``'s gradient is the all-reduced upstream
+    # gradient, so each replica's slice gets every replica's gradient of its rows.
+    placed = tf.pad(packed, [[offset, total - offset - rows], [0, 0]])
+    return _unpack(ctx.all_reduce(tf.distribute.ReduceOp.SUM, placed), layout), offset
+
+
+def gather_rows(*tensors) -> Tuple[tf.Tensor, ...]:
     """Each tensor's rows of every replica, concatenated in replica order (axis 0).
 
-    Replicas may hold different numbers of rows (a final partial batch), none included.
-    Without peers the tensors come back unchanged.
+    All tensors must have the same number of rows and static non-batch dimensions; their values
+    travel as one float matrix (float64 if any is float64, else float32), so integer and bool
+    tensors must hold values that float represents exactly (labels, masks). Replicas may hold
+    different numbers of rows (a final partial batch), none included. Two collectives forward
+    (the row counts, then the rows) and one backward, whatever the number of tensors. Without
+    peers the tensors come back unchanged.
     """
-    ctx = peer_context()
-    tensors = tuple(tf.convert_to_tensor(t) for t in tensors)
-    if ctx is None:
-        return tensors
-    gathered = []
-    for t in tensors:
-        g = ctx.all_gather(t, axis=0)
-        g.set_shape(tf.TensorShape([None]).concatenate(t.shape[1:]))  # the gather loses it
-        gathered.append(g)
-    return tuple(gathered)
-
-
-def row_offset(rows: tf.Tensor) -> tf.Tensor:
-    """Index of this replica's first row in :func:`gather_rows`' order (0 without peers).
-
-    Args:
-      rows: Number of rows this replica holds (int32 scalar).
-    """
-    rows = tf.reshape(tf.cast(rows, tf.int32), [1])
-    ctx = peer_context()
-    if ctx is None:
-        return tf.zeros([], tf.int32)
-    sizes = ctx.all_gather(rows, axis=0)
-    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-    return tf.reduce_sum(sizes[:replica])
+    return gather_rows_and_offset(*tensors)[0]
 
 
 def num_replicas() -> int:
