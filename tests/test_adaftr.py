@@ -228,6 +228,19 @@ def test_bad_arguments_are_named(args, message):
         build_objective(_cfg(**args))
 
 
+def test_cvr_weight_needs_cvr_loss_clicked_and_calibrator_a_ctcvr_head():
+    with pytest.raises(config_lib.ConfigError, match=r"'cvr' weighs the BCE term of "
+                                                     r"loss.args.cvr_loss=clicked"):
+        build_objective(config_lib.from_dict({"loss": {"name": "adaftr",
+                                                       "weights": {"cvr": 2.0}}}).loss)
+    objective = build_objective(_cfg(cvr_loss="clicked", calibrator=0.5))
+    objective.build(_training_network())
+    assert objective.term_names(["ctr", "cvr", "ctcvr"])[:3] == ["bce_ctr", "bce_cvr",
+                                                               "calibrator"]
+    with pytest.raises(config_lib.ConfigError, match="calibrator needs a ctcvr head"):
+        objective.term_names(["ctr", "cvr"])
+
+
 @pytest.mark.parametrize("model, message", [
     ({"backbone": "aitm", "backbone_args": {}, "tasks": ["ctr", "ctcvr"]},
      r"backbone 'aitm' .* has no separate towers"),

@@ -9,7 +9,8 @@ Total (eq. 14): ``L_ctr + L_cvr + alpha L_rel + beta L_cl + l2 ||Theta||^2`` whe
   recipe (BCE on ctr and ctcvr over all impressions: terms ``bce_ctr``, ``bce_ctcvr``), so
   "+AdaFTR" differs from its baseline by the AdaFTR terms only; ``clicked``, the paper's eq. 4:
   BCE on ctr over all impressions and BCE of the cvr head against the conversion label over
-  the clicked impressions (terms ``bce_ctr``, ``bce_cvr``; ``loss.weights`` may weigh ``cvr``);
+  the clicked impressions (terms ``bce_ctr``, ``bce_cvr``; ``loss.weights`` may weigh ``cvr``,
+  its ``ctcvr`` entry is then unused);
 * ``L_rel`` (eq. 11): BCE of the relatedness net's ``y_rel_hat = sigmoid(MLP(v^ctr * v^k))``
   (eq. 8-9, ``v`` = the backbone's task outputs) against ``y_rel = 1[y_ctr == y_k]`` (eq. 10);
 * ``L_cl`` (eq. 13): :class:`~trainer.losses.contrastive.AdaptiveInfoNCE` of ``h^ctr_r``
@@ -103,6 +104,10 @@ class AdaFTRObjective(Esmm):
         super().__init__(cfg)
         self.variant = self.choice("variant", VARIANTS)
         self.cvr_loss = self.choice("cvr_loss", CVR_LOSSES)
+        if self.cvr_loss == "esmm" and "cvr" in self.weights:
+            raise ConfigError(f"loss.weights: 'cvr' weighs the BCE term of loss.args.cvr_loss="
+                              f"clicked; with esmm the terms are ctr and ctcvr, got "
+                              f"{dict(self.weights)}")
         self.cl_reduction = self.choice("cl_reduction", CL_REDUCTIONS)
         self.alpha = self.number("alpha")
         self.beta = self.number("beta")
@@ -194,6 +199,9 @@ class AdaFTRObjective(Esmm):
             if "cvr" not in heads:
                 raise ConfigError(f"loss.args.cvr_loss=clicked trains the cvr head, the "
                                   f"model's heads are {list(heads)}")
+            if self.calibrator > 0 and "ctcvr" not in heads:
+                raise ConfigError("loss.args.calibrator needs a ctcvr head, the model's heads "
+                                  f"are {list(heads)}")
             names = ["bce_ctr", "bce_cvr"] + (["calibrator"] if self.calibrator > 0 else [])
         names += [f"bce_{task}" for task in self.extra_tasks]
         for task in self.others:
