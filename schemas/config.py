@@ -552,8 +552,11 @@ def _validate(cfg: ExperimentConfig) -> None:
     checks.check_units("model.tower_units", m.tower_units, error=err, allow_empty=True)
     checks.check_rate("model.tower_dropout", m.tower_dropout, error=err)
     checks.check_units("model.hke_units", m.hke_units, error=err)
+    recipe_labels = cfg.loss.args.get("task_labels") or {}
     tasks_lib.check_tasks(cfg.tasks, cfg.data.labels, cfg.loss.name,
-                          bool(cfg.data.features.action_labels), error=err)
+                          bool(cfg.data.features.action_labels), error=err,
+                          recipe_labels=list(recipe_labels) if isinstance(recipe_labels, Mapping)
+                          else [])
     for head, weight in cfg.loss.weights.items():
         checks.check_nonneg_number(f"loss.weights.{head}", weight, error=err)
     t = cfg.train

@@ -87,12 +87,18 @@ def head_names(tasks: Sequence[str], funnel: bool, num_actions: int = 0) -> Tupl
 
 
 def check_tasks(tasks: Sequence[str], labels: Mapping[str, str], recipe: str,
-                has_action_labels: bool, error: Type[Exception] = ValueError) -> None:
+                has_action_labels: bool, error: Type[Exception] = ValueError,
+                recipe_labels: Sequence[str] = ()) -> None:
     """Tasks vs labels vs recipe, as the config states them.
+
+    Extra tasks beside the funnel's (AdaFTR's three-task form, Sec. 3.3.4) are trained by the
+    ``adaftr`` recipe only; their labels come from ``data.labels`` or, for ``recipe_labels``,
+    from the recipe (``loss.args.task_labels``: a per-action label column).
 
     Raises:
       error: Unknown recipe, a task without a label, duplicate tasks, a funnel recipe without
-        the funnel's tasks, or per-action heads without per-action labels.
+        the funnel's tasks, extra tasks with another recipe than adaftr, or per-action heads
+        without per-action labels.
     """
     if recipe not in RECIPES:
         raise error(f"loss.name: expected one of {sorted(RECIPES)}, got {recipe!r}")
@@ -115,7 +121,11 @@ def check_tasks(tasks: Sequence[str], labels: Mapping[str, str], recipe: str,
         if ACTIONS in tasks and not has_action_labels:
             raise error("model.tasks [ctr, actions] needs data.features.action_labels (one 0/1 "
                         "column per conversion action)")
-        unknown = [t for t in tasks if t not in FUNNEL_TASKS and t not in labels]
+        extra = [t for t in tasks if t not in FUNNEL_TASKS]
+        if extra and recipe != "adaftr":
+            raise error(f"model.tasks {list(tasks)}: only loss.name adaftr trains extra tasks "
+                        f"beside the funnel's, got loss.name {recipe!r}")
+        unknown = [t for t in extra if t not in labels and t not in recipe_labels]
     else:
         derived = [t for t in tasks if t in (CTCVR, ACTIONS)]
         if derived:

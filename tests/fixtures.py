@@ -24,7 +24,7 @@ def tiny_frame(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
     p_click = 1 / (1 + np.exp(-((item % 3) - 1.5 + 0.3 * (price - 10))))
     click = (rng.random(rows) < p_click).astype(np.int64)
     conversion = click * (rng.random(rows) < 0.1 + 0.4 * (user % 2)).astype(np.int64)
-    return pd.DataFrame({"click": click, "conversion": conversion, "user": user, "item": item,
+    return pd.DataFrame({"ctr": click, "cvr": conversion, "user": user, "item": item,
                          "price": price.astype(np.float32)})
 
 
@@ -47,6 +47,12 @@ def tiny_arrays(rows: int = 2000, seed: int = 0):
 def tiny_network(seed: int = 3):
     _, arrays, info = tiny_arrays()
     return build_network(tiny_config().model, info, seed=seed), arrays, info
+
+
+def synthetic_spec(num_actions: int = 5) -> features.DatasetSpec:
+    """The spec of the synthetic preset (as ``prepare`` completes it: int ids)."""
+    cfg = config_lib.from_dict({"data": {"num_actions": num_actions}})
+    return features.spec_from_config(cfg.data, funnel=True)
 
 
 def adm_arrays(rows: int = 1200, seed: int = 3, window_seconds: int = 86_400):

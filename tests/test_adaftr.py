@@ -12,7 +12,7 @@ from tests import layer_checks as lc
 from tests.test_contrastive import _np_single_negative
 from tests.test_contrastive import _reference as np_info_nce
 from trainer.data import from_arrays
-from trainer.model import HIDDEN, REPS
+from trainer.objectives.base import HIDDEN, REPS
 from trainer.objectives import build_objective
 from trainer.session import build_model, fit_model
 
@@ -40,10 +40,13 @@ def _batch(tasks=("ctr", "cvr"), seed=0):
     conversion = click * (rng.random(B) < 0.5).astype(np.float32)
     labels = {"ctr": click, "cvr": conversion}
     outputs = {"ctr": rng.uniform(0.1, 0.9, B).astype(np.float32),
+               "cvr": rng.uniform(0.05, 0.6, B).astype(np.float32),
                "ctcvr": rng.uniform(0.01, 0.3, B).astype(np.float32),
                REPS: {t: rng.normal(size=(B, V)).astype(np.float32) for t in tasks},
                HIDDEN: {t: [rng.normal(size=(B, H)).astype(np.float32),
                             rng.normal(size=(B, 2)).astype(np.float32)] for t in tasks}}
+    for t in tasks[2:]:  # extra tasks' heads
+        outputs[t] = rng.uniform(0.05, 0.9, B).astype(np.float32)
     return labels, outputs
 
 
@@ -126,23 +129,73 @@ def test_gradient_routing_follows_algorithm_1_and_can_be_changed():
     assert all(g is not None for g in changed["rel->reps"])
 
 
-def test_three_tasks_contrast_click_with_each_other_task():
+@pytest.mark.parametrize("source", ["labels", "actions"])
+def test_three_tasks_contrast_click_with_each_other_task(source):
+    """Sec. 3.3.4: click, view, conversion; the view label from the labels or an action column."""
     tasks = ("ctr", "cvr", "view")
-    objective = build_objective(_cfg(beta=1.0))
+    args = {"beta": 1.0, **({"task_labels": {"view": 1}} if source == "actions" else {})}
+    objective = build_objective(_cfg(**args))
     objective.build(_training_network(tasks))
     labels, outputs = _batch(tasks, seed=3)
-    labels["view"] = labels["ctr"] * (np.arange(B) % 2).astype(np.float32)
+    view = labels["ctr"] * (np.arange(B) % 2).astype(np.float32)
+    if source == "labels":
+        labels["view"] = view
+    else:
+        labels["actions"] = np.stack([np.zeros(B, np.float32), view], axis=1)
     terms = objective(labels, outputs)
     assert sorted(objective.relatedness) == ["cvr", "view"]
-    assert sorted(terms) == ["bce_ctcvr", "bce_ctr", "cl_cvr", "cl_view", "rel_cvr", "rel_view"]
+    assert sorted(terms) == ["bce_ctcvr", "bce_ctr", "bce_view", "cl_cvr", "cl_view", "rel_cvr",
+                             "rel_view"]
+    assert objective.term_names(["ctr", "cvr", "ctcvr"]) == [
+        "bce_ctr", "bce_ctcvr", "bce_view", "rel_cvr", "cl_cvr", "rel_view", "cl_view"]
+    assert float(terms["bce_view"]) == pytest.approx(_bce(view, outputs["view"]), rel=1e-5)
     y_rel_hat = _np_relatedness(objective.relatedness["view"], outputs[REPS]["ctr"],
                                 outputs[REPS]["view"])
-    y_rel = (labels["ctr"] == labels["view"]).astype(np.float64)
+    y_rel = (labels["ctr"] == view).astype(np.float64)
     assert float(terms["rel_view"]) == pytest.approx(_bce(y_rel, y_rel_hat), rel=1e-5)
     want = np_info_nce(outputs[HIDDEN]["ctr"][0].astype(np.float64),
                        outputs[HIDDEN]["view"][0].astype(np.float64), 0.95 * (1 - y_rel_hat)
                        + 0.05)
     assert float(terms["cl_view"]) == pytest.approx(want, rel=1e-5)
+
+
+def test_cvr_loss_clicked_is_eq_4_on_the_cvr_head_over_clicked_rows():
+    objective = build_objective(config_lib.from_dict({"loss": {
+        "name": "adaftr", "weights": {"ctr": 1.0, "cvr": 0.5},
+        "args": {"cvr_loss": "clicked"}}}).loss)
+    objective.build(_training_network())
+    labels, outputs = _batch(seed=4)
+    terms = objective(labels, outputs)
+    assert objective.term_names(["ctr", "cvr", "ctcvr"]) == ["bce_ctr", "bce_cvr", "rel", "cl"]
+    click, conv = labels["ctr"], labels["cvr"]
+    clicked = click > 0.5
+    assert 0 < clicked.sum() < B
+    assert float(terms["bce_cvr"]) == pytest.approx(
+        0.5 * _bce(conv[clicked], outputs["cvr"][clicked]), rel=1e-5)
+    assert float(terms["bce_ctr"]) == pytest.approx(_bce(click, outputs["ctr"]), rel=1e-5)
+    assert "bce_ctcvr" not in terms
+    with pytest.raises(config_lib.ConfigError, match=r"cvr_loss=clicked trains the cvr head"):
+        objective.term_names(["ctr"])
+
+
+@pytest.mark.parametrize("variant", ["adaptive", "fixed_tau", "regression"])
+def test_cl_reduction_sum_is_eq_6_as_printed(variant):
+    labels, outputs = _batch(seed=5)
+    terms = {}
+    for reduction in ("mean", "sum"):
+        objective = build_objective(_cfg(cl_reduction=reduction, variant=variant, beta=0.5))
+        objective.build(_training_network())
+        objective.relatedness = terms.get("nets", objective.relatedness)  # same net weights
+        terms["nets"] = objective.relatedness
+        terms[reduction] = float(objective(labels, outputs)["cl"])
+    a = outputs[HIDDEN]["ctr"][0].astype(np.float64)
+    p = outputs[HIDDEN]["cvr"][0].astype(np.float64)
+    if variant == "fixed_tau":
+        want_mean = np_info_nce(a, p, np.full(B, 0.05))
+        assert terms["mean"] == pytest.approx(0.5 * want_mean, rel=1e-5)
+    if variant == "regression":
+        assert terms["mean"] == pytest.approx(0.5 * np.mean((a - p) ** 2), rel=1e-5)
+    assert terms["sum"] == pytest.approx(B * terms["mean"], rel=1e-5)
 
 
 def test_l2_term_is_sum_of_squared_network_weights():
@@ -161,10 +214,31 @@ def test_l2_term_is_sum_of_squared_network_weights():
     ({"contrast_layer": -1}, r"contrast_layer: expected an integer >= 0, got -1"),
     ({"relatedness_units": [0]}, r"units=\[0\]"),
     ({"tau_gradient": "yes"}, r"tau_gradient: expected true/false, got 'yes'"),
-    ({"temperature": 1}, r"adaftr takes \[.*\] arguments, got \['temperature'\]")])
+    ({"temperature": 1}, r"adaftr takes \[.*\] arguments, got \['temperature'\]"),
+    ({"cvr_loss": "bce"}, r"`loss.args.cvr_loss` must be one of \['esmm', 'clicked'\], "
+                          r"received: loss.args.cvr_loss='bce'"),
+    ({"cl_reduction": "max"}, r"`loss.args.cl_reduction` must be one of \['mean', 'sum'\], "
+                              r"received: loss.args.cl_reduction='max'"),
+    ({"task_labels": {"view": -1}}, r"`loss.args.task_labels` must map extra task names .* "
+                                    r"received: loss.args.task_labels=\{'view': -1\}"),
+    ({"task_labels": {"cvr": 0}}, r"received: loss.args.task_labels=\{'cvr': 0\}"),
+    ({"task_labels": ["view"]}, r"received: loss.args.task_labels=\['view'\]")])
 def test_bad_arguments_are_named(args, message):
     with pytest.raises(config_lib.ConfigError, match=message):
         build_objective(_cfg(**args))
+
+
+def test_cvr_weight_needs_cvr_loss_clicked_and_calibrator_a_ctcvr_head():
+    with pytest.raises(config_lib.ConfigError, match=r"'cvr' weighs the BCE term of "
+                                                     r"loss.args.cvr_loss=clicked"):
+        build_objective(config_lib.from_dict({"loss": {"name": "adaftr",
+                                                       "weights": {"cvr": 2.0}}}).loss)
+    objective = build_objective(_cfg(cvr_loss="clicked", calibrator=0.5))
+    objective.build(_training_network())
+    assert objective.term_names(["ctr", "cvr", "ctcvr"])[:3] == ["bce_ctr", "bce_cvr",
+                                                               "calibrator"]
+    with pytest.raises(config_lib.ConfigError, match="calibrator needs a ctcvr head"):
+        objective.term_names(["ctr", "cvr"])
 
 
 @pytest.mark.parametrize("model, message", [
@@ -226,3 +300,61 @@ def test_two_replicas_then_export_has_no_relatedness_net(two_cpu_strategy, tmp_p
     got = served(**feeds)
     for head in ("ctr", "cvr", "ctcvr"):
         np.testing.assert_allclose(got[head].numpy(), trained[head].numpy(), atol=1e-5)
+
+
+def test_extra_task_label_must_exist_and_task_labels_must_name_extra_tasks():
+    objective = build_objective(_cfg(task_labels={"cart": 0}))
+    with pytest.raises(config_lib.ConfigError, match=r"task_labels names \['cart'\], which are "
+                                                     r"not extra tasks of the model"):
+        objective.build(_training_network(("ctr", "cvr", "view")))
+    objective = build_objective(_cfg())
+    objective.build(_training_network(("ctr", "cvr", "view")))
+    labels, outputs = _batch(("ctr", "cvr", "view"))
+    with pytest.raises(config_lib.ConfigError, match=r"no label for task 'view': the labels hold "
+                                                     r"\['click', 'conversion'\]; name a "
+                                                     r"per-action label column in "
+                                                     r"loss.args.task_labels"):
+        objective(labels, outputs)
+
+
+@pytest.mark.parametrize("tasks, loss, message", [
+    (["ctr", "cvr", "view"], "esmm", r"only loss.name adaftr trains extra tasks"),
+    (["ctr", "cvr", "ctcvr"], "adaftr", r"model.tasks: expected one of .* got "
+                                        r"\['ctr', 'cvr', 'ctcvr'\]"),
+    (["ctr", "cvr", "View"], "adaftr", r"got \['ctr', 'cvr', 'View'\]"),
+    (["ctr", "cvr", "cvr_1"], "adaftr", r"got \['ctr', 'cvr', 'cvr_1'\]")])
+def test_bad_extra_tasks_are_refused(tasks, loss, message):
+    _, _, info = fixtures.tiny_arrays(200)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        cfg = config_lib.from_dict({"model": {"tasks": tasks}, "loss": {"name": loss}})
+        build_model(cfg, info)
+
+
+def test_three_task_config_trains_end_to_end_on_synthetic_action_labels():
+    """Sec. 3.3.4 from config alone: model.tasks [ctr, cvr, view], view = the log's action 0."""
+    from funnelrank.data import synthetic
+    from schemas import features
+    from trainer import preprocess
+    from trainer.session import evaluate_heads
+    from trainer.model import FeatureInfo
+
+    spec = features.synthetic_spec()
+    frame = synthetic.generate(1500, seed=2)
+    pre = preprocess.fit(frame, spec)
+    arrays = pre.transform(frame)
+    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
+    cfg = config_lib.from_dict({
+        "model": {"tasks": ["ctr", "cvr", "view"], "embedding_dim": 4, "tower_units": [8],
+                  "backbone_args": {"num_experts": 2, "expert_units": [8]}},
+        "loss": {"name": "adaftr", "args": {"task_labels": {"view": 0}, "cvr_loss": "clicked",
+                                            "beta": 0.1}},
+        "train": {"batch_size": 250, "epochs": 2, "learning_rate": 0.01, "seed": 3}})
+    ds = from_arrays(arrays, info.input_names, spec, 250, shuffle=True, seed=1)
+    model, _ = fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    history = model.history.history
+    for term in ("bce_ctr", "bce_cvr", "bce_view", "rel_cvr", "rel_view", "cl_cvr", "cl_view"):
+        assert np.all(np.isfinite(history[term])), term
+    assert history["bce_view"][-1] < history["bce_view"][0]  # the view head learns
+    assert sorted(model.network.output_names) == ["ctcvr", "ctr", "cvr", "view"]
+    report = evaluate_heads(model.network, from_arrays(arrays, info.input_names, spec, 500))
+    assert sorted(report) == ["ctcvr", "ctr", "cvr"]  # no label for view at evaluation

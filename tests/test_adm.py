@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas import features
 from tests import fixtures
 from transform import adm
 from transform.ingest import synthetic

@@ -57,9 +57,13 @@ def _batch(b=40, seed=0):
     return labels, outputs, logits
 
 
-@pytest.mark.parametrize("mask", ["adm", "target", "all"])
-def test_recipe_terms_match_numpy(mask):
-    objective = build_objective(_cfg(loss={"mask": mask, "beta": [1, 2, 0.5, 1, 3]}).loss)
+@pytest.mark.parametrize("mask, ranking_positives", [
+    ("adm", "masked"), ("target", "masked"), ("all", "masked"), ("adm", "submitted"),
+    ("target", "submitted")])
+def test_recipe_terms_match_numpy(mask, ranking_positives):
+    every_action = mask == "all"
+    objective = build_objective(_cfg(loss={"mask": mask, "beta": [1, 2, 0.5, 1, 3],
+                                           "ranking_positives": ranking_positives}).loss)
     objective.build(_heads_network())
     labels, outputs, logits = _batch()
     terms = objective(labels, outputs)
@@ -70,7 +74,11 @@ def test_recipe_terms_match_numpy(mask):
     probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
     want_bce = _np_masked_bce(labels["actions"], probs, valid)
     clicked = labels["ctr"] > 0.5
-    want_rank = _np_rlu((labels["actions"] * valid)[clicked], logits[clicked].astype(np.float64),
+    # eq. 11's Type A: positives inside the valid mask, or every submitted positive (Sec. 3.4)
+    ranked = labels["actions"] * valid if ranking_positives == "masked" else labels["actions"]
+    if not every_action:  # the two readings differ on these data
+        assert (labels["actions"] * (1 - valid))[clicked].sum() > 0
+    want_rank = _np_rlu(ranked[clicked], logits[clicked].astype(np.float64),
                         np.array([1, 2, 0.5, 1, 3]))
     assert float(terms["bce_actions"]) == pytest.approx(0.7 * want_bce, rel=1e-5)
     assert float(terms["ranking"]) == pytest.approx(0.3 * want_rank, rel=1e-5)
@@ -83,6 +91,9 @@ def test_recipe_terms_match_numpy(mask):
      r"loss.args.mask` must be one of \['adm', 'target', 'all'\], received: loss.args.mask='some'"),
     ({"loss": {"name": "kaml", "args": {"beta": [1, -1]}}},
      r"loss.args.beta` must be a number >= 0 or one per action, received: loss.args.beta=\[1, -1\]"),
+    ({"loss": {"name": "kaml", "args": {"ranking_positives": "all"}}},
+     r"loss.args.ranking_positives` must be one of \['masked', 'submitted'\], received: "
+     r"loss.args.ranking_positives='all'"),
     ({"model": {"tasks": ["ctr", "cvr"], "hke": False}},
      r"loss.name kaml trains per-action heads"),
     ({"adm": {"enabled": False}}, r"\[ctr, actions\] needs adm.enabled: true"),

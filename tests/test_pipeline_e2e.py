@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from pipeline import local_runner
 from schemas import config as config_lib
-from schemas import features
 from tests import fixtures
 from transform.ingest import synthetic
 

@@ -159,15 +159,19 @@ def test_tf_function_with_dynamic_batch_matches_reference():
         assert float(fn(click, conv, s)) == pytest.approx(want, abs=1e-6)
 
 
-def test_keras_loss_class_matches_functional_and_ignores_reduction():
+def test_keras_loss_class_matches_functional_and_refuses_per_replica_reductions():
     rng = np.random.default_rng(2)
     click, conv, s = _batch(rng, 100)
     y_true = np.stack([click, conv], axis=1)
     want = float(pwiser(click, conv, s.astype(np.float32), 0.2, 0.4))
-    for reduction in ("auto", "sum", "none", "sum_over_batch_size"):
+    for reduction in ("auto", "sum_over_batch_size"):
         loss = PWiseR(m1=0.2, m2=0.4, reduction=reduction)
         assert float(loss(y_true, s.reshape(-1, 1).astype(np.float32))) == pytest.approx(want)
         assert float(loss(y_true, s.astype(np.float32))) == pytest.approx(want)
+    for reduction in ("sum", "none"):
+        with pytest.raises(ValueError, match=f"batch-level loss PWiseR .* received: "
+                                             f"reduction='{reduction}'"):
+            PWiseR(reduction=reduction)
     with pytest.raises(ValueError, match="sample_weight"):
         PWiseR()(y_true, s, sample_weight=np.ones(100))
     with pytest.raises(ValueError, match=r"y_true.shape=\(100, 3\)"):
@@ -197,7 +201,9 @@ def test_invalid_arguments_show_received_value(kwargs, shown):
         pwiser([1.0], [1.0], [0.5], **kwargs)
 
 
-def test_per_replica_under_two_cpu_mirrored_strategy(two_cpu_strategy):
+def test_global_batch_under_two_cpu_mirrored_strategy(two_cpu_strategy):
+    """Each replica returns the GLOBAL batch's loss (every replica's rows gathered), and the
+    summed replica gradients of loss / replicas equal the single-device gradient."""
     strategy = two_cpu_strategy
     assert strategy.num_replicas_in_sync == 2
     rng = np.random.default_rng(5)
@@ -221,9 +227,11 @@ def test_per_replica_under_two_cpu_mirrored_strategy(two_cpu_strategy):
         return strategy.run(replica_fn, args=batch)
 
     losses, grads = step(next(iter(dist)))
+    want = _reference(click, conv, 1 / (1 + np.exp(-1.5 * x)))
     per_replica = [float(t) for t in strategy.experimental_local_results(losses)]
-    shards = np.array_split(np.arange(n), 2)
-    want = [_reference(click[i], conv[i], 1 / (1 + np.exp(-1.5 * x[i]))) for i in shards]
-    np.testing.assert_allclose(per_replica, want, rtol=1e-5, atol=1e-6)
-    for g in strategy.experimental_local_results(grads):
-        assert np.isfinite(float(g))
+    np.testing.assert_allclose(per_replica, [want, want], rtol=1e-5, atol=1e-6)
+    v = tf.Variable(1.5)
+    with tf.GradientTape() as tape:
+        single = pwiser(click, conv, tf.sigmoid(v * x))
+    total = sum(float(g) for g in strategy.experimental_local_results(grads))
+    assert total == pytest.approx(float(tape.gradient(single, v)), rel=1e-4)

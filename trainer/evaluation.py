@@ -33,6 +33,8 @@ def head_targets(heads: Sequence[tasks_lib.Head], labels: Mapping[str, np.ndarra
     """``{head: (label [N], mask [N] or None)}`` from the label arrays (``trainer.data``)."""
     out = {}
     for head in heads:
+        if not all(t in labels for t in head.label_tasks):
+            continue  # an extra task labelled by its recipe (AdaFTR's view): no label here
         y = np.prod([np.asarray(labels[t], np.float64) for t in head.label_tasks], axis=0)
         mask = None if head.mask_task is None else np.asarray(labels[head.mask_task])
         if head.name.startswith(tasks_lib.action_head("")) and "adm_original" in labels:
@@ -73,7 +75,7 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset,
     targets = head_targets(heads, labels)
     report: Dict[str, Dict[str, float]] = {}
     for head in heads:
-        if head.name not in outputs:
+        if head.name not in outputs or head.name not in targets:
             continue
         y, mask = targets[head.name]
         probs = outputs[head.name]

@@ -88,7 +88,8 @@ class FunnelModel(tf.keras.Model):
 
     def _update_aucs(self, labels, outputs):
         for head in self.heads:
-            if head.name in self.aucs:
+            known = all(t in labels for t in head.label_tasks)  # a recipe-labelled extra task
+            if head.name in self.aucs and known:
                 y, weight = head_label(labels, head)
                 self.aucs[head.name].update_state(y, outputs[head.name], sample_weight=weight)
 
@@ -131,7 +132,7 @@ class FunnelModel(tf.keras.Model):
         logs = self._track(terms, total)
         first = next(iter(labels.values()))
         logs["batch_rows"] = tf.shape(first)[0]
-        for head in self.heads[:2]:
+        for head in [h for h in self.heads if all(t in labels for t in h.label_tasks)][:2]:
             y, _ = head_label(labels, head)
             logs[f"batch_{head.name}_positives"] = tf.reduce_sum(y)
         return logs

@@ -32,6 +32,7 @@ import tensorflow as tf
 from schemas.config import ConfigError, MetaConfig
 from schemas.features import transformed_name
 from trainer.data import features_and_labels
+from trainer.losses.global_batch import replica_local
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ def meta_train(model, arrays: Mapping[str, np.ndarray], input_names: Sequence[st
 
     def loss_fn(batch: Batch) -> tf.Tensor:
         x, y = batch
-        terms = model.loss_terms(y, model.training_outputs(x, y, training=True))
+        with replica_local():  # each replica's batch is its own partition: nothing gathered
+            terms = model.loss_terms(y, model.training_outputs(x, y, training=True))
         return tf.add_n(list(terms.values()))
 
     def replica_step(tasks):

@@ -7,7 +7,10 @@ head per task of ``model.tasks`` (``schemas.tasks``). With a funnel recipe:
 * ``[ctr, cvr]``: heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
 * ``[ctr, ctcvr]`` (funnel order, AITM): heads ctr, ctcvr and the derived
   ``cvr = ctcvr / ctr`` (clipped to [0, 1]);
-* ``[ctr]``: a single-task CTR model (DNN, MaskNet).
+* ``[ctr]``: a single-task CTR model (DNN, MaskNet);
+* ``[ctr, cvr, <task>, ...]``: the ESMM heads plus one plain head per extra task (e.g. a
+  ``view`` step between click and conversion, AdaFTR Sec. 3.3.4); only the ``adaftr`` loss
+  recipe trains extra tasks.
 
 Otherwise (``loss.name: bce``) every task is an independent head named after it.
 

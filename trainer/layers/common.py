@@ -22,3 +22,17 @@ def build_sublayer(layer: tf.keras.layers.Layer, input_shape) -> None:
     if not layer.built:
         with tf.name_scope(layer.name):
             layer.build(input_shape)
+
+
+def registered_objects() -> dict:
+    """Every class registered so far with :func:`register`, under its registered name
+    (``funnelrank>MMoE``) and its class name (``MMoE``): a ``custom_objects`` mapping for
+    ``tf.keras.models.load_model``. Only classes whose modules were imported are registered;
+    ``funnelrank.layers.custom_objects`` imports all of them first."""
+    prefix = PACKAGE + ">"
+    objects = {}
+    for name, obj in tf.keras.utils.get_custom_objects().items():
+        if name.startswith(prefix):
+            objects[name] = obj
+            objects[name[len(prefix):]] = obj
+    return objects

@@ -29,7 +29,11 @@ real pairs are materialised: time and memory O(|P| (|A| + |B|)) <= B^2 / 4 eleme
 temporaries of that size for forward + backward), typically far less because conversions are
 rare. B = 8192 costs at most ~16.8M pair elements per temporary. The gathered shapes are dynamic:
 fine in ``tf.function`` and ``MirroredStrategy`` (tested with 2 CPU replicas), but not under
-``jit_compile=True``.
+``jit_compile=True``. :class:`PWiseR` computes it on the global batch (every replica's rows),
+so each replica pays for the global batch's pairs.
+
+:func:`pwiser` is the equation on the rows it is given; :class:`PWiseR` is the Keras loss (and
+what the ``pwiser`` loss recipe uses).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ import tensorflow as tf
 from schemas.checks import check_choice, check_nonneg_number
 from trainer.layers.common import register
 from trainer.losses._tensors import as_binary, compute_dtype
+from trainer.losses.global_batch import BatchLevelLoss
 
 MARGIN_MODES = ("standard", "paper_literal")
 
@@ -62,7 +67,7 @@ def _group_term(neg_scores: tf.Tensor, pos_scores: tf.Tensor, margin: float,
 
 def pwiser(click, conversion, scores, m1: float = 0.3, m2: float = 0.3,
            margin_mode: str = "standard") -> tf.Tensor:
-    """PWiseR loss of one batch (eq. 2 of the PWiseR paper).
+    """PWiseR loss of the rows given (eq. 2 of the PWiseR paper), the core of :class:`PWiseR`.
 
     Args:
       click: ``[B]`` (or ``[B, 1]``) click labels in {0, 1}, any numeric or bool dtype.
@@ -99,24 +104,26 @@ def pwiser(click, conversion, scores, m1: float = 0.3, m2: float = 0.3,
 
 
 @register
-class PWiseR(tf.keras.losses.Loss):
-    """Keras wrapper of :func:`pwiser` (PWiseR paper, eq. 2).
+class PWiseR(BatchLevelLoss):
+    """PWiseR as a Keras loss (PWiseR paper, eq. 2), over the global batch.
 
     This is a *batch-level* loss: pairs are formed inside the batch and the result is a scalar,
-    so ``reduction`` is ignored and ``sample_weight`` is refused. Under a distribution strategy
-    call it per replica (``strategy.run``): it then ranks within each replica's batch. In
-    ``model.fit`` the Keras loss container divides the scalar by the number of replicas (default
-    ``reduction=AUTO``), which averages it over replicas like any other loss. Compose the paper's
-    total (eq. 1) outside: ``BCE + lambda * PWiseR``.
+    so ``sample_weight`` is refused. Under a distribution strategy the rows of every replica are
+    gathered first (:class:`trainer.losses.global_batch.BatchLevelLoss`): each positive is
+    ranked against the negatives of the whole global batch, and 1 and N replicas give the same
+    loss and update for the same global batch (``model.fit`` divides a compiled loss by the
+    replica count, as the loss recipes' train step does). Compose the paper's total (eq. 1)
+    outside: ``BCE + lambda * PWiseR`` (e.g. ``compile(loss=..., loss_weights=...)``).
 
     Call with ``y_true`` ``[B, 2]`` = (click, conversion) and ``y_pred`` ``[B]`` or ``[B, 1]``
-    probabilities.
+    probabilities of the chosen head: pCTR (default in the paper), or pCTCVR, from an ESMM
+    product head or a direct CTCVR tower alike.
 
     Args:
       m1: Margin against clicked-not-converted samples (>= 0).
       m2: Margin against non-clicked samples (>= 0).
       margin_mode: ``"standard"`` or ``"paper_literal"`` (see :func:`pwiser`).
-      reduction: Kept for the Keras API and config; has no effect.
+      reduction: ``"auto"`` or ``"sum_over_batch_size"`` (no effect on the value).
       name: Loss name.
     """
 
@@ -126,13 +133,6 @@ class PWiseR(tf.keras.losses.Loss):
         self.m1 = check_nonneg_number("m1", m1)
         self.m2 = check_nonneg_number("m2", m2)
         self.margin_mode = check_choice("margin_mode", margin_mode, MARGIN_MODES)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is not None:
-            raise ValueError("PWiseR is a batch-level loss and takes no sample_weight, "
-                             f"received: sample_weight={sample_weight!r}")
-        with tf.name_scope(self._name_scope):
-            return self.call(y_true, y_pred)
 
     def call(self, y_true, y_pred):
         y_true = tf.convert_to_tensor(y_true)

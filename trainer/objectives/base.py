@@ -2,16 +2,21 @@
 
 A recipe turns the task labels (``{"ctr": click, "cvr": conversion}``, float32 ``[B]``) and the outputs
 of the training network into named scalar loss terms. Terms are per-replica means (or
-batch-level values); the training step scales their sum for the distribution strategy.
+batch-level values of the global batch, see :mod:`trainer.losses.global_batch`); the
+training step divides their sum by the number of replicas. A replica that gets no rows of a
+final global batch smaller than the replica count reports 0 for every mean, with zero gradient
+(that step's mean terms are then the average of the replicas' means, the 0 included, as with
+Keras' compiled losses).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from schemas import checks
 from schemas.config import ConfigError, LossConfig
+from trainer.losses._tensors import safe_mean
 
 Terms = Dict[str, tf.Tensor]
 
@@ -81,11 +86,23 @@ class Objective:
                                    error=ConfigError)
 
 
-def bce(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
-    """Mean binary cross-entropy on probabilities (clipped to [eps, 1 - eps])."""
-    probs = tf.clip_by_value(tf.cast(probs, tf.float32), _EPS, 1 - _EPS)
-    labels = tf.cast(labels, tf.float32)
-    return -tf.reduce_mean(labels * tf.math.log(probs) + (1 - labels) * tf.math.log(1 - probs))
+def bce(labels: tf.Tensor, probs: tf.Tensor, positive_weight: float = 1.0,
+        negative_weight: float = 1.0, rows: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Mean binary cross-entropy on probabilities (clipped to [eps, 1 - eps]).
+
+    ``-mean(w+ y log p + w- (1 - y) log(1 - p))``: class weights ``w+``/``w-`` default to 1
+    (MAN's class-weighted BCE sets them). With ``rows`` (``[B]`` 0/1 weights) the mean runs over
+    the selected rows only, e.g. AdaFTR's L_cvr over clicked impressions (eq. 4). A replica
+    without (selected) rows gives 0 with zero gradient, never NaN.
+    """
+    probs = tf.clip_by_value(tf.reshape(tf.cast(probs, tf.float32), [-1]), _EPS, 1 - _EPS)
+    labels = tf.reshape(tf.cast(labels, tf.float32), [-1])
+    nll = -(positive_weight * labels * tf.math.log(probs)
+            + negative_weight * (1 - labels) * tf.math.log(1 - probs))
+    if rows is None:
+        return safe_mean(nll)
+    rows = tf.reshape(tf.cast(rows, tf.float32), [-1])
+    return tf.math.divide_no_nan(tf.reduce_sum(rows * nll), tf.reduce_sum(rows))
 
 
 def head_labels(labels: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

@@ -17,14 +17,15 @@ class Esmm(Objective):
     """BCE on ctr and ctcvr over all impressions (ESMM eq. 3), weighted per head."""
 
     HEADS = ("ctr", "ctcvr")
+    WEIGHTED = HEADS  # heads ``loss.weights`` may name
     ARGS = {"calibrator": 0.0}
 
     def __init__(self, cfg: LossConfig):
         super().__init__(cfg)
         self.weights = dict(cfg.weights)
-        unknown = sorted(set(self.weights) - set(self.HEADS))
+        unknown = sorted(set(self.weights) - set(self.WEIGHTED))
         if unknown:
-            raise ConfigError(f"loss.weights: {cfg.name} weighs 'ctr' and 'ctcvr', got "
+            raise ConfigError(f"loss.weights: {cfg.name} weighs {list(self.WEIGHTED)}, got "
                               f"{unknown}")
         self.calibrator = self.number("calibrator")
 

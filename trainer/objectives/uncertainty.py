@@ -2,9 +2,10 @@
 
 MAN (/work/shared/papers/man_multitask_attention.md) Sec. 3.3, eq. 2-3, after Kendall et al.
 (CVPR'18): ``L = sum_k exp(-2 s_k) / 2 * L_k + s_k`` with ``s_k = log sigma_k`` learned
-(:func:`trainer.losses.uncertainty.uncertainty_weighted`). The task losses ``L_k`` are the
-ESMM terms (BCE on ctr and on ctcvr over all impressions, pCTCVR = pCTR * pCVR as in MAN eq. 1),
-each optionally with class weights (Sec. 3.3: "weights to the positive and negative samples").
+(:class:`trainer.losses.uncertainty.UncertaintyWeighting`, the one implementation of eq. 3).
+The task losses ``L_k`` are the ESMM terms (BCE on ctr and on ctcvr over all impressions,
+pCTCVR = pCTR * pCVR as in MAN eq. 1), each optionally with class weights (Sec. 3.3:
+"weights to the positive and negative samples").
 
 ``loss.args``:
   ``uncertainty`` (true): learn the weights; false gives the plain weighted sum of eq. 2 with
@@ -24,19 +25,10 @@ import tensorflow as tf
 
 from schemas.config import ConfigError, LossConfig
 from trainer.layers.common import build_sublayer
-from trainer.losses.uncertainty import UncertaintyWeights
-from trainer.objectives.base import _EPS, Objective, head_labels
+from trainer.losses.uncertainty import UncertaintyWeighting
+from trainer.objectives.base import Objective, bce, head_labels
 
 HEADS = ("ctr", "ctcvr")
-
-
-def weighted_bce(labels, probs, positive_weight: float = 1.0,
-                 negative_weight: float = 1.0) -> tf.Tensor:
-    """``-mean(w+ y log p + w- (1 - y) log(1 - p))`` on probabilities clipped to [eps, 1-eps]."""
-    probs = tf.clip_by_value(tf.cast(probs, tf.float32), _EPS, 1 - _EPS)
-    labels = tf.cast(labels, tf.float32)
-    return -tf.reduce_mean(positive_weight * labels * tf.math.log(probs)
-                           + negative_weight * (1 - labels) * tf.math.log(1 - probs))
 
 
 class UncertaintyObjective(Objective):
@@ -58,7 +50,7 @@ class UncertaintyObjective(Objective):
         self.class_weights = {key: self._per_head(key) for key in ("positive_weight",
                                                                    "negative_weight")}
         try:
-            UncertaintyWeights(len(HEADS), self.args["initial_log_sigma"])
+            UncertaintyWeighting(len(HEADS), self.args["initial_log_sigma"])
         except ValueError as e:
             raise ConfigError(f"loss.args: {e}") from e
         self.heads = []
@@ -76,7 +68,7 @@ class UncertaintyObjective(Objective):
     def build(self, training_network: tf.keras.Model) -> None:
         self.heads = [h for h in HEADS if h in training_network.output_names]
         if self.uncertainty:
-            self.sigma = UncertaintyWeights(len(self.heads), self.args["initial_log_sigma"],
+            self.sigma = UncertaintyWeighting(len(self.heads), self.args["initial_log_sigma"],
                                             name="uncertainty")
             build_sublayer(self.sigma, None)
             self.layers = [self.sigma]
@@ -86,19 +78,18 @@ class UncertaintyObjective(Objective):
 
     def __call__(self, labels, outputs):
         y = head_labels(labels)
-        losses = {h: weighted_bce(y[h], outputs[h], self.class_weights["positive_weight"][h],
-                                  self.class_weights["negative_weight"][h])
+        losses = {h: bce(y[h], outputs[h], self.class_weights["positive_weight"][h],
+                         self.class_weights["negative_weight"][h])
                   for h in HEADS if h in outputs}
         if not self.uncertainty:
             return {f"task_{h}": self.weights.get(h, 1.0) * loss for h, loss in losses.items()}
-        log_sigma = self.sigma.log_sigma
-        return {f"task_{h}": 0.5 * tf.exp(-2.0 * log_sigma[i]) * losses[h] + log_sigma[i]
-                for i, h in enumerate(self.heads)}
+        weighted = self.sigma.weighted({h: losses[h] for h in self.heads})
+        return {f"task_{h}": term for h, term in weighted.items()}
 
     def report(self) -> Dict[str, Dict[str, float]]:
         """Learned task weights ``1 / (2 sigma_k^2)`` and ``log sigma_k`` per head."""
         if self.sigma is None:
             return {}
-        values = self.sigma.log_sigma.numpy()
-        return {h: {"weight": float(0.5 * tf.exp(-2.0 * values[i])),
-                    "log_sigma": float(values[i])} for i, h in enumerate(self.heads)}
+        weights, values = self.sigma.task_weights(), self.sigma.log_sigma.numpy()
+        return {h: {"weight": float(weights[i]), "log_sigma": float(values[i])}
+                for i, h in enumerate(self.heads)}
