@@ -122,6 +122,11 @@ def check_tasks(tasks: Sequence[str], labels: Mapping[str, str], recipe: str,
             raise error("model.tasks [ctr, actions] needs data.features.action_labels (one 0/1 "
                         "column per conversion action)")
         extra = [t for t in tasks if t not in FUNNEL_TASKS]
+        bad = [t for t in extra if not isinstance(t, str) or not VALID_TASK.fullmatch(t)
+               or t in RESERVED_TASKS or re.fullmatch(r"cvr_\d+", t)]
+        if bad:
+            raise error(f"model.tasks: extra task names are lowercase identifiers, not "
+                        f"{sorted(RESERVED_TASKS)} or cvr_<j>; got {list(tasks)}")
         if extra and recipe != "adaftr":
             raise error(f"model.tasks {list(tasks)}: only loss.name adaftr trains extra tasks "
                         f"beside the funnel's, got loss.name {recipe!r}")

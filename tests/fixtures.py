@@ -24,7 +24,7 @@ def tiny_frame(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
     p_click = 1 / (1 + np.exp(-((item % 3) - 1.5 + 0.3 * (price - 10))))
     click = (rng.random(rows) < p_click).astype(np.int64)
     conversion = click * (rng.random(rows) < 0.1 + 0.4 * (user % 2)).astype(np.int64)
-    return pd.DataFrame({"ctr": click, "cvr": conversion, "user": user, "item": item,
+    return pd.DataFrame({"click": click, "conversion": conversion, "user": user, "item": item,
                          "price": price.astype(np.float32)})
 
 

@@ -311,7 +311,7 @@ def test_extra_task_label_must_exist_and_task_labels_must_name_extra_tasks():
     objective.build(_training_network(("ctr", "cvr", "view")))
     labels, outputs = _batch(("ctr", "cvr", "view"))
     with pytest.raises(config_lib.ConfigError, match=r"no label for task 'view': the labels hold "
-                                                     r"\['click', 'conversion'\]; name a "
+                                                     r"\['ctr', 'cvr'\]; name a "
                                                      r"per-action label column in "
                                                      r"loss.args.task_labels"):
         objective(labels, outputs)
@@ -319,7 +319,7 @@ def test_extra_task_label_must_exist_and_task_labels_must_name_extra_tasks():
 
 @pytest.mark.parametrize("tasks, loss, message", [
     (["ctr", "cvr", "view"], "esmm", r"only loss.name adaftr trains extra tasks"),
-    (["ctr", "cvr", "ctcvr"], "adaftr", r"model.tasks: expected one of .* got "
+    (["ctr", "cvr", "ctcvr"], "adaftr", r"model.tasks: loss 'adaftr' needs one of .* got "
                                         r"\['ctr', 'cvr', 'ctcvr'\]"),
     (["ctr", "cvr", "View"], "adaftr", r"got \['ctr', 'cvr', 'View'\]"),
     (["ctr", "cvr", "cvr_1"], "adaftr", r"got \['ctr', 'cvr', 'cvr_1'\]")])
@@ -332,13 +332,12 @@ def test_bad_extra_tasks_are_refused(tasks, loss, message):
 
 def test_three_task_config_trains_end_to_end_on_synthetic_action_labels():
     """Sec. 3.3.4 from config alone: model.tasks [ctr, cvr, view], view = the log's action 0."""
-    from funnelrank.data import synthetic
-    from schemas import features
-    from trainer import preprocess
-    from trainer.session import evaluate_heads
+    from trainer.evaluation import evaluate_heads
     from trainer.model import FeatureInfo
+    from transform import preprocessor as preprocess
+    from transform.ingest import synthetic
 
-    spec = features.synthetic_spec()
+    spec = fixtures.synthetic_spec()
     frame = synthetic.generate(1500, seed=2)
     pre = preprocess.fit(frame, spec)
     arrays = pre.transform(frame)
@@ -350,7 +349,8 @@ def test_three_task_config_trains_end_to_end_on_synthetic_action_labels():
                                             "beta": 0.1}},
         "train": {"batch_size": 250, "epochs": 2, "learning_rate": 0.01, "seed": 3}})
     ds = from_arrays(arrays, info.input_names, spec, 250, shuffle=True, seed=1)
-    model, _ = fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    model, _ = fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                         spec=spec)
     history = model.history.history
     for term in ("bce_ctr", "bce_cvr", "bce_view", "rel_cvr", "rel_view", "cl_cvr", "cl_view"):
         assert np.all(np.isfinite(history[term])), term

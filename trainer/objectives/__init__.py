@@ -2,7 +2,7 @@
 
 A recipe is chosen by ``loss.name`` in the config (one module each):
 
-* ``bce`` (:mod:`trainer.objectives.bce`): independent BCE per task, any tasks.
+* ``bce`` (:mod:`trainer.objectives.independent`): independent BCE per task, any tasks.
 
 * ``esmm`` (:mod:`trainer.objectives.esmm`): BCE on ctr and ctcvr over all impressions
   (ESMM eq. 3), optional AITM calibrator.
@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 from schemas.config import ConfigError, LossConfig
 from trainer.objectives.adaftr import AdaFTRObjective
 from trainer.objectives.base import Objective, Terms, bce, head_labels
-from trainer.objectives.bce import IndependentBCE
+from trainer.objectives.independent import IndependentBCE
 from trainer.objectives.esmm import Esmm
 from trainer.objectives.kaml import KamlObjective
 from trainer.objectives.pwiser import PWiseRObjective
