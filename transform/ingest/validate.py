@@ -32,7 +32,6 @@ breaks), the column, what was expected and the value found (cut to ~80 character
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -44,8 +43,10 @@ from schemas.errors import UserError
 REASONS = ("not_a_number", "not_finite", "not_an_integer", "line_break", "label_not_binary",
            "conversion_without_click", "negative_timestamp")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-_INT_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
-_INT_PATTERN = r"\s*[+-]?\d+(?:\.0*)?\s*"
+# ASCII digits only: ``\d`` also matches other scripts' digits ("٣" would be the id 3).
+_INT_PATTERN = r"\s*[+-]?[0-9]+(?:\.0*)?\s*"
+# Decimal number syntax (what float() reads, less underscores and non-ASCII digits).
+_NUMBER_PATTERN = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 
 
 class DataValidationError(UserError, ValueError):
@@ -156,6 +157,9 @@ def _parse_floats(text: pd.Series) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     values = pd.to_numeric(stripped, errors="coerce").to_numpy(np.float64)
     empty = (stripped == "").to_numpy()
     nan_text = stripped.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+    # pandas gives NaN for numbers beyond float64 (1e400): they are numbers, not finite.
+    overflow = np.isnan(values) & stripped.str.fullmatch(_NUMBER_PATTERN).to_numpy(dtype=bool)
+    values[overflow] = np.inf
     not_number = np.isnan(values) & ~empty & ~nan_text
     not_finite = (~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)) & ~empty & ~not_number
     return values, not_number, not_finite
@@ -280,7 +284,7 @@ def type_chunk(text: pd.DataFrame, spec: features.DatasetSpec, path: str, row_of
                  missing={k: v for k, v in missing.items() if v})
 
 
-_CANONICAL_INT = r"-?(?:0|[1-9]\d*)(?:\.0+)?"
+_CANONICAL_INT = r"-?(?:0|[1-9][0-9]*)(?:\.0+)?"
 
 
 def sparse_kinds(text: pd.DataFrame, keys) -> Dict[str, bool]:
