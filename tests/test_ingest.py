@@ -431,14 +431,18 @@ def test_exact_integer_ids_are_never_rounded_through_a_float(tmp_path):
 
 
 def test_dense_empty_is_missing_and_values_are_float32(tmp_path):
-    cells = ["1.5", "", "-2.25", "3.4e38", "-0", "1e-50", " 7 ", "0.1"]
-    rows = [[i % 2, "a", cells[i % len(cells)], i] for i in range(160)]
+    # 3.4028234663852886e+38 is float32's largest value as float64 prints it: an inexact
+    # parse (pandas.to_numeric) read it as beyond float32 and refused it.
+    cells = ["1.5", "", "-2.25", "3.4e38", "-0", "1e-50", " 7 ", "0.1",
+             "3.4028234663852886e+38", "+.5"]
+    rows = [[i % 2, "a", cells[i % len(cells)], i] for i in range(200)]
     path = _write_rows(tmp_path / "d.csv", ["y", "s", "x", "rid"], rows)
     prepared = _prepare(_own_cfg(path, ["s"], ["x", "rid"], {"t": "y"}), tmp_path / "w")
     assert prepared.spec.optional_keys == ("x",)
     assert prepared.stats[path].missing == {"x": 20}
     got = _all_rows(prepared, by=["rid"])
     assert got["x"].dtype == np.float32
+    assert got["x"][8] == np.finfo(np.float32).max
     want = np.array([np.float32(float(c)) if c.strip() else np.nan
                      for c in (cells * 20)], np.float32)
     np.testing.assert_array_equal(got["x"], want)

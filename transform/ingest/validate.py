@@ -47,6 +47,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT_PATTERN = r"\s*[+-]?[0-9]+(?:\.0*)?\s*"
 # Decimal number syntax (what float() reads, less underscores and non-ASCII digits).
 _NUMBER_PATTERN = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NOT_FINITE_WORDS = [sign + word for sign in ("", "+", "-") for word in ("nan", "inf", "infinity")]
 
 
 class DataValidationError(UserError, ValueError):
@@ -152,16 +153,30 @@ def _parse_ints(text: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _parse_floats(text: pd.Series) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values float64, not_a_number, not_finite)``; empty cells are NaN and neither."""
+    """``(values float64, not_a_number, not_finite)``; empty cells are NaN and neither.
+
+    Numbers (``_NUMBER_PATTERN``) are parsed correctly rounded by Arrow, about twice as fast
+    as ``pandas.to_numeric``, which is off by up to one unit in the last place: it read
+    ``3.4028234663852886e+38`` (float32's largest value, as float64 prints it) as beyond it,
+    and ``1e400`` as not a number. ``nan``/``inf``/``infinity`` (any case, signed) are not
+    finite; anything else is not a number.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     stripped = text.str.strip()
-    values = pd.to_numeric(stripped, errors="coerce").to_numpy(np.float64)
+    cells = pa.array(stripped.to_numpy(dtype=object), pa.string())
+    is_number = pc.match_substring_regex(cells, f"^{_NUMBER_PATTERN}$").to_numpy(
+        zero_copy_only=False)
+    values = np.full(len(text), np.nan)
+    if is_number.any():
+        numbers = pc.filter(cells, pa.array(is_number))
+        values[is_number] = pc.cast(pc.replace_substring_regex(numbers, r"^\+", ""),
+                                    pa.float64()).to_numpy()
     empty = (stripped == "").to_numpy()
-    nan_text = stripped.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
-    # pandas gives NaN for numbers beyond float64 (1e400): they are numbers, not finite.
-    overflow = np.isnan(values) & stripped.str.fullmatch(_NUMBER_PATTERN).to_numpy(dtype=bool)
-    values[overflow] = np.inf
-    not_number = np.isnan(values) & ~empty & ~nan_text
-    not_finite = (~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)) & ~empty & ~not_number
+    words = stripped.str.lower().isin(_NOT_FINITE_WORDS).to_numpy()
+    not_number = ~is_number & ~empty & ~words
+    not_finite = words | (is_number & (~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)))
     return values, not_number, not_finite
 
 
