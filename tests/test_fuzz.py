@@ -64,7 +64,7 @@ def _cell(cell, key, kind):
             return "not_finite", None
         return None, np.float32(x)
     if kind == "string":
-        if "\n" in cell or "\r" in cell:
+        if "\n" in cell or "\r" in cell or "\x00" in cell:
             return "line_break", None
         return None, cell or None
     required = key not in SPEC.id_keys  # labels, timestamp

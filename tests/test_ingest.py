@@ -245,8 +245,17 @@ def test_line_breaks_in_a_categorical_are_refused(tmp_path):
     # The quoted line break is read as one value; the row number counts records.
     with pytest.raises(DataValidationError,
                        match=r"data row 6 \(line 7\), column 's': expected a value without line "
-                             r"breaks, found 'two\\nlines'"):
+                             r"breaks or NUL characters, found 'two\\nlines'"):
         _prepare(cfg, tmp_path / "w")
+    # NUL stands for the missing value in tf.Transform's vocabulary files: refused too.
+    nul = str(tmp_path / "nul.csv")
+    with open(path, encoding="utf-8") as f:
+        text = f.read().replace('"two\nlines"', "a\x00b")
+    with open(nul, "w", encoding="utf-8") as f:
+        f.write(text)
+    with pytest.raises(DataValidationError, match=r"nul\.csv: data row 6 \(line 7\), column "
+                                                  r"'s': expected .* found 'a\\x00b'"):
+        _prepare(_own_cfg(nul, ["s"], ["x"], {"t": "y"}), tmp_path / "w")
     cfg = _own_cfg(path, ["s"], ["x"], {"t": "y"}, skip_bad_rows=True)
     prepared = _prepare(cfg, tmp_path / "w")
     assert prepared.stats[path].dropped == {"line_break": 1}

@@ -10,7 +10,9 @@ is parsed once, by one set of rules, whatever the file format:
   ``2**60 + 1`` stays itself, never rounded through a float), within int64; an empty cell is
   a missing value;
 * sparse ``string`` columns: the exact UTF-8 text (spaces, ``?``, commas inside quotes are
-  kept); an empty cell is a missing value; a line break inside a value is refused;
+  kept); an empty cell is a missing value; a line break or a NUL character inside a value
+  is refused (tf.Transform's vocabulary files hold one value per line, and NUL stands for the
+  missing value in them: ``transform.preprocessing.VOCAB_MISSING``);
 * dense columns: numbers that are finite in float32 (``1e39`` overflows float32 and is
   refused, so is ``nan``/``inf`` written out); an empty cell is a missing value.
 
@@ -20,7 +22,7 @@ Row checks, in the order used to pick a dropped row's reason (one reason per row
 * ``not_finite``: a dense value that is NaN, +-inf, or beyond float32's range.
 * ``not_an_integer``: a label, timestamp or integer id that is not an integer (or, for
   labels and timestamps, is empty).
-* ``line_break``: a categorical value with a line break.
+* ``line_break``: a categorical value with a line break (or a NUL character).
 * ``label_not_binary``: a label outside {0, 1}.
 * ``conversion_without_click``: funnel data only: the conversion label, or a per-action label,
   is 1 where the click label is 0.
@@ -229,9 +231,10 @@ def type_chunk(text: pd.DataFrame, spec: features.DatasetSpec, path: str, row_of
             values[key] = np.where(not_finite | not_number, 0.0, x).astype(np.float32)
         elif kind == features.STRING:
             empty = (raw == "").to_numpy()
-            breaks = raw.str.contains(r"[\r\n]", regex=True).to_numpy()
+            breaks = raw.str.contains(r"[\r\n\x00]", regex=True).to_numpy()
             if breaks.any():
-                checks_.append((breaks, "line_break", key, "a value without line breaks"))
+                checks_.append((breaks, "line_break", key,
+                                "a value without line breaks or NUL characters"))
             missing[key] = int(empty.sum())
             values[key] = np.where(empty, None, raw.to_numpy(dtype=object))
         elif kind == features.INT:
