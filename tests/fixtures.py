@@ -15,6 +15,13 @@ TINY_SPEC = features.DatasetSpec(
     sparse_dtypes={"user": "int", "item": "int"})
 
 
+def synthetic_spec(num_actions: int = 5) -> features.DatasetSpec:
+    """The spec of the ``synthetic`` preset (funnel labels, KAML roles, int ids), as
+    ``prepare`` starts from it (no optional features)."""
+    cfg = config_lib.from_dict({"data": {"num_actions": num_actions}})
+    return features.spec_from_config(cfg.data, cfg.funnel)
+
+
 def tiny_frame(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
     """A learnable funnel: clicks depend on item and price, conversions on user parity."""
     rng = np.random.default_rng(seed)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from schemas import features
 from tests import fixtures
 from trainer.data import from_arrays, from_transformed, load_transformed
 
@@ -27,9 +28,12 @@ def test_batches_keep_rows_together_with_their_labels(numbered):
         rows = x["price_xf"].numpy().reshape(-1).astype(int)
         np.testing.assert_array_equal(x["item_xf"].numpy().reshape(-1),
                                       arrays["item_xf"].reshape(-1)[rows])
-        np.testing.assert_array_equal(y["click"].numpy(), arrays["click_xf"].reshape(-1)[rows])
+        assert sorted(y) == ["ctr", "cvr", "user"]  # one label per task, named by the task
+        np.testing.assert_array_equal(y["ctr"].numpy(), arrays["click_xf"].reshape(-1)[rows])
+        np.testing.assert_array_equal(y["cvr"].numpy(),
+                                      arrays["conversion_xf"].reshape(-1)[rows])
         np.testing.assert_array_equal(y["user"].numpy(), arrays["user_xf"].reshape(-1)[rows])
-        assert y["click"].shape == (64,) and x["item_xf"].shape == (64, 1)
+        assert y["ctr"].shape == (64,) and x["item_xf"].shape == (64, 1)
 
 
 def test_unshuffled_keeps_order_and_the_last_partial_batch(numbered):
@@ -65,6 +69,19 @@ def test_order_is_the_one_a_shuffle_of_the_rows_themselves_gives(numbered):
     tf.keras.utils.set_random_seed(5)
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 100, shuffle=True, seed=3)
     np.testing.assert_array_equal(_epoch_rows(ds), reference)
+
+
+def test_labels_are_keyed_by_task_for_any_tasks():
+    """Independent tasks (no funnel, no user): one ``[B]`` label per task name, in order."""
+    spec = features.DatasetSpec(name="own", sparse_keys=("s",), dense_keys=(),
+                                label_keys={"income": "y0", "married": "y1", "home": "y2"})
+    arrays = {"s_xf": np.arange(6, dtype=np.int64).reshape(-1, 1)}
+    for i in range(3):
+        arrays[f"y{i}_xf"] = ((np.arange(6) + i) % 2).astype(np.float32).reshape(-1, 1)
+    (x, y), = list(from_arrays(arrays, ["s_xf"], spec, 6))
+    assert list(x) == ["s_xf"] and list(y) == ["income", "married", "home"]
+    for i, task in enumerate(y):
+        np.testing.assert_array_equal(y[task].numpy(), (np.arange(6) + i) % 2)
 
 
 def test_a_missing_column_is_named(numbered):
@@ -104,7 +121,7 @@ def test_load_transformed_reads_every_row_back_and_feeds_the_same_rows(numbered,
 
     def rows(ds):
         parts = [{**x, **y} for x, y in ds]
-        out = {k: np.concatenate([p[k].numpy().reshape(len(p["click"]), -1) for p in parts])
+        out = {k: np.concatenate([p[k].numpy().reshape(len(p["ctr"]), -1) for p in parts])
                for k in parts[0]}
         return {k: v[np.argsort(out["price_xf"][:, 0])] for k, v in out.items()}
 

@@ -1,54 +1,264 @@
-"""Fuzzing (hypothesis): the CSV validator and the serving request builder either accept the
-input or fail with their own error naming the problem; nothing else ever escapes."""
+"""Fuzzing (hypothesis): CSV ingest and the serving request builder.
+
+CSV: every file is either refused with a DataValidationError naming it, or read into exactly
+the rows and values an independent reading of the documented rules gives (which rows are
+kept, each kept value, each dropped row's reason, the first bad row's number and column).
+Requests: built or refused with a RequestError naming the problem; nothing else escapes.
+"""
 import csv
+import dataclasses
 import io
+import math
+import re
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+import pandas as pd
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from schemas import config as config_lib
 from schemas import features
 from serving import client
-from transform.ingest import validate
+from transform.ingest import prepare, readers, validate
 
-SPEC = features.DatasetSpec(name="fuzz", sparse_keys=("user", "item"), dense_keys=("price",),
-                            click_key="click", conversion_key="conversion", user_key="user",
-                            timestamp_key="ts", passthrough_keys=("ts",))
-TYPES = client.feature_types_from_spec(SPEC)
+SPEC = features.DatasetSpec(
+    name="fuzz", sparse_keys=("user", "item", "code"), dense_keys=("price",),
+    label_keys={"ctr": "click", "cvr": "conversion"}, funnel=True, user_key="user",
+    timestamp_key="ts", sparse_dtypes={"user": "int", "item": "string", "code": "auto"})
+COLUMNS = list(SPEC.columns)  # click, conversion, user, item, code, price, ts
+TYPES = client.feature_types_from_spec(
+    dataclasses.replace(SPEC, sparse_dtypes={**SPEC.sparse_dtypes, "code": "int"}))
 
-cell = st.one_of(
-    st.integers(-3, 3).map(str), st.integers(-2**70, 2**70).map(str),
+# ------------------------------------------------------------------ the rules, read directly
+INT_TEXT = re.compile(r"\s*[+-]?[0-9]+(\.0*)?\s*")
+CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)(\.0+)?")
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+NOT_FINITE_WORDS = {sign + word for sign in ("", "+", "-") for word in ("nan", "inf", "infinity")}
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _int(cell):
+    """The integer a cell holds (``17.0`` is 17), or None."""
+    if not INT_TEXT.fullmatch(cell):
+        return None
+    value = int(cell.strip().split(".")[0])
+    return value if -2 ** 63 <= value < 2 ** 63 else None
+
+
+def _auto_is_int(cells):
+    return all(c == "" or (CANONICAL_INT.fullmatch(c) and _int(c) is not None) for c in cells)
+
+
+def _cell(cell, key, kind):
+    """``(reason or None, typed value)`` of one cell of ``key``."""
+    if key in SPEC.dense_keys:
+        text = cell.strip()
+        if text == "":
+            return None, math.nan
+        if text.lower() in NOT_FINITE_WORDS:
+            return "not_finite", None
+        if not NUMBER.fullmatch(text):
+            return "not_a_number", None
+        x = float(text)
+        if not math.isfinite(x) or abs(x) > F32_MAX:
+            return "not_finite", None
+        return None, np.float32(x)
+    if kind == "string":
+        if "\n" in cell or "\r" in cell or "\x00" in cell:
+            return "line_break", None
+        return None, cell or None
+    required = key not in SPEC.id_keys  # labels, timestamp
+    if not required and cell.strip() == "":
+        return None, None
+    value = _int(cell)
+    return ("not_an_integer", None) if value is None else (None, value)
+
+
+def expected_rows(rows, kinds):
+    """Per row: ``(reason, column, values)``: the first reason of a bad row (the order of
+    ``validate.REASONS``) and its column, or ``(None, None, typed values)``."""
+    out = []
+    for row in rows:
+        cells = dict(zip(COLUMNS, row))
+        parsed = {k: _cell(cells[k], k, kinds[k]) for k in COLUMNS}
+        flags = [(r, k) for k, (r, _) in parsed.items() if r]
+        if not flags:
+            values = {k: v for k, (_, v) in parsed.items()}
+            flags += [("label_not_binary", k) for k in SPEC.label_columns
+                      if values[k] not in (0, 1)]
+            if values["conversion"] == 1 and values["click"] == 0:
+                flags.append(("conversion_without_click", "conversion"))
+            if values["ts"] < 0:
+                flags.append(("negative_timestamp", "ts"))
+        if flags:
+            first = min(validate.REASONS.index(r) for r, _ in flags)
+            column = next(k for r, k in flags if validate.REASONS.index(r) == first)
+            out.append((validate.REASONS[first], column, None))
+        else:
+            out.append((None, None, {k: v for k, (_, v) in parsed.items()}))
+    return out
+
+
+def ingest(path, skip, chunk_rows):
+    """What ``prepare`` does before writing: headers, dtype resolution, typed chunks."""
+    data_cfg = config_lib.DataConfig(adapter="csv", path=str(path), skip_bad_rows=skip)
+    sources = prepare.check_headers(data_cfg, SPEC)
+    spec = prepare.resolve_dtypes(data_cfg, SPEC, sources, chunk_rows)
+    chunks = [validate.type_chunk(text, spec, str(path), offset, skip)
+              for offset, text in readers.iter_chunks(str(path), "csv", spec.columns,
+                                                      chunk_rows)]
+    return spec, chunks
+
+
+# ------------------------------------------------------------------ cells and files
+# Any text but NUL (Python's csv writer cannot write it without an escape character).
+any_text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+                   max_size=8)
+junk = st.one_of(
+    st.integers(-2 ** 70, 2 ** 70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["", " ", "nan", "NaN", "inf", "-inf", "1.0", "3.5", "1e400", "x", "True",
-                     "0x10", "1,5", '"', "\n", "0"]),
-    st.text(max_size=6))
-header = st.one_of(
-    st.just(list(SPEC.columns)),
-    st.permutations(list(SPEC.columns)),
-    st.lists(st.sampled_from(list(SPEC.columns) + ["extra", "gt_x", ""]), max_size=8))
+    st.sampled_from(["", " ", "nan", "-NaN", "inf", "+Infinity", "1.0", "3.5", "1e39", "1e400",
+                     "-1e39", "3.4e38", "x", "True", "0x10", "1,5", '"', "\n", "a\r\nb", "0",
+                     "17.", "007", "+5", " 3 ", "1_000", "٣", "１", "\u00a02", ".5", "5.", "-0"]),
+    any_text)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
-@given(columns=header, rows=st.lists(st.lists(cell, min_size=0, max_size=9), max_size=12),
-       skip=st.booleans(), raw=st.one_of(st.none(), st.binary(max_size=40)))
-def test_csv_validation_accepts_or_names_the_problem(tmp_path_factory, columns, rows, skip, raw):
+def weighted(*choices):
+    """One of ``(weight, strategy)`` pairs, drawn in proportion to the weights (hypothesis'
+    own ``one_of`` and integer draws favour some branches and the bounds)."""
+    index = [i for i, (weight, _) in enumerate(choices) for _ in range(weight)]
+    return st.sampled_from(index).flatmap(lambda i: choices[i][1])
+
+
+def mostly(valid, edges=(), junk_in=12):
+    """``valid``; one of the ``edges`` (cells near a rule's boundary) about once in six
+    draws and any junk cell once in ``junk_in``."""
+    choices = [(junk_in - 1, valid), (1, junk)]
+    if edges:
+        choices.append(((junk_in - 1) // 4, st.sampled_from(list(edges))))
+    return weighted(*choices)
+
+
+INT_EDGES = ["٣", "１", "17.", "1e3", "0x10", str(2 ** 63), str(-2 ** 63 - 1), " 5 ", "\t7",
+             "+0", "1.5", "--1", "0.0", "", "1 2"]
+FLOAT_EDGES = ["1e39", "-1e39", "1e400", "3.4028235e38", "3.4028236e38", "nan", "-NaN",
+               "inf", "-Infinity", "1_000", "٣", "1,5", ".5", "5.", "-0", " ", "1e-46", "0x1p3"]
+
+
+# click, conversion: mostly a valid funnel pair (a conversion implies a click)
+pairs = st.sampled_from([("0", "0"), ("1", "0"), ("1", "1"), (" 1", "1.0"), ("+1", "0"),
+                         ("-0", "0.00"), ("0", "1")])
+labels = weighted((11, pairs), (1, st.tuples(junk, junk)))
+int_id = mostly(st.one_of(st.integers(-2 ** 63, 2 ** 63 - 1).map(str),
+                          st.sampled_from(["", "17.0", "17", "007", str(2 ** 60 + 1), " 5 "])),
+                INT_EDGES)
+text = st.one_of(any_text, st.sampled_from(["", "a b", "?", "x, y", "Not in universe"]))
+code = mostly(st.one_of(st.integers(-2 ** 63, 2 ** 63 - 1).map(str),
+                        st.sampled_from(["", "1", "17.0", "02139", str(2 ** 63)])),
+              INT_EDGES + ["-0", "0.00", "00"], junk_in=40)
+price = mostly(st.one_of(st.floats(width=32, allow_nan=False, allow_infinity=False).map(repr),
+                         st.sampled_from(["", "0.5", "-2", " 7 ", "1e-50", "3.4e38"])),
+               FLOAT_EDGES)
+timestamp = mostly(st.integers(0, 2 ** 62).map(str), INT_EDGES + ["-1"])
+CELLS = {"user": int_id, "item": text, "code": code, "price": price, "ts": timestamp}
+csv_row = st.builds(lambda pair, cells: {"click": pair[0], "conversion": pair[1], **cells},
+                    labels, st.fixed_dictionaries(CELLS))
+header = weighted((6, st.permutations(COLUMNS)),
+                  (3, st.permutations(COLUMNS + ["extra", "gt_x"])),
+                  (1, st.lists(st.sampled_from(COLUMNS + ["extra", ""]), max_size=8)))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(columns=header,
+       rows=weighted((1, st.just([])), (19, st.lists(csv_row, min_size=1, max_size=10))),
+       skip=st.booleans(), chunk_rows=st.integers(1, 5),
+       ragged=weighted((9, st.just([])), (1, st.lists(st.tuples(
+           st.integers(0, 9), st.sampled_from([-1, 1])), min_size=1, max_size=1))),
+       raw=weighted((9, st.none()), (1, st.binary(max_size=40))))
+def test_csv_ingest_keeps_exactly_the_valid_values(tmp_path_factory, columns, rows, skip,
+                                                   chunk_rows, ragged, raw):
     path = tmp_path_factory.mktemp("fuzz") / "data.csv"
+    lines = [[r.get(c, "1") for c in columns] for r in rows]
+    ragged = [(i, d) for i, d in ragged if i < len(lines) and len(columns) > 1]
+    for i, delta in ragged:  # one field more or less than the header
+        lines[i] = lines[i] + ["9"] if delta > 0 else lines[i][:-1]
     if raw is not None:  # arbitrary bytes, e.g. a binary file given as CSV
         path.write_bytes(raw)
     else:
         buf = io.StringIO()
-        writer = csv.writer(buf, escapechar="\\")
+        writer = csv.writer(buf)
         writer.writerow(columns)
-        writer.writerows(rows)
-        path.write_text(buf.getvalue())
+        writer.writerows(lines)
+        path.write_bytes(buf.getvalue().encode("utf-8"))
+    valid_header = raw is None and sorted(set(columns)) == sorted(columns) and \
+        set(COLUMNS) <= set(columns)
     try:
-        stats = validate.validate_csv(str(path), SPEC, skip_bad_rows=skip)
+        spec, chunks = ingest(path, skip, chunk_rows)
     except validate.DataValidationError as e:
-        assert str(path) in str(e)  # every message names the file
-    else:
-        assert stats.rows_kept + stats.rows_dropped == stats.rows_read
-        assert skip or stats.rows_dropped == 0
+        message = str(e)
+        assert message.startswith(f"{path}: "), message  # every message names the file
+        if not valid_header:
+            event("refused: header or bytes")
+            return
+        if not rows:
+            assert message.endswith("no data rows (header only)"), message
+            return
+        if ragged:
+            first_ragged = ragged[0][0] + 1
+            match = re.match(rf"{re.escape(str(path))}: data row (\d+) \(line \d+\)(.*)",
+                             message)
+            assert match, message
+            if "malformed CSV" in match.group(2):
+                assert int(match.group(1)) == first_ragged, message
+                event("refused: ragged row")
+                return
+            assert not skip and int(match.group(1)) < first_ragged, message
+            rows = rows[:first_ragged - 1]  # the row error is about a row before it
+        kinds = {k: SPEC.dtype(k) for k in COLUMNS}
+        kinds["code"] = "int" if _auto_is_int([r["code"] for r in rows]) else "string"
+        bad = [(i, reason, column) for i, (reason, column, _) in
+               enumerate(expected_rows([[r[c] for c in COLUMNS] for r in rows], kinds))
+               if reason]
+        assert not skip and bad, message
+        i, _, column = bad[0]
+        assert message.startswith(f"{path}: data row {i + 1} (line {i + 2}), column "
+                                  f"{column!r}: expected "), message
+        event("refused: bad row")
+        return
+    assert valid_header and rows and not ragged, "a file that should be refused was read"
+    kinds = {k: SPEC.dtype(k) for k in COLUMNS}
+    kinds["code"] = "int" if _auto_is_int([r["code"] for r in rows]) else "string"
+    assert spec.sparse_dtypes["code"] == kinds["code"]
+    expected = expected_rows([[r[c] for c in COLUMNS] for r in rows], kinds)
+    reasons = [reason for reason, _, _ in expected if reason]
+    assert skip or not reasons
+    dropped = {}
+    for reason in reasons:
+        dropped[reason] = dropped.get(reason, 0) + 1
+    got_dropped = {}
+    for chunk in chunks:
+        for reason, count in chunk.dropped.items():
+            got_dropped[reason] = got_dropped.get(reason, 0) + count
+    assert got_dropped == dropped
+    assert sum(c.rows_read for c in chunks) == len(rows)
+    frame = pd.concat([c.frame for c in chunks], ignore_index=True)
+    kept = [values for reason, _, values in expected if reason is None]
+    assert len(frame) == len(kept)
+    event(f"read: {'some' if kept else 'no'} rows kept, {'some' if reasons else 'none'} dropped")
+    for key in COLUMNS:
+        got = frame[key].tolist()
+        want = [values[key] for values in kept]
+        for g, w in zip(got, want):
+            if key in SPEC.dense_keys:
+                assert (math.isnan(g) and math.isnan(w)) or (
+                    np.float32(g) == w and np.signbit(g) == np.signbit(w)), (key, g, w)
+            elif w is None:
+                assert g is None or g is pd.NA, (key, g)
+            elif isinstance(w, str):
+                assert isinstance(g, str) and g == w, (key, g, w)
+            else:  # an exact integer, never a float that happens to be equal
+                assert isinstance(g, (int, np.integer)) and int(g) == w, (key, g, w)
 
 
 value = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),

@@ -4,7 +4,8 @@ Per role (``schemas.features.DatasetSpec``):
 
 * categorical columns (``spec.id_keys``: the sparse features and the GAUC user id) become
   their text (integers as decimal text, strings as they are, a missing value as ``""``, which
-  is a vocabulary entry of its own), then ids of a vocabulary ordered by decreasing frequency
+  is a vocabulary entry of its own, written ``VOCAB_MISSING`` in the vocabulary file), then
+  ids of a vocabulary ordered by decreasing frequency
   (ties: decreasing byte order) with ``NUM_OOV_BUCKETS`` OOV bucket after it; values seen fewer
   than ``spec.min_counts[key]`` times in train map to OOV; ``spec.hash_buckets[key]`` replaces
   the vocabulary by FarmHash buckets (``tf.strings.to_hash_bucket_fast``);
@@ -26,6 +27,13 @@ from schemas import features
 from schemas.config import SPEC_KEY
 
 NUM_OOV_BUCKETS = 1
+# The missing value's entry in Transform's vocabulary files. tf.Transform leaves the empty
+# string out of a text vocabulary (its file has one entry per line), so "" fell into the OOV
+# bucket while the NumPy twin gave it an entry of its own. NUL, the smallest non-empty text,
+# takes its place: ties in frequency sort it last, where "" sorts in the twin, so both give the
+# same ids; the ingest refuses NUL in categorical values, so no value collides with it. (A
+# tfrecord_gzip vocabulary keeps "" but its table cannot be saved in a SavedModel here.)
+VOCAB_MISSING = "\x00"
 
 
 def vocab_filename(key: str) -> str:
@@ -69,6 +77,7 @@ def categorical_ids(text: tf.Tensor, key: str, spec: features.DatasetSpec) -> tf
     if buckets:
         return tf.strings.to_hash_bucket_fast(text, buckets)
     threshold = spec.min_counts.get(key, 1)
+    text = tf.where(tf.equal(text, features.MISSING_TEXT), VOCAB_MISSING, text)
     return tft.compute_and_apply_vocabulary(
         text, num_oov_buckets=NUM_OOV_BUCKETS,
         frequency_threshold=threshold if threshold > 1 else None,

@@ -4,8 +4,9 @@ Both formats give the same thing, so one set of rules (:mod:`transform.ingest.va
 every value: a ``pandas.DataFrame`` of ``str`` per chunk, an empty cell (or a Parquet null) as
 ``""``.
 
-* CSV (pandas' C parser, every cell read as text, nothing turned into NaN): a header line,
-  comma separated, ``"`` quoting (commas and line breaks inside quotes are kept).
+* CSV (Arrow's reader, every cell read as text, nothing turned into a null): a header line,
+  comma separated, ``"`` quoting (commas and line breaks inside quotes are kept); a line
+  with more or fewer fields than the header is an error, never shifted or padded.
 * Parquet (pyarrow, row group by row group): integers printed exactly, floats printed with
   the shortest text that reads back to the same double, booleans as ``1``/``0``, strings as
   they are. tensorflow-io's Parquet reader is not used: validation needs the rows in Python
@@ -19,6 +20,7 @@ from typing import Iterator, List, Sequence, Tuple
 
 import pandas as pd
 
+from schemas.checks import short_repr
 from transform.ingest.validate import file_error
 
 FORMATS = ("csv", "parquet")
@@ -89,22 +91,58 @@ def iter_chunks(path: str, fmt: str, columns: Sequence[str],
 
 
 def _iter_csv(path: str, columns: Sequence[str], chunk_rows: int):
+    """Arrow's CSV reader, one thread (so a bad line's number is known), every cell as text.
+
+    A line with more or fewer fields than the header is an error naming the line: pandas'
+    reader (used before) silently dropped the extra fields of a line when reading a subset
+    of the columns, and filled a short line's last columns with empty cells (missing values).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    ragged = []
+
+    def on_ragged(row):  # pyarrow.csv.InvalidRow: expected/actual field counts, line, text
+        ragged.append(row)
+        return "error"
+
     try:
-        # index_col=False: a row with more fields than the header is an error, never a
-        # silent shift of every value by one column.
-        reader = pd.read_csv(path, chunksize=chunk_rows, dtype=str, na_filter=False,
-                             keep_default_na=False, usecols=list(columns), index_col=False,
-                             encoding="utf-8-sig", compression="infer")
-        for chunk in reader:
-            yield chunk
-    except pd.errors.EmptyDataError:
-        raise file_error(path, "empty file (expected a header line and data rows)") from None
-    except pd.errors.ParserError as e:
+        with pa.input_stream(path, compression="detect") as stream:
+            reader = pa_csv.open_csv(
+                stream,
+                read_options=pa_csv.ReadOptions(use_threads=False),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True,
+                                                  invalid_row_handler=on_ragged),
+                convert_options=pa_csv.ConvertOptions(
+                    include_columns=list(columns),
+                    column_types={c: pa.string() for c in columns},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+            pending, count = [], 0
+            for batch in reader:
+                pending.append(batch)
+                count += batch.num_rows
+                while count >= chunk_rows:
+                    table = pa.Table.from_batches(pending)
+                    yield _text_frame(table.slice(0, chunk_rows), columns)
+                    rest = table.slice(chunk_rows)
+                    pending, count = rest.to_batches(), rest.num_rows
+            if count:
+                yield _text_frame(pa.Table.from_batches(pending), columns)
+    except pa.ArrowInvalid as e:
+        if ragged:
+            row = ragged[0]
+            where = "" if row.number is None else \
+                f"data row {row.number - 1} (line {row.number}): "  # number: header is 1
+            raise file_error(path, f"{where}malformed CSV: expected {row.expected_columns} "
+                                   f"fields (as in the header), found {row.actual_columns}: "
+                                   f"{short_repr(row.text)}") from None
+        if "UTF8" in str(e) or "UTF-8" in str(e):
+            raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
         raise file_error(path, f"malformed CSV: {e}") from None
-    except UnicodeDecodeError as e:
-        raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
-    except ValueError as e:  # pandas: "Too many columns specified" and the like
-        raise file_error(path, f"malformed CSV: {e}") from None
+
+
+def _text_frame(table, columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: table.column(c).to_pandas() for c in columns}, dtype=object)
 
 
 def _parquet_text(column) -> List[str]:

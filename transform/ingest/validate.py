@@ -10,7 +10,9 @@ is parsed once, by one set of rules, whatever the file format:
   ``2**60 + 1`` stays itself, never rounded through a float), within int64; an empty cell is
   a missing value;
 * sparse ``string`` columns: the exact UTF-8 text (spaces, ``?``, commas inside quotes are
-  kept); an empty cell is a missing value; a line break inside a value is refused;
+  kept); an empty cell is a missing value; a line break or a NUL character inside a value
+  is refused (tf.Transform's vocabulary files hold one value per line, and NUL stands for the
+  missing value in them: ``transform.preprocessing.VOCAB_MISSING``);
 * dense columns: numbers that are finite in float32 (``1e39`` overflows float32 and is
   refused, so is ``nan``/``inf`` written out); an empty cell is a missing value.
 
@@ -20,7 +22,7 @@ Row checks, in the order used to pick a dropped row's reason (one reason per row
 * ``not_finite``: a dense value that is NaN, +-inf, or beyond float32's range.
 * ``not_an_integer``: a label, timestamp or integer id that is not an integer (or, for
   labels and timestamps, is empty).
-* ``line_break``: a categorical value with a line break.
+* ``line_break``: a categorical value with a line break (or a NUL character).
 * ``label_not_binary``: a label outside {0, 1}.
 * ``conversion_without_click``: funnel data only: the conversion label, or a per-action label,
   is 1 where the click label is 0.
@@ -32,7 +34,6 @@ breaks), the column, what was expected and the value found (cut to ~80 character
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -44,8 +45,11 @@ from schemas.errors import UserError
 REASONS = ("not_a_number", "not_finite", "not_an_integer", "line_break", "label_not_binary",
            "conversion_without_click", "negative_timestamp")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-_INT_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
-_INT_PATTERN = r"\s*[+-]?\d+(?:\.0*)?\s*"
+# ASCII digits only: ``\d`` also matches other scripts' digits ("٣" would be the id 3).
+_INT_PATTERN = r"\s*[+-]?[0-9]+(?:\.0*)?\s*"
+# Decimal number syntax (what float() reads, less underscores and non-ASCII digits).
+_NUMBER_PATTERN = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NOT_FINITE_WORDS = [sign + word for sign in ("", "+", "-") for word in ("nan", "inf", "infinity")]
 
 
 class DataValidationError(UserError, ValueError):
@@ -151,13 +155,30 @@ def _parse_ints(text: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _parse_floats(text: pd.Series) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(values float64, not_a_number, not_finite)``; empty cells are NaN and neither."""
+    """``(values float64, not_a_number, not_finite)``; empty cells are NaN and neither.
+
+    Numbers (``_NUMBER_PATTERN``) are parsed correctly rounded by Arrow, about twice as fast
+    as ``pandas.to_numeric``, which is off by up to one unit in the last place: it read
+    ``3.4028234663852886e+38`` (float32's largest value, as float64 prints it) as beyond it,
+    and ``1e400`` as not a number. ``nan``/``inf``/``infinity`` (any case, signed) are not
+    finite; anything else is not a number.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     stripped = text.str.strip()
-    values = pd.to_numeric(stripped, errors="coerce").to_numpy(np.float64)
+    cells = pa.array(stripped.to_numpy(dtype=object), pa.string())
+    is_number = pc.match_substring_regex(cells, f"^{_NUMBER_PATTERN}$").to_numpy(
+        zero_copy_only=False)
+    values = np.full(len(text), np.nan)
+    if is_number.any():
+        numbers = pc.filter(cells, pa.array(is_number))
+        values[is_number] = pc.cast(pc.replace_substring_regex(numbers, r"^\+", ""),
+                                    pa.float64()).to_numpy()
     empty = (stripped == "").to_numpy()
-    nan_text = stripped.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
-    not_number = np.isnan(values) & ~empty & ~nan_text
-    not_finite = (~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)) & ~empty & ~not_number
+    words = stripped.str.lower().isin(_NOT_FINITE_WORDS).to_numpy()
+    not_number = ~is_number & ~empty & ~words
+    not_finite = words | (is_number & (~np.isfinite(values) | (np.abs(values) > FLOAT32_MAX)))
     return values, not_number, not_finite
 
 
@@ -210,9 +231,10 @@ def type_chunk(text: pd.DataFrame, spec: features.DatasetSpec, path: str, row_of
             values[key] = np.where(not_finite | not_number, 0.0, x).astype(np.float32)
         elif kind == features.STRING:
             empty = (raw == "").to_numpy()
-            breaks = raw.str.contains(r"[\r\n]", regex=True).to_numpy()
+            breaks = raw.str.contains(r"[\r\n\x00]", regex=True).to_numpy()
             if breaks.any():
-                checks_.append((breaks, "line_break", key, "a value without line breaks"))
+                checks_.append((breaks, "line_break", key,
+                                "a value without line breaks or NUL characters"))
             missing[key] = int(empty.sum())
             values[key] = np.where(empty, None, raw.to_numpy(dtype=object))
         elif kind == features.INT:
@@ -280,7 +302,7 @@ def type_chunk(text: pd.DataFrame, spec: features.DatasetSpec, path: str, row_of
                  missing={k: v for k, v in missing.items() if v})
 
 
-_CANONICAL_INT = r"-?(?:0|[1-9]\d*)(?:\.0+)?"
+_CANONICAL_INT = r"-?(?:0|[1-9][0-9]*)(?:\.0+)?"
 
 
 def sparse_kinds(text: pd.DataFrame, keys) -> Dict[str, bool]:
