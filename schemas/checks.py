@@ -20,7 +20,12 @@ MAX_VALUE_CHARS = 80
 
 def short_repr(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     """``repr(value)`` cut to about ``limit`` characters (``'aaaa...'(10000 chars)``)."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit on int -> str conversion
+        if not isinstance(value, int):
+            raise
+        return f"<an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits>"
     if len(text) <= limit:
         return text
     return f"{text[:limit]}...({len(text)} chars)"

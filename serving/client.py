@@ -95,11 +95,18 @@ def _checked(row: Mapping[str, Any], index: int, key: str, kind: str, optional: 
     if kind == INT64 and not -2**63 <= value < 2**63:
         raise RequestError(f"row {index}: feature {key!r} value {short_repr(value)} does not "
                            f"fit in int64")
-    if kind == FLOAT32 and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+    # abs() first: a huge int compares exactly, while isfinite() would raise OverflowError.
+    if kind == FLOAT32 and not (abs(value) <= FLOAT32_MAX and math.isfinite(value)):
         raise RequestError(f"row {index}: feature {key!r} must be a finite float32 number, "
                            f"got {short_repr(value)}")
     if kind == STRING:
-        return str(value)
+        value = str(value)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as '\ud800'
+            raise RequestError(f"row {index}: feature {key!r} must be valid Unicode text, "
+                               f"got {short_repr(value)}") from None
+        return value
     return int(value) if kind == INT64 else float(value)
 
 
@@ -119,8 +126,9 @@ def _raw_columns(rows, feature_types, optional) -> Dict[str, list]:
     for key, values in out.items():
         if any(v is None for v in values):
             if types[key] == INT64:
-                raise RequestError(f"feature {key!r}: predict_raw cannot carry a missing int64 "
-                                   f"id; use serving_default (examples) for this row")
+                raise RequestError(f"row {values.index(None)}: feature {key!r}: predict_raw "
+                                   f"cannot carry a missing int64 id; use serving_default "
+                                   f"(examples) for this row")
             fill = float("nan") if types[key] == FLOAT32 else ""
             out[key] = [fill if v is None else v for v in values]
     return out
@@ -177,9 +185,12 @@ def rest_raw_payload(rows: Sequence[Mapping[str, Any]], feature_types: FeatureTy
                      optional: Sequence[str] = ()) -> Dict[str, Any]:
     """REST columnar body for ``predict_raw``: ``{"inputs": {feature: [values]}}``."""
     columns = _raw_columns(rows, feature_types, optional)
-    if any(v != v for values in columns.values() for v in values if isinstance(v, float)):
-        raise RequestError("predict_raw over REST: a missing dense value (NaN) cannot be "
-                           "written as JSON; use serving_default (examples) or gRPC")
+    for key, values in columns.items():
+        missing = [i for i, v in enumerate(values) if isinstance(v, float) and v != v]
+        if missing:
+            raise RequestError(f"row {missing[0]}: feature {key!r}: predict_raw over REST "
+                               f"cannot carry a missing dense value (NaN is not JSON); use "
+                               f"serving_default (examples) or gRPC")
     return {"signature_name": signature_name, "inputs": columns}
 
 

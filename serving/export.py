@@ -55,14 +55,17 @@ def _save(network: tf.keras.Model, export_dir: str, sigs: Dict,
 def _vocab_rows(vocabularies: Dict[str, List], dense: Dict[str, float],
                 types: Dict[str, str], n: int) -> List[Dict]:
     """``n`` rows cycling through each vocabulary's most frequent present values (warmup
-    default; a missing value's entry ``""`` is skipped)."""
+    default; a missing value's entry, ``""`` or tf.Transform's ``VOCAB_MISSING``, is
+    skipped)."""
+    from transform.preprocessing import VOCAB_MISSING
+
     rows = []
     for i in range(n):
         row = {}
         for key, kind in types.items():
             values = [v.decode() if isinstance(v, bytes) else str(v)
                       for v in vocabularies.get(key) or []]
-            values = [v for v in values if v != ""]
+            values = [v for v in values if v not in ("", VOCAB_MISSING)]
             if kind == client.FLOAT32:
                 row[key] = dense.get(key, 0.0)
             elif values:

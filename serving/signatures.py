@@ -113,7 +113,6 @@ def build_signatures(network: tf.keras.Model, transform: Transform,
     if missing:
         raise ValueError(f"parse spec lacks raw features {missing}")
     input_names = list(network.input_names)
-    heads = list(network.output_names)
     actions = action_heads(network)
     if actions and target_key not in raw_dtypes:
         raise ValueError(f"a per-action network needs the target action among the raw "

@@ -72,7 +72,17 @@ def _z_score(x) -> tf.Tensor:
 
 
 def categorical_ids(text: tf.Tensor, key: str, spec: features.DatasetSpec) -> tf.Tensor:
-    """Ids of ``[B, 1]`` texts: hash buckets or a frequency-ordered vocabulary with OOV."""
+    """Ids of ``[B, 1]`` texts: hash buckets or a frequency-ordered vocabulary with OOV.
+
+    tf.Transform leaves the empty string out of a text vocabulary file, which would send a
+    missing value to OOV; the vocabulary therefore sees it as :data:`VOCAB_MISSING`, which
+    sorts like ``""`` among equal counts (below every other text), so the ids are those of
+    ``transform.preprocessor``, where ``""`` is an entry. (``tfrecord_gzip`` vocabularies keep
+    ``""`` but a SavedModel holding their initializer cannot be saved again: TF 2.16's
+    "Attempting to capture an EagerTensor" when exporting the serving model.) A known
+    difference remains: tf.Transform also drops texts holding a newline, which go to OOV here
+    but have entries in ``transform.preprocessor``.
+    """
     buckets = spec.hash_buckets.get(key)
     if buckets:
         return tf.strings.to_hash_bucket_fast(text, buckets)

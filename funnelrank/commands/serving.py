@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,15 +55,38 @@ def load_trained_network(model_dir: str):
             pre = Preprocessor.from_json(f.read())
     except (PreprocessingError, UnicodeDecodeError) as e:
         raise UserError(f"{paths['preprocessor.json']}: {e}") from None
+    _check_saved_model_proto(paths["model"])
     info = FeatureInfo(pre.vocab_sizes, pre.spec.dense_keys, pre.spec.num_actions)
     network = build_network(cfg.model, info, seed=cfg.train.seed, funnel=cfg.funnel)
     weights = os.path.join(paths["model"], "variables", "variables")
     try:
         network.load_weights(weights).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+        # IndexError: a truncated variables.data shard ("Read less bytes than requested").
         raise UserError(f"{paths['model']}: its weights do not load into the network of the "
                         f"config in metrics.json ({type(e).__name__}: {str(e)[:200]})") from None
     return network, pre
+
+
+def _check_saved_model_proto(model_path: str) -> None:
+    """Parses ``model/saved_model.pb`` as a protocol buffer (data only: nothing in it runs), so
+    a truncated or foreign file is reported instead of exported from the weights alone.
+
+    Raises:
+      UserError: The file is missing or is not a ``SavedModel`` message.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from schemas.errors import UserError
+
+    path = os.path.join(model_path, "saved_model.pb")
+    try:
+        with open(path, "rb") as f:
+            saved_model_pb2.SavedModel().ParseFromString(f.read())
+    except (OSError, DecodeError, RuntimeError) as e:  # RuntimeError: the C++ parser's error
+        raise UserError(f"{path}: not a readable SavedModel, truncated or corrupt "
+                        f"({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def export_main(args) -> int:
@@ -99,15 +123,23 @@ def export_main(args) -> int:
         rows = pd.read_csv(args.warmup_csv, nrows=WARMUP_CSV_ROWS, dtype=str,
                            keep_default_na=False).to_dict("records")
         types = client.feature_types_from_spec(pre.spec)
-        rows = [{k: _typed(v, types.get(k)) for k, v in row.items()} for row in rows]
+        rows = [{k: _typed(v, types.get(k), args.warmup_csv, i, k) for k, v in row.items()}
+                for i, row in enumerate(rows)]
         warmup_examples = client.serialize_examples(rows, types, pre.spec.optional_keys)
     try:
         export_dir = versioning.new_version_dir(args.out, getattr(args, "version", None))
     except FileExistsError as e:
         raise UserError(str(e)) from None
-    staging = f"{export_dir}.tmp-{os.getpid()}"
-    export.export_from_preprocessor(network, pre, staging, warmup_examples)
-    tf.io.gfile.rename(staging, export_dir)  # TF Serving never sees half an export
+    # Written beside the version under a name TF Serving ignores (not an integer), renamed
+    # once complete; removed when anything fails, so no half export is ever left.
+    staging = os.path.join(args.out, f".{os.path.basename(export_dir)}.tmp-{os.getpid()}")
+    try:
+        export.export_from_preprocessor(network, pre, staging, warmup_examples)
+        tf.io.gfile.rename(staging, export_dir)
+    except BaseException:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+        raise
     config = versioning.write_model_config(args.out, getattr(args, "name", None) or "funnelrank",
                                            getattr(args, "base_path", None))
     print(f"exported {export_dir}")
@@ -115,15 +147,34 @@ def export_main(args) -> int:
     return 0
 
 
-def _typed(text: str, kind):
-    """A warmup CSV cell as the request type (``""`` = missing)."""
+_INTEGER_TEXT = re.compile(r"\s*([+-]?\d{1,19})(?:\.0*)?\s*")
+
+
+def _typed(text: str, kind, path: str = "", row: int = 0, column: str = ""):
+    """A warmup CSV cell as the request type (``""`` = missing); integers are parsed as
+    integers (``17`` or ``17.0``), never through float64.
+
+    Raises:
+      UserError: A cell that is not a number of its column's type, naming file, row, column.
+    """
+    from schemas.checks import short_repr
+    from schemas.errors import UserError
+
     if text == "" or kind is None:
         return None if text == "" else text
     if kind == "float32":
-        return float(text)
-    if kind == "int64":
-        return int(float(text)) if "." in text else int(text)
-    return text
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    elif kind == "int64":
+        match = _INTEGER_TEXT.fullmatch(text)
+        if match:
+            return int(match.group(1))
+    else:
+        return text
+    raise UserError(f"{path}: data row {row + 1}, column {column!r}: expected {kind}, found "
+                    f"{short_repr(text)}")
 
 
 def serve_check_command(model_dir: str, repeats: int = 20, json_path: str | None = None):
@@ -153,6 +204,12 @@ def serve_check_main(args) -> int:
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=getattr(args, "timeout", 600) or 600)
     sys.stdout.write(proc.stdout)
+    if proc.returncode == serve_check.EXIT_UNREADABLE:
+        from schemas.errors import UserError
+
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("serve-check: error:")]
+        raise UserError(lines[-1][len("serve-check: error: "):] if lines else
+                        f"{args.model_dir}: cannot be read (serve-check exit status 2)")
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
     return proc.returncode
