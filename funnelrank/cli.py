@@ -94,6 +94,22 @@ def cmd_train(args) -> int:
     cfg = _load_config(args)
     out = args.out or os.path.join("work", "train", cfg.name)
     _refuse_file(out, "--out")
+    if args.baseline:
+        import yaml
+
+        from funnelrank.commands import baseline
+        from schemas.config import ConfigError
+        from trainer import baselines
+
+        try:
+            extra = yaml.safe_load(args.baseline_args) if args.baseline_args else {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--baseline-args: not valid YAML: {e}") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"--baseline-args: expected a mapping, got {extra!r}")
+        baseline.run(cfg, baselines.parse({**extra, "name": args.baseline}, "--baseline-args"),
+                     os.path.join(out, args.baseline) if not args.out else out)
+        return 0
     train.train(cfg, out)
     print(f"metrics: {os.path.join(out, train.METRICS_FILE)}")
     return 0
@@ -234,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default work/train/<name>)")
     p.add_argument("--cpu-replicas", type=int, default=1,
                    help="split the CPU into N logical devices for MirroredStrategy")
+    p.add_argument("--baseline", help="fit a non-neural baseline per task on the same splits "
+                   "instead of the network: logistic or lightgbm (metrics.json, no model)")
+    p.add_argument("--baseline-args", help="the baseline's arguments as YAML, e.g. "
+                   "'{C: [0.03, 0.1], crosses: [[user_segment, category_id]]}'")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("run", help="run the TFX pipeline locally (Beam DirectRunner)")
