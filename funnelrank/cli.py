@@ -68,8 +68,12 @@ def cmd_generate(args) -> int:
 
     checks.check_positive_int("--rows", args.rows, error=ConfigError)
     checks.check_positive_int("--actions", args.actions, error=ConfigError)
+    checks.check_number("--missing-rate", args.missing_rate, low=0.0, high=1.0, high_open=True,
+                        error=ConfigError)
     t0 = time.perf_counter()
-    path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions)
+    path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions,
+                               mode=args.mode, string_ids=args.string_ids,
+                               missing_rate=args.missing_rate)
     print(f"wrote {args.rows} rows to {path} in {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -234,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--actions", type=int, default=5, help="conversion actions")
+    p.add_argument("--mode", choices=["default", "hard"], default="default",
+                   help="the planted world: default, or hard (rarer ids, user/item biases, a "
+                        "segment x category interaction, a bot segment)")
+    p.add_argument("--string-ids", action="store_true",
+                   help="write the ids as text (user_id 12 -> u_12); read such a file with "
+                        "adapter: csv")
+    p.add_argument("--missing-rate", type=float, default=0.0,
+                   help="share of feature cells left empty (missing values), in [0, 1)")
     p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("prepare", help="validate, type and split data for both paths")

@@ -40,6 +40,7 @@ SPEC_KEY = "dataset_spec"
 ADAPTERS = ("csv", "parquet", "synthetic", "ali_ccp")
 PRESETS = ("synthetic", "ali_ccp")
 SPARSE_DTYPES = ("auto", "int", "string")
+SYNTHETIC_MODES = ("default", "hard")
 EMBEDDING_L2_MODES = ("table", "batch")
 DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
 
@@ -109,6 +110,9 @@ class DataConfig:
       generate_rows: Rows to generate when ``path`` is null (synthetic).
       num_actions: Conversion actions of the synthetic log.
       seed: Generator seed.
+      synthetic_mode: World of the generated log: ``default``, or ``hard`` (more and rarer
+        ids, per-user and per-item biases, a segment x category interaction and a bot segment
+        that clicks without buying; ``transform.ingest.synthetic``).
       eval_percent: Share of rows (by a hash of the row) held out for evaluation when the
         data has no test files.
       validation_percent: Share of the remaining train rows (by hash) held out for early
@@ -125,6 +129,7 @@ class DataConfig:
     generate_rows: int = 200_000
     num_actions: int = 5
     seed: int = 7
+    synthetic_mode: str = "default"
     eval_percent: int = 20
     validation_percent: int = 10
     skip_bad_rows: bool = False
@@ -631,6 +636,7 @@ def _validate_data(d: DataConfig) -> None:
         checks.check_number(f"data.{key}", getattr(d, key), low=1, high=99, error=err)
     checks.check_positive_int("data.generate_rows", d.generate_rows, error=err)
     checks.check_positive_int("data.num_actions", d.num_actions, error=err)
+    checks.check_choice("data.synthetic_mode", d.synthetic_mode, SYNTHETIC_MODES, error=err)
     checks.check_choice("data.extra_columns", d.extra_columns, ("ignore", "error"), error=err)
     f = d.features
     checks.check_positive_int("data.features.min_count", f.min_count, error=err)
