@@ -234,10 +234,11 @@ class TrainingSession:
             tf.keras.mixed_precision.set_global_policy("float32")
         rounds = cfg.train.validations_per_epoch
         fit_epochs, round_steps = cfg.train.epochs, steps_per_epoch
+        if rounds > 1 and val_ds is not None and not steps_per_epoch:
+            log.warning("train.validations_per_epoch=%d: the train split's row count is "
+                        "unknown, so validation runs once per epoch", rounds)
+            rounds = 1
         if rounds > 1 and val_ds is not None:
-            if not steps_per_epoch:
-                raise ConfigError("train.validations_per_epoch > 1 needs the train split's row "
-                                  "count (the steps per epoch); set it to 1 here")
             # A Keras "epoch" becomes 1/rounds of a pass over the data: validation (and early
             # stopping's patience) every round_steps steps of the repeated, reshuffled data.
             round_steps = -(-steps_per_epoch // rounds)
