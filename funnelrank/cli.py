@@ -68,8 +68,12 @@ def cmd_generate(args) -> int:
 
     checks.check_positive_int("--rows", args.rows, error=ConfigError)
     checks.check_positive_int("--actions", args.actions, error=ConfigError)
+    checks.check_number("--missing-rate", args.missing_rate, low=0.0, high=1.0, high_open=True,
+                        error=ConfigError)
     t0 = time.perf_counter()
-    path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions)
+    path = synthetic.write_csv(args.out, args.rows, seed=args.seed, num_actions=args.actions,
+                               mode=args.mode, string_ids=args.string_ids,
+                               missing_rate=args.missing_rate)
     print(f"wrote {args.rows} rows to {path} in {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -94,6 +98,22 @@ def cmd_train(args) -> int:
     cfg = _load_config(args)
     out = args.out or os.path.join("work", "train", cfg.name)
     _refuse_file(out, "--out")
+    if args.baseline:
+        import yaml
+
+        from funnelrank.commands import baseline
+        from schemas.config import ConfigError
+        from trainer import baselines
+
+        try:
+            extra = yaml.safe_load(args.baseline_args) if args.baseline_args else {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--baseline-args: not valid YAML: {e}") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"--baseline-args: expected a mapping, got {extra!r}")
+        baseline.run(cfg, baselines.parse({**extra, "name": args.baseline}, "--baseline-args"),
+                     os.path.join(out, args.baseline) if not args.out else out)
+        return 0
     train.train(cfg, out)
     print(f"metrics: {os.path.join(out, train.METRICS_FILE)}")
     return 0
@@ -218,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--actions", type=int, default=5, help="conversion actions")
+    p.add_argument("--mode", choices=["default", "hard"], default="default",
+                   help="the planted world: default, or hard (rarer ids, user/item biases, a "
+                        "segment x category interaction, a bot segment)")
+    p.add_argument("--string-ids", action="store_true",
+                   help="write the ids as text (user_id 12 -> u_12); read such a file with "
+                        "adapter: csv")
+    p.add_argument("--missing-rate", type=float, default=0.0,
+                   help="share of feature cells left empty (missing values), in [0, 1)")
     p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("prepare", help="validate, type and split data for both paths")
@@ -234,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default work/train/<name>)")
     p.add_argument("--cpu-replicas", type=int, default=1,
                    help="split the CPU into N logical devices for MirroredStrategy")
+    p.add_argument("--baseline", help="fit a non-neural baseline per task on the same splits "
+                   "instead of the network: logistic or lightgbm (metrics.json, no model)")
+    p.add_argument("--baseline-args", help="the baseline's arguments as YAML, e.g. "
+                   "'{C: [0.03, 0.1], crosses: [[user_segment, category_id]]}'")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("run", help="run the TFX pipeline locally (Beam DirectRunner)")

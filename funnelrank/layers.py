@@ -10,6 +10,7 @@ with ``get_config`` and registered under the package name ``funnelrank`` (serial
   (multi-task attention network, with :class:`TaskAttention` between towers); single-task
   :class:`DNN` and :class:`MaskNet`.
 * Building blocks: :class:`FeatureEmbedding` (sparse ids + dense features -> one vector),
+  :class:`WideLogits` (Wide & Deep's per-task linear logits over ids, id crosses, dense),
   :class:`MLP`, :class:`SoftmaxGate`, :class:`CGC`'s levels, :class:`CrossStitchUnit`,
   :class:`AITModule`, :class:`MaskBlock`.
 * Method parts: :class:`HKE` (KAML's hierarchical knowledge extraction, eq. 9-10),
@@ -35,12 +36,13 @@ from trainer.layers.ple import CGC, PLE
 from trainer.layers.relatedness import LearnableTemperature, RelatednessNet
 from trainer.layers.shared_bottom import SharedBottom
 from trainer.layers.stl import DNN, MaskBlock, MaskNet
+from trainer.layers.wide import WideLogits
 from trainer.model import ProductHead, RatioHead
 
 __all__ = ["AITM", "AITModule", "CGC", "CrossStitch", "CrossStitchUnit", "DNN",
            "FeatureEmbedding", "HKE", "LearnableTemperature", "MAN", "MLP", "MMoE", "MaskBlock",
            "MaskNet", "OMoE", "PLE", "ProductHead", "RatioHead", "RelatednessNet",
-           "SharedBottom", "SoftmaxGate", "TaskAttention", "custom_objects"]
+           "SharedBottom", "SoftmaxGate", "TaskAttention", "WideLogits", "custom_objects"]
 
 
 def custom_objects() -> dict:

@@ -40,6 +40,9 @@ SPEC_KEY = "dataset_spec"
 ADAPTERS = ("csv", "parquet", "synthetic", "ali_ccp")
 PRESETS = ("synthetic", "ali_ccp")
 SPARSE_DTYPES = ("auto", "int", "string")
+SYNTHETIC_MODES = ("default", "hard")
+SPARSE_OPTIMIZERS = ("adam", "lazy_adam", "adagrad")  # trainer.optimizers.OPTIMIZERS
+LR_SCHEDULES = ("constant", "cosine", "linear")  # trainer.optimizers.SCHEDULES
 EMBEDDING_L2_MODES = ("table", "batch")
 DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
 
@@ -109,6 +112,9 @@ class DataConfig:
       generate_rows: Rows to generate when ``path`` is null (synthetic).
       num_actions: Conversion actions of the synthetic log.
       seed: Generator seed.
+      synthetic_mode: World of the generated log: ``default``, or ``hard`` (more and rarer
+        ids, per-user and per-item biases, a segment x category interaction and a bot segment
+        that clicks without buying; ``transform.ingest.synthetic``).
       eval_percent: Share of rows (by a hash of the row) held out for evaluation when the
         data has no test files.
       validation_percent: Share of the remaining train rows (by hash) held out for early
@@ -125,6 +131,7 @@ class DataConfig:
     generate_rows: int = 200_000
     num_actions: int = 5
     seed: int = 7
+    synthetic_mode: str = "default"
     eval_percent: int = 20
     validation_percent: int = 10
     skip_bad_rows: bool = False
@@ -160,6 +167,14 @@ class ModelConfig:
       hke: Per-action heads as KAML's HKE (original and extended sub-towers, eq. 9-10)
         instead of plain towers; needs ``tasks: [ctr, actions]`` and ADM data.
       hke_units: Hidden sizes of each HKE sub-tower (the merged MLP uses ``tower_units``).
+      wide: Add a linear ("wide") logit per task to its deep logit: one weight per
+        (sparse id, task), per (cross value, task) and per (dense feature, task), all
+        starting at 0 (``trainer.layers.wide.WideLogits``). Tables ``wide/<feature>``.
+      wide_crosses: Pairs of sparse features whose joint value gets its own wide weight
+        (e.g. ``[[user_segment, category_id]]``); needs ``wide: true``.
+      wide_cross_buckets: Most rows of a cross's table; larger products are hashed.
+      wide_l2: L2 on the wide rows the batch looked up (the ``embedding_l2_mode: batch``
+        form).
     """
 
     backbone: str = "mmoe"
@@ -177,6 +192,10 @@ class ModelConfig:
     tasks: Optional[Tuple[str, ...]] = None
     hke: bool = False
     hke_units: Tuple[int, ...] = (32,)
+    wide: bool = False
+    wide_crosses: Tuple[Tuple[str, ...], ...] = ()
+    wide_cross_buckets: int = 100_000
+    wide_l2: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +222,17 @@ class TrainConfig:
     Attributes:
       batch_size: Per-replica batch; the global batch is this times the replica count.
       epochs: Passes over the training split (the maximum when early stopping is on).
-      learning_rate: Adam learning rate.
+      learning_rate: Adam learning rate (the peak, with a schedule).
+      sparse_optimizer: ``null`` (embedding and wide tables train with the Adam of every
+        other weight) or a separate optimizer for them: ``adam``, ``lazy_adam`` (Adam that
+        updates only the rows in the batch; ``trainer.optimizers.LazyAdam``) or ``adagrad``.
+      sparse_learning_rate: Learning rate of ``sparse_optimizer`` (``null``: learning_rate).
+      lr_schedule: ``constant``, ``cosine`` or ``linear`` decay of both learning rates to
+        ``lr_floor`` of their peak over ``lr_decay_steps`` (``trainer.optimizers.WarmupDecay``).
+      lr_warmup_steps: Steps of linear warm-up from 0 to the peak (0: none).
+      lr_decay_steps: Step at which the decay ends (``null``: epochs x steps per epoch, which
+        needs a known train row count).
+      lr_floor: Final learning rate of a decay, as a share of the peak.
       seed: Seed of weights, shuffling and dropout.
       shuffle_buffer: Rows in the shuffle buffer (TFX Trainer reading TFRecords).
       in_memory: TFX Trainer: parse the transformed train split once into memory and train
@@ -219,6 +248,8 @@ class TrainConfig:
         restored; 0 disables early stopping.
       early_stopping_monitor: Keras log key, e.g. ``val_loss`` (minimised) or
         ``val_ctcvr_auc`` (maximised: keys ending in ``auc`` are maximised).
+      validations_per_epoch: Validate (and count early stopping's patience) this many times
+        per pass over the train split instead of once; needs the train row count.
       jit_compile: Compile the train step with XLA. Losses that gather pairs with dynamic
         shapes (PWiseR, KAML's ranking term) cannot be XLA-compiled and are refused.
       mixed_precision: Train in ``mixed_float16`` (float16 compute, float32 weights, dynamic
@@ -234,6 +265,12 @@ class TrainConfig:
     batch_size: int = 1024
     epochs: int = 2
     learning_rate: float = 0.002
+    sparse_optimizer: Optional[str] = None
+    sparse_learning_rate: Optional[float] = None
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_decay_steps: Optional[int] = None
+    lr_floor: float = 0.0
     seed: int = 42
     shuffle_buffer: int = 50_000
     in_memory: Optional[bool] = None
@@ -242,6 +279,7 @@ class TrainConfig:
     eval_batch_size: int = 4096
     early_stopping_patience: int = 0
     early_stopping_monitor: str = "val_loss"
+    validations_per_epoch: int = 1
     jit_compile: bool = False
     mixed_precision: bool = False
     strategy: str = "auto"
@@ -552,6 +590,20 @@ def _validate(cfg: ExperimentConfig) -> None:
     checks.check_units("model.tower_units", m.tower_units, error=err, allow_empty=True)
     checks.check_rate("model.tower_dropout", m.tower_dropout, error=err)
     checks.check_units("model.hke_units", m.hke_units, error=err)
+    checks.check_positive_int("model.wide_cross_buckets", m.wide_cross_buckets, error=err)
+    checks.check_nonneg_number("model.wide_l2", m.wide_l2, error=err)
+    sparse_names = [f.name for f in cfg.data.features.sparse]
+    for i, pair in enumerate(m.wide_crosses):
+        if len(pair) != 2 or pair[0] == pair[1] or any(p not in sparse_names for p in pair):
+            raise ConfigError(f"model.wide_crosses[{i}]: expected a pair of two different "
+                              f"sparse features of {sparse_names}, got {list(pair)}")
+    if m.wide_crosses and not m.wide:
+        raise ConfigError("model.wide_crosses needs model.wide: true (the crosses are weights "
+                          "of the wide part)")
+    if m.wide and m.hke:
+        raise ConfigError("model.wide with model.hke: the HKE heads have two logit paths "
+                          "(original and extended sub-towers); a wide part is not defined for "
+                          "them, set wide: false")
     recipe_labels = cfg.loss.args.get("task_labels") or {}
     tasks_lib.check_tasks(cfg.tasks, cfg.data.labels, cfg.loss.name,
                           bool(cfg.data.features.action_labels), error=err,
@@ -561,11 +613,28 @@ def _validate(cfg: ExperimentConfig) -> None:
         checks.check_nonneg_number(f"loss.weights.{head}", weight, error=err)
     t = cfg.train
     for key in ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps",
-                "shuffle_buffer", "log_every", "memory_budget_mb"):
+                "shuffle_buffer", "log_every", "memory_budget_mb", "validations_per_epoch"):
         checks.check_positive_int(f"train.{key}", getattr(t, key), error=err)
     for key in ("early_stopping_patience", "train_auc_every"):
         checks.check_nonneg_int(f"train.{key}", getattr(t, key), error=err)
     checks.check_positive_number("train.learning_rate", t.learning_rate, error=err)
+    if t.sparse_optimizer is not None:
+        checks.check_choice("train.sparse_optimizer", t.sparse_optimizer, SPARSE_OPTIMIZERS,
+                            error=err)
+    if t.sparse_learning_rate is not None:
+        checks.check_positive_number("train.sparse_learning_rate", t.sparse_learning_rate,
+                                     error=err)
+        if t.sparse_optimizer is None:
+            raise ConfigError("train.sparse_learning_rate needs train.sparse_optimizer (without "
+                              "it the tables train with the one optimizer at learning_rate)")
+    checks.check_choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES, error=err)
+    checks.check_nonneg_int("train.lr_warmup_steps", t.lr_warmup_steps, error=err)
+    if t.lr_decay_steps is not None:
+        checks.check_positive_int("train.lr_decay_steps", t.lr_decay_steps, error=err)
+        if t.lr_schedule != "constant" and t.lr_decay_steps <= t.lr_warmup_steps:
+            raise ConfigError(f"train.lr_decay_steps: expected more than lr_warmup_steps "
+                              f"({t.lr_warmup_steps}), got {t.lr_decay_steps}")
+    checks.check_unit_number("train.lr_floor", t.lr_floor, error=err)
     checks.check_choice("train.strategy", t.strategy, ("auto", "mirrored", "default"),
                         error=err)
     if t.jit_compile and (cfg.loss.name == "pwiser" or (
@@ -631,6 +700,7 @@ def _validate_data(d: DataConfig) -> None:
         checks.check_number(f"data.{key}", getattr(d, key), low=1, high=99, error=err)
     checks.check_positive_int("data.generate_rows", d.generate_rows, error=err)
     checks.check_positive_int("data.num_actions", d.num_actions, error=err)
+    checks.check_choice("data.synthetic_mode", d.synthetic_mode, SYNTHETIC_MODES, error=err)
     checks.check_choice("data.extra_columns", d.extra_columns, ("ignore", "error"), error=err)
     f = d.features
     checks.check_positive_int("data.features.min_count", f.min_count, error=err)

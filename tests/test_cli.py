@@ -22,6 +22,21 @@ def test_generate_is_seeded(tmp_path, capsys):
     assert "wrote 300 rows" in capsys.readouterr().out
 
 
+def test_generate_hard_mode_string_ids_and_missing_cells(tmp_path, capsys):
+    from transform.ingest import synthetic
+
+    assert cli.main(["generate", "--rows", "2000", "--out", str(tmp_path / "h"), "--seed", "4",
+                     "--mode", "hard", "--string-ids", "--missing-rate", "0.1"]) == 0
+    frame = pd.read_csv(tmp_path / "h" / "impressions.csv")
+    expected = synthetic.generate(2000, seed=4, mode="hard")
+    assert (frame["user_id"] == "u_" + expected["user_id"].astype(str)).all()
+    assert 0.05 < frame["item_id"].isna().mean() < 0.15
+    assert cli.main(["generate", "--rows", "10", "--out", str(tmp_path / "x"),
+                     "--missing-rate", "1.5"]) == 2
+    assert "`--missing-rate` must be a finite number >= 0 and < 1, received: " \
+           "--missing-rate=1.5" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_train_writes_metrics_json_with_every_head(tmp_path, capsys):
     out = tmp_path / "run"

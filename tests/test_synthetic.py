@@ -180,3 +180,122 @@ def test_written_csv_prepares_into_the_generated_rows(tmp_path):
     order = list(spec.columns)
     pd.testing.assert_frame_equal(got.sort_values(order).reset_index(drop=True),
                                   expected.sort_values(order).reset_index(drop=True))
+
+
+# ----------------------------------------------------------------------------- hard mode
+def _digest(frame):
+    import hashlib
+
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).values.tobytes()
+                          ).hexdigest()
+
+
+def test_default_mode_data_is_unchanged_by_the_modes():
+    # Digests of generate() before the modes existed (commit d844fff): the default data of
+    # every shipped config and benchmark stays the same.
+    assert _digest(synthetic.generate(20_000, seed=7)) == \
+        "ea4bc1134b2fb894f1e0806d89271088de083249d49ef3d2ff6436d54e57d0fb"
+    assert _digest(synthetic.generate(5000, seed=3, num_actions=2, mode="default")) == \
+        "3730bea6af461374513dca493f11e4b016512a1e36de1d71e6a95dcc2596bf92"
+
+
+@pytest.fixture(scope="module")
+def hard():
+    return synthetic.generate(100_000, seed=7, mode="hard")
+
+
+def test_hard_mode_keeps_columns_funnel_and_calibrated_rates(hard, log):
+    assert list(hard.columns) == list(log.columns)
+    assert (hard["conversion"] <= hard["click"]).all()
+    assert (hard.loc[hard["gt_noise_click"] == 1, "conversion"] == 0).all()
+    clean = hard["gt_ctr_clean"].mean()
+    assert 0.035 < clean < 0.05  # GENUINE_CTR 0.043, calibrated per world
+    np.testing.assert_allclose(hard["gt_ctcvr"], hard["gt_ctr_clean"] * hard["gt_cvr"] /
+                               (hard["gt_ctr_clean"] / hard["gt_ctr"]), rtol=1e-9)
+
+
+def test_hard_mode_has_rarer_ids_and_a_bot_segment(hard, log):
+    per_user = len(hard) / hard["user_id"].nunique()
+    assert hard["user_id"].nunique() > 3 * log["user_id"].nunique()
+    assert per_user < 8  # about 5 impressions per user on 100k rows: ids need regularising
+    assert hard["item_id"].nunique() > 2 * log["item_id"].nunique()
+    bots = hard["user_segment"] == synthetic.HARD.bot_segment
+    clicks = hard["click"] == 1
+    # The bot segment clicks more, mostly noise, and converts less per click.
+    assert hard.loc[bots, "click"].mean() > 1.4 * hard.loc[~bots, "click"].mean()
+    assert hard.loc[bots & clicks, "gt_noise_click"].mean() > 0.4
+    assert hard.loc[bots & clicks, "conversion"].mean() < \
+        0.75 * hard.loc[~bots & clicks, "conversion"].mean()
+
+
+def test_hard_mode_planted_effects_are_learnable_and_ground_truth_ranks(hard):
+    clicks = hard["click"] == 1
+    assert _auc(hard["click"], hard["gt_ctr"]) > 0.74
+    assert _auc(hard.loc[clicks, "conversion"], hard.loc[clicks, "gt_cvr"]) > 0.78
+    # The segment x category interaction: the click rate of (segment, category) cells varies
+    # beyond what the segment and category rates alone explain.
+    cell = hard.groupby(["user_segment", "category_id"])["gt_ctr_clean"].mean()
+    seg = hard.groupby("user_segment")["gt_ctr_clean"].mean()
+    cat = hard.groupby("category_id")["gt_ctr_clean"].mean()
+    additive = np.array([seg[s] * cat[c] / hard["gt_ctr_clean"].mean() for s, c in cell.index])
+    assert np.std(np.log(cell.to_numpy() / additive)) > 0.3
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match=r"mode must be one of \['default', 'hard'\], got 'easy'"):
+        synthetic.generate(10, mode="easy")
+
+
+# ----------------------------------------------------------------------------- string variant
+def test_string_variant_rewrites_ids_and_empties_cells():
+    frame = synthetic.generate(20_000, seed=5)
+    out = synthetic.string_variant(frame, string_ids=True, missing_rate=0.1, seed=1)
+    assert out["user_id"].notna().all() and out["target_action"].notna().all()
+    assert out["ad_task_id"].notna().all()  # the roles GAUC, KAML and ADM need stay present
+    assert out.loc[0, "user_id"] == f"u_{frame.loc[0, 'user_id']}"
+    for column in ("item_id", "category_id", "device", "price", "ad_bid"):
+        share = out[column].isna().mean()
+        assert 0.08 < share < 0.12, (column, share)
+    kept = out["item_id"].notna()
+    assert (out.loc[kept, "item_id"] == "i_" + frame.loc[kept, "item_id"].astype(str)).all()
+    pd.testing.assert_series_equal(out["click"], frame["click"])
+    pd.testing.assert_series_equal(out["gt_ctr"], frame["gt_ctr"])
+    ints = synthetic.string_variant(frame, string_ids=False, missing_rate=0.1, seed=1)
+    assert str(ints["item_id"].dtype) == "Int64" and ints["item_id"].isna().any()
+    with pytest.raises(ValueError, match=r"missing_rate must be in \[0, 1\), got 1.0"):
+        synthetic.string_variant(frame, missing_rate=1.0)
+
+
+def test_string_variant_csv_trains_through_the_csv_adapter(tmp_path):
+    from funnelrank.commands import train as train_local
+    from schemas import config as config_lib
+
+    path = synthetic.write_csv(str(tmp_path / "d"), 3000, seed=2, string_ids=True,
+                               missing_rate=0.05)
+    text = open(path).read().splitlines()
+    assert ",u_" in text[1] and ",," in "\n".join(text[1:50])
+    cfg = config_lib.from_dict({"data": {
+        "adapter": "csv", "path": path,
+        "features": {"sparse": ["user_id", "item_id", "category_id", "user_segment"],
+                     "dense": ["price"], "user": "user_id"},
+        "labels": {"ctr": "click", "cvr": "conversion"}}})
+    prepared, spec, frames = train_local.load_splits(cfg, str(tmp_path / "w"))
+    assert spec.sparse_dtypes["item_id"] == "string"
+    assert {"item_id", "price"} <= set(spec.optional_keys)
+    assert frames["train"]["item_id"].isna().any()
+
+
+def test_config_synthetic_mode_generates_the_hard_world(tmp_path):
+    from schemas import config as config_lib
+    from transform.ingest import prepare
+
+    cfg = config_lib.from_dict({"data": {"generate_rows": 2000, "synthetic_mode": "hard"}})
+    spec = features.spec_from_config(cfg.data, cfg.funnel)
+    frames = prepare.load_frames(prepare.prepare(cfg.data, spec, str(tmp_path)))
+    expected = synthetic.generate(2000, seed=7, mode="hard")
+    users = pd.concat(frames.values())["user_id"]
+    assert sorted(users) == sorted(expected["user_id"])
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"`data.synthetic_mode` must be one of \['default', 'hard'\], "
+                             r"received: data.synthetic_mode='easy'"):
+        config_lib.from_dict({"data": {"synthetic_mode": "easy"}})

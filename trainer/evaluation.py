@@ -71,6 +71,15 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset,
     if heads is None:
         heads = tasks_lib.heads_of_outputs(network.output_names)
     outputs, labels = predict(network, ds)
+    return score_heads(outputs, labels, heads)
+
+
+def score_heads(outputs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+                heads: Sequence[tasks_lib.Head]) -> Dict[str, Dict[str, float]]:
+    """:func:`evaluate_heads` on predictions already made: ``outputs`` ``{head: [N]}``
+    probabilities and ``labels`` as ``trainer.data`` gives them (``{task: [N]}``, ``user``,
+    ...). Models that are not Keras networks (``trainer.baselines``) are scored with it, so
+    their metrics mean exactly what the networks' do."""
     outputs = select_target_action(outputs, labels)
     targets = head_targets(heads, labels)
     report: Dict[str, Dict[str, float]] = {}
@@ -78,7 +87,7 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset,
         if head.name not in outputs or head.name not in targets:
             continue
         y, mask = targets[head.name]
-        probs = outputs[head.name]
+        probs = np.asarray(outputs[head.name])
         y_m, p_m = offline.masked(y, mask), offline.masked(probs, mask)
         entry = {"auc": offline.auc(y_m, p_m), "logloss": offline.logloss(y_m, p_m),
                  "count": int(len(y_m)), "positives": int(np.sum(y_m > 0.5))}

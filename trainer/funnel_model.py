@@ -34,6 +34,13 @@ def head_label(labels, head: tasks_lib.Head):
     return y, weight
 
 
+def _zero_unless(ok, grad):
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.where(ok, grad.values, tf.zeros_like(grad.values)),
+                                grad.indices, grad.dense_shape)
+    return tf.where(ok, grad, tf.zeros_like(grad))
+
+
 class FunnelModel(tf.keras.Model):
     """Trains ``network`` on ``objective``'s terms and tracks per-head AUC.
 
@@ -46,13 +53,20 @@ class FunnelModel(tf.keras.Model):
       heads: The heads to track (``schemas.tasks.heads``); those the network lacks are skipped.
       auc_every: Update the per-head AUCs in the train step every this many steps (0: never;
         validation always computes them).
+      sparse_optimizer: An optimizer for the tables (the weights of every
+        ``tf.keras.layers.Embedding`` in the training network: embedding and wide tables);
+        ``None``: the compiled optimizer updates every weight. Its slots are checkpointed with
+        the model. Under loss scaling a step whose gradients are not finite gives the tables
+        zero gradients (the compiled LossScaleOptimizer skips the other weights' update).
     """
 
     def __init__(self, network: tf.keras.Model, objective: Objective,
                  training_network: tf.keras.Model = None,
                  heads: Optional[Sequence[tasks_lib.Head]] = None, auc_every: int = 0,
+                 sparse_optimizer: Optional[tf.keras.optimizers.Optimizer] = None,
                  **kwargs):
         super().__init__(**kwargs)
+        self.sparse_optimizer = sparse_optimizer
         self.network = network
         self.training_network = training_network or network
         self.objective = objective
@@ -104,6 +118,28 @@ class FunnelModel(tf.keras.Model):
         """Everything the optimizer updates: the network's and the recipe's weights."""
         return self.training_network.trainable_variables + self.objective.trainable_variables
 
+    @property
+    def table_variables(self):
+        """The weights of every ``Embedding`` layer of the training network (the tables)."""
+        return [v for layer in self.training_network.submodules
+                if isinstance(layer, tf.keras.layers.Embedding)
+                for v in layer.trainable_weights]
+
+    def _apply(self, grads, variables, loss_scaled: bool):
+        if self.sparse_optimizer is None:
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return
+        tables = {v.ref() for v in self.table_variables}
+        dense = [(g, v) for g, v in zip(grads, variables) if v.ref() not in tables]
+        sparse = [(g, v) for g, v in zip(grads, variables) if v.ref() in tables]
+        if loss_scaled:  # the LossScaleOptimizer skips a non-finite step: so do the tables
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(
+                g.values if isinstance(g, tf.IndexedSlices) else g))
+                for g, _ in dense + sparse if g is not None])
+            sparse = [(None if g is None else _zero_unless(finite, g), v) for g, v in sparse]
+        self.optimizer.apply_gradients(dense)
+        self.sparse_optimizer.apply_gradients(sparse)
+
     def training_outputs(self, x, labels, training: bool):
         """The training network on a batch (its extra inputs taken from ``labels``)."""
         feed = {**x, **{name: labels[name] for name in self.extra_inputs}}
@@ -124,7 +160,7 @@ class FunnelModel(tf.keras.Model):
         grads = tape.gradient(scaled, variables)
         if loss_scaled:
             grads = self.optimizer.get_unscaled_gradients(grads)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self._apply(grads, variables, loss_scaled)
         if self.auc_every:
             tf.cond(self.optimizer.iterations % self.auc_every == 0,
                     lambda: self._update_aucs(labels, outputs) or tf.constant(True),

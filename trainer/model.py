@@ -14,6 +14,10 @@ head per task of ``model.tasks`` (``schemas.tasks``). With a funnel recipe:
 
 Otherwise (``loss.name: bce``) every task is an independent head named after it.
 
+With ``model.wide`` every task's logit is its deep logit plus a linear ("wide") logit over
+the sparse ids, configured id crosses and dense features (``trainer.layers.wide.WideLogits``,
+Wide & Deep eq. 1).
+
 Everything the inference path needs is in it, nothing training-only (losses and their
 weights live in ``trainer.funnel_model.FunnelModel``). Loss recipes that read intermediate
 values (AdaFTR, KAML) train a second functional model over the SAME layers
@@ -50,6 +54,7 @@ from trainer.layers.shared_bottom import SharedBottom
 from trainer.layers.star import STAR
 from trainer.layers.stl import DNN, MaskNet
 from trainer.layers.taml import TAML
+from trainer.layers.wide import WideLogits
 from trainer.objectives.base import AUX_KINDS, HIDDEN, LOGITS, REPS  # noqa: F401 (re-exported)
 
 # Backbone name -> layer class, constructed as ``cls(tasks=..., **backbone_args)``. ESMM's own
@@ -194,6 +199,14 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
         feature_dropout=cfg.embedding_feature_dropout, fused_tables=cfg.embedding_fused,
         name="embedding")
     x = embed(inputs)
+    wide = None
+    if cfg.wide:  # Wide & Deep: a linear logit per task, added to the deep logit below
+        wide = WideLogits(
+            {features.transformed_name(k): v for k, v in info.vocab_sizes.items()},
+            [features.transformed_name(k) for k in info.dense_keys], tasks=tasks,
+            crosses=[[features.transformed_name(k) for k in pair] for pair in cfg.wide_crosses],
+            cross_buckets=cfg.wide_cross_buckets, l2_batch_rows=cfg.wide_l2,
+            name="wide")(inputs)
     try:
         backbone = registry[cfg.backbone](tasks=tasks, **dict(cfg.backbone_args),
                                           name="backbone")
@@ -227,6 +240,9 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
             if "hidden" in aux:
                 h, hidden[task] = h[0], list(h[1:])
         logits[task] = tf.keras.layers.Dense(1, name=f"{task}/logit")(h)
+        if wide is not None:
+            logits[task] = tf.keras.layers.Add(name=f"{task}/wide_deep")([logits[task],
+                                                                          wide[task]])
         outputs[task] = trained[task] = _probability(logits[task], task)
     ctr, cvr, ctcvr = tasks_lib.CTR, tasks_lib.CVR, tasks_lib.CTCVR
     for heads in (outputs, trained) if funnel else ():

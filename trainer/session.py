@@ -36,6 +36,7 @@ from trainer.evaluation import evaluate_heads, format_report
 from trainer.funnel_model import FunnelModel
 from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
+from trainer.optimizers import WarmupDecay, make_optimizer
 from trainer.strategy import make_strategy
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,50 @@ def precision_policy(cfg: ExperimentConfig) -> str:
     return "mixed_float16"
 
 
-def build_model(cfg: ExperimentConfig, info: FeatureInfo) -> FunnelModel:
-    """Network(s) + loss recipe (and its training-only layers); call inside a strategy scope."""
+def build_model(cfg: ExperimentConfig, info: FeatureInfo,
+                steps_per_epoch: Optional[int] = None) -> FunnelModel:
+    """Network(s) + loss recipe (and its training-only layers), with the tables' optimizer
+    when ``train.sparse_optimizer`` is set; call inside a strategy scope."""
     objective = build_objective(cfg.loss, cfg.tasks)
     networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.AUX,
                               funnel=cfg.funnel)
     objective.build(networks.training)
+    sparse = None
+    if cfg.train.sparse_optimizer is not None:
+        sparse = make_optimizer(cfg.train.sparse_optimizer, learning_rate(
+            cfg, cfg.train.sparse_learning_rate or cfg.train.learning_rate, steps_per_epoch))
     return FunnelModel(networks.inference, objective, networks.training,
                        heads=tasks_lib.heads(cfg.tasks, cfg.funnel, info.num_actions),
-                       auc_every=cfg.train.train_auc_every)
+                       auc_every=cfg.train.train_auc_every, sparse_optimizer=sparse)
+
+
+def learning_rate(cfg: ExperimentConfig, peak: float, steps_per_epoch: Optional[int] = None):
+    """``peak``, or the ``train.lr_schedule`` schedule that reaches it after the warm-up.
+
+    Raises:
+      ConfigError: A decay without ``train.lr_decay_steps`` when the steps per epoch are
+        unknown (TFRecords streamed without a row count).
+    """
+    t = cfg.train
+    if t.lr_schedule == "constant" and not t.lr_warmup_steps:
+        return peak
+    decay_steps = t.lr_decay_steps
+    if decay_steps is None and steps_per_epoch:
+        decay_steps = t.epochs * steps_per_epoch
+    if decay_steps is None:
+        if t.lr_schedule != "constant":
+            raise ConfigError(f"train.lr_schedule {t.lr_schedule!r} needs train.lr_decay_steps "
+                              f"here: the train split's row count is unknown")
+        decay_steps = t.lr_warmup_steps + 1
+    if t.lr_schedule != "constant" and decay_steps <= t.lr_warmup_steps:
+        raise ConfigError(f"train.lr_warmup_steps ({t.lr_warmup_steps}) must be shorter than "
+                          f"the decay ({decay_steps} steps: epochs x steps per epoch)")
+    return WarmupDecay(peak, t.lr_schedule, t.lr_warmup_steps, decay_steps, t.lr_floor)
+
+
+def _epochs(validations: int, per_epoch: int):
+    """Validation rounds as passes over the data: an int when whole, else a float."""
+    return validations // per_epoch if validations % per_epoch == 0 else validations / per_epoch
 
 
 def _monitor_mode(monitor: str) -> str:
@@ -190,12 +226,27 @@ class TrainingSession:
         tf.keras.mixed_precision.set_global_policy(policy)
         try:
             with self.strategy.scope():
-                model = build_model(cfg, self.info)
-                model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
-                              jit_compile=cfg.train.jit_compile)
+                model = build_model(cfg, self.info, steps_per_epoch)
+                model.compile(optimizer=tf.keras.optimizers.Adam(
+                    learning_rate(cfg, cfg.train.learning_rate, steps_per_epoch)),
+                    jit_compile=cfg.train.jit_compile)
         finally:  # the policy only matters while layers are built
             tf.keras.mixed_precision.set_global_policy("float32")
-        progress = ProgressLogger(self.global_batch, cfg.train.epochs, steps_per_epoch,
+        rounds = cfg.train.validations_per_epoch
+        fit_epochs, round_steps = cfg.train.epochs, steps_per_epoch
+        if rounds > 1 and val_ds is not None and not steps_per_epoch:
+            log.warning("train.validations_per_epoch=%d: the train split's row count is "
+                        "unknown, so validation runs once per epoch", rounds)
+            rounds = 1
+        if rounds > 1 and val_ds is not None:
+            # A Keras "epoch" becomes 1/rounds of a pass over the data: validation (and early
+            # stopping's patience) every round_steps steps of the repeated, reshuffled data.
+            round_steps = -(-steps_per_epoch // rounds)
+            fit_epochs = cfg.train.epochs * rounds
+            train_ds = train_ds.repeat()
+        else:
+            rounds = 1
+        progress = ProgressLogger(self.global_batch, fit_epochs, round_steps,
                                   cfg.train.log_every)
         callbacks = [progress, DivergenceGuard()]
         stopper = None
@@ -210,7 +261,8 @@ class TrainingSession:
                                                             profile_batch=0, write_graph=False))
         if backup_dir:
             callbacks.append(Checkpoints(backup_dir, cfg.train.checkpoint_every_steps, progress))
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs,
+        model.fit(train_ds, validation_data=val_ds, epochs=fit_epochs,
+                  steps_per_epoch=round_steps if rounds > 1 else None,
                   callbacks=callbacks, verbose=0)
         history = model.history.history
         monitor = cfg.train.early_stopping_monitor
@@ -221,8 +273,10 @@ class TrainingSession:
             values = history[monitor]
             best = int(np.argmax(values) if _monitor_mode(monitor) == "max" else
                        np.argmin(values))
+            # Epochs as passes over the data (fractions with several validations per epoch).
             progress.summary["early_stopping" if stopper else "validation"] = {
-                "monitor": monitor, "epochs_run": len(values), "best_epoch": best + 1,
+                "monitor": monitor, "epochs_run": _epochs(len(values), rounds),
+                "best_epoch": _epochs(best + 1, rounds), "validations_per_epoch": rounds,
                 "best": float(values[best]), "history": [float(v) for v in values]}
         progress.summary["steps"] = int(model.optimizer.iterations.numpy())
         report = model.objective.report()

@@ -12,8 +12,12 @@ A grid file (YAML) names the runs::
     runs:
       - {label: "MMoE + BCE", config: configs/mmoe.yaml}
       - {label: "MMoE + PWiseR", config: configs/mmoe.yaml, overrides: {loss.name: pwiser}}
+      - {label: "LR", config: configs/mmoe.yaml, baseline: {name: logistic, C: [0.03, 0.1]}}
 
-Every run trains with ``funnelrank.commands.train.train``; the table gives mean +- std over seeds
+Every run trains with ``funnelrank.commands.train.train``, or, when it names a ``baseline``
+(``logistic`` or ``lightgbm``, a name or a mapping with its arguments, see
+``trainer.baselines``), fits that baseline per task on the same config's splits
+(``funnelrank.commands.baseline.run``); the table gives mean +- std over seeds
 of each metric (``<head>.<metric>`` from metrics.json, ``train.<key>`` for top-level keys such
 as ``examples_per_sec``). Results go to ``<out>/<name>.json`` and ``<out>/<name>.md``; the
 generated data and every run's model go to ``work/bench/<name>/``.
@@ -35,8 +39,10 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from funnelrank.commands import baseline as baseline_cmd
 from funnelrank.commands import train as train_local
 from schemas import config as config_lib
+from trainer import baselines
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +78,12 @@ def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] 
         if not isinstance(run, dict) or not {"label", "config"} <= set(run):
             raise config_lib.ConfigError(f"{path}: runs[{i}] needs 'label' and 'config', got "
                                          f"{run!r}")
-        extra = sorted(set(run) - {"label", "config", "overrides"})
+        extra = sorted(set(run) - {"label", "config", "overrides", "baseline"})
         if extra:  # e.g. an unquoted label with a comma in a YAML flow mapping
             raise config_lib.ConfigError(f"{path}: runs[{i}] has unknown key(s) {extra}; "
                                          f"quote labels that contain ',' or ':'")
+        if run.get("baseline") is not None:  # refused before anything runs
+            baselines.parse(run["baseline"], f"{path}: runs[{i}].baseline")
     grid = Grid(**raw)
     if only:
         labels = [run["label"] for run in grid.runs]
@@ -131,13 +139,21 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
             cfg = config_lib.load(run["config"], overrides)
             t0 = time.perf_counter()
             tf.keras.backend.clear_session()
-            result = train_local.train(cfg, os.path.join(work_dir, "runs", _slug(run["label"]),
-                                                         f"seed{seed}"))
+            out = os.path.join(work_dir, "runs", _slug(run["label"]), f"seed{seed}")
+            if run.get("baseline") is not None:
+                result = baseline_cmd.run(cfg, baselines.parse(run["baseline"],
+                                                               f"runs[{run['label']!r}].baseline"),
+                                          out)
+            else:
+                result = train_local.train(cfg, out)
             log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
             per_seed.append({m: _metric(result, m) for m in grid.metrics})
         summary = {m: _summary([r[m] for r in per_seed]) for m in grid.metrics}
-        results["runs"].append({"label": run["label"], "config": run["config"],
-                                "overrides": run.get("overrides") or {}, "metrics": summary})
+        entry = {"label": run["label"], "config": run["config"],
+                 "overrides": run.get("overrides") or {}, "metrics": summary}
+        if run.get("baseline") is not None:
+            entry["baseline"] = run["baseline"]
+        results["runs"].append(entry)
     table = markdown_table(results)
     print(table)
     with open(os.path.join(out_dir, f"{grid.name}.json"), "w") as f:

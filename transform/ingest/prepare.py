@@ -74,7 +74,8 @@ class PreparedData:
 def _generated_chunks(data_cfg, columns, chunk_rows: int
                       ) -> Iterator[Tuple[int, pd.DataFrame]]:
     frame = synthetic.generate(data_cfg.generate_rows, seed=data_cfg.seed,
-                               num_actions=data_cfg.num_actions)
+                               num_actions=data_cfg.num_actions,
+                               mode=data_cfg.synthetic_mode)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise validate.DataValidationError(

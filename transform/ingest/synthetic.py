@@ -57,6 +57,24 @@ conversion | click), diluted by noise clicks), ``gt_ctcvr`` (= ``gt_ctr * gt_cvr
 ``gt_conv_<j>`` (0/1: action j happened, submitted or not: the labels an "oracle" advertiser
 who submits everything would give, KAML Table 3).
 
+Modes (``mode``; ``data.synthetic_mode`` in the config, ``funnelrank generate --mode``):
+
+* ``default``: the world above (its data never changes with this option).
+* ``hard``: a world where regularisation matters, made to resemble logs we did not make
+  (planted like the outside Ali-CCP-format set of DESIGN.md's "Learning quality"): more and
+  rarer ids (``HARD`` sizes: 20,000 users, 6,000 items, 6,000 ad tasks with a long tail),
+  per-user and per-item biases on the click AND the conversion logit, a segment x category
+  interaction table on each (the learnable cross), and a *bot segment* (segment 0) whose users
+  click noisily (``HARD.bot_noise`` more noise-click probability) and, as every noise click,
+  never convert. Those effects are drawn from their own random stream, after the default
+  world's draws, and the intercepts are calibrated as in the default mode.
+
+The string-id / missing-value variant (:func:`string_variant`; ``funnelrank generate
+--string-ids --missing-rate R``) rewrites the ids as text (``user_id`` 123 -> ``"u_123"``,
+each id column with its own prefix) and empties a share of the feature cells, the way logs
+from outside arrive; it is meant for CSV files read with ``adapter: csv`` and declared
+features (``dtype: auto``), see ``benchmarks/quality.py``.
+
 Measured on 200k rows, 5 actions, seed 7 (seeds 1, 2, 3, 42 in brackets): CTR 5.2 %
 (5.3 %), CVR given click 11.2 % (10.6-11.8 %), noise 19 % of clicks (18-19 %, 1.0 % of
 impressions), 1,161 ``conversion`` positives (1,122-1,242); AUC of ``gt_ctr`` against clicks
@@ -65,6 +83,7 @@ take about 2-4 s to generate and about 6 s with :func:`write_csv`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -100,6 +119,51 @@ DEVICE_CTR_EFFECT = (0.25, 0.0, -0.3, -0.5)
 CVR_RATE_FIRST, CVR_RATE_LAST = 0.22, 0.04  # shape of the base rates; level is calibrated
 
 
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """Sizes of the world and the strength of the effects only some modes plant.
+
+    Attributes:
+      name: The mode's name.
+      num_users, num_items, num_ad_tasks: Entity counts.
+      task_zipf: Exponent of the ad tasks' Zipf-like popularity (larger: a longer tail).
+      user_ctr, item_ctr: Std of the per-user / per-item bias on the genuine-click logit.
+      segment_category_ctr: Std of the segment x category table on the click logit.
+      user_cvr, item_cvr, segment_category_cvr: The same on the conversion logits (shared
+        by every action).
+      bot_segment: Segment whose users click noisily (-1: none).
+      bot_noise: Extra noise-click probability of the bot segment's impressions.
+    """
+
+    name: str
+    num_users: int = NUM_USERS
+    num_items: int = NUM_ITEMS
+    num_ad_tasks: int = NUM_AD_TASKS
+    task_zipf: float = 0.8
+    user_ctr: float = 0.0
+    item_ctr: float = 0.0
+    segment_category_ctr: float = 0.0
+    user_cvr: float = 0.0
+    item_cvr: float = 0.0
+    segment_category_cvr: float = 0.0
+    bot_segment: int = -1
+    bot_noise: float = 0.0
+
+    @property
+    def extra_effects(self) -> bool:
+        return self.name != "default"
+
+
+DEFAULT = Mode("default")
+HARD = Mode("hard", num_users=20_000, num_items=6_000, num_ad_tasks=6_000, task_zipf=1.0,
+            user_ctr=0.6, item_ctr=0.6, segment_category_ctr=0.6, user_cvr=0.6, item_cvr=0.5,
+            segment_category_cvr=0.6, bot_segment=0, bot_noise=0.05)
+MODES = {m.name: m for m in (DEFAULT, HARD)}
+STRING_PREFIXES = {"user_id": "u_", "item_id": "i_", "category_id": "c_",
+                   "advertiser_id": "a_", "ad_task_id": "t_", "device": "d_", "hour": "h_",
+                   "user_segment": "s_", "target_action": "act_"}
+
+
 def columns(num_actions: int = DEFAULT_NUM_ACTIONS):
     """The log's columns (ground truth excluded), in file order."""
     return (("click", "conversion") + tuple(f"conv_{j}" for j in range(num_actions))
@@ -124,24 +188,27 @@ def ground_truth_columns(num_actions: int = DEFAULT_NUM_ACTIONS):
             + tuple(f"gt_conv_{j}" for j in range(num_actions)))
 
 
-def _world(rng: np.random.Generator, num_actions: int) -> Dict[str, np.ndarray]:
-    """Users, items, advertisers and ad tasks (sizes fixed, independent of the row count)."""
+def _world(rng: np.random.Generator, num_actions: int,
+           mode: Mode = DEFAULT) -> Dict[str, np.ndarray]:
+    """Users, items, advertisers and ad tasks (sizes fixed by ``mode``, independent of the row
+    count)."""
     w: Dict[str, np.ndarray] = {}
     d = LATENT_DIM
+    num_users, num_items, num_tasks = mode.num_users, mode.num_items, mode.num_ad_tasks
     seg_centroid = rng.normal(size=(NUM_SEGMENTS, d))
     cat_centroid = rng.normal(size=(NUM_CATEGORIES, d))
 
-    w["user_segment"] = rng.integers(0, NUM_SEGMENTS, NUM_USERS)
-    w["user_vec"] = seg_centroid[w["user_segment"]] + 0.5 * rng.normal(size=(NUM_USERS, d))
-    w["user_activity"] = np.round(rng.lognormal(0.0, 0.7, NUM_USERS), 4)
-    w["user_propensity"] = 0.4 * rng.normal(size=NUM_USERS)
+    w["user_segment"] = rng.integers(0, NUM_SEGMENTS, num_users)
+    w["user_vec"] = seg_centroid[w["user_segment"]] + 0.5 * rng.normal(size=(num_users, d))
+    w["user_activity"] = np.round(rng.lognormal(0.0, 0.7, num_users), 4)
+    w["user_propensity"] = 0.4 * rng.normal(size=num_users)
 
-    w["item_category"] = rng.integers(0, NUM_CATEGORIES, NUM_ITEMS)
-    w["item_vec"] = cat_centroid[w["item_category"]] + 0.5 * rng.normal(size=(NUM_ITEMS, d))
-    w["item_quality"] = np.round(rng.normal(size=NUM_ITEMS), 4)
-    w["item_price"] = np.round(rng.lognormal(3.0, 0.8, NUM_ITEMS), 2)
-    w["item_hidden"] = 0.3 * rng.normal(size=NUM_ITEMS)
-    w["item_advertiser"] = rng.integers(0, NUM_ADVERTISERS, NUM_ITEMS)
+    w["item_category"] = rng.integers(0, NUM_CATEGORIES, num_items)
+    w["item_vec"] = cat_centroid[w["item_category"]] + 0.5 * rng.normal(size=(num_items, d))
+    w["item_quality"] = np.round(rng.normal(size=num_items), 4)
+    w["item_price"] = np.round(rng.lognormal(3.0, 0.8, num_items), 2)
+    w["item_hidden"] = 0.3 * rng.normal(size=num_items)
+    w["item_advertiser"] = rng.integers(0, NUM_ADVERTISERS, num_items)
 
     # Advertisers: one or two objective actions (skewed towards shallow actions), submitted
     # set = objectives plus random extra actions.
@@ -158,18 +225,18 @@ def _world(rng: np.random.Generator, num_actions: int) -> Dict[str, np.ndarray]:
 
     # Ad tasks: an advertiser (with items), one of its items, one of its objectives, a bid.
     owners = np.unique(w["item_advertiser"])
-    task_adv = rng.choice(owners, NUM_AD_TASKS)
+    task_adv = rng.choice(owners, num_tasks)
     order = np.argsort(w["item_advertiser"], kind="stable")
     starts = np.searchsorted(w["item_advertiser"][order], task_adv, side="left")
     counts = np.bincount(w["item_advertiser"], minlength=NUM_ADVERTISERS)[task_adv]
-    w["task_item"] = order[starts + (rng.random(NUM_AD_TASKS) * counts).astype(np.int64)]
+    w["task_item"] = order[starts + (rng.random(num_tasks) * counts).astype(np.int64)]
     w["task_advertiser"] = task_adv
     obj = objectives[task_adv].astype(np.float64)
     obj_cum = np.cumsum(obj / obj.sum(axis=1, keepdims=True), axis=1)
-    w["task_target"] = np.minimum((obj_cum < rng.random((NUM_AD_TASKS, 1))).sum(axis=1),
+    w["task_target"] = np.minimum((obj_cum < rng.random((num_tasks, 1))).sum(axis=1),
                                   num_actions - 1)
-    w["task_bid"] = rng.lognormal(0.0, 0.5, NUM_AD_TASKS)
-    w["task_pop"] = 1.0 / np.arange(1, NUM_AD_TASKS + 1) ** 0.8
+    w["task_bid"] = rng.lognormal(0.0, 0.5, num_tasks)
+    w["task_pop"] = 1.0 / np.arange(1, num_tasks + 1) ** mode.task_zipf
     w["task_pop"] = rng.permutation(w["task_pop"] / w["task_pop"].sum())
 
     # Effects.
@@ -186,6 +253,21 @@ def _world(rng: np.random.Generator, num_actions: int) -> Dict[str, np.ndarray]:
     return w
 
 
+def _mode_effects(w: Dict[str, np.ndarray], rng: np.random.Generator, mode: Mode) -> None:
+    """The effects only ``mode`` plants (zero arrays in the default mode, which draws none)."""
+    def normal(std, size):
+        return std * rng.normal(size=size) if mode.extra_effects else np.zeros(size)
+
+    w["user_ctr"] = normal(mode.user_ctr, mode.num_users)
+    w["item_ctr"] = normal(mode.item_ctr, mode.num_items)
+    w["segment_category_ctr"] = normal(mode.segment_category_ctr,
+                                       (NUM_SEGMENTS, NUM_CATEGORIES))
+    w["user_cvr"] = normal(mode.user_cvr, mode.num_users)
+    w["item_cvr"] = normal(mode.item_cvr, mode.num_items)
+    w["segment_category_cvr"] = normal(mode.segment_category_cvr,
+                                       (NUM_SEGMENTS, NUM_CATEGORIES))
+
+
 def _impressions(rng: np.random.Generator, w: Dict[str, np.ndarray],
                  n: int) -> Dict[str, np.ndarray]:
     """Draws ``n`` impressions (time-sorted) and looks up their entities' attributes."""
@@ -198,8 +280,8 @@ def _impressions(rng: np.random.Generator, w: Dict[str, np.ndarray],
     ts.sort()
     imp = {"timestamp": ts, "hour": (ts // 3_600) % 24}
     user_weight = w["user_activity"] / w["user_activity"].sum()
-    imp["user"] = user = rng.choice(NUM_USERS, n, p=user_weight)
-    imp["task"] = task = rng.choice(NUM_AD_TASKS, n, p=w["task_pop"])
+    imp["user"] = user = rng.choice(len(user_weight), n, p=user_weight)
+    imp["task"] = task = rng.choice(len(w["task_pop"]), n, p=w["task_pop"])
     imp["device"] = rng.choice(NUM_DEVICES, n, p=DEVICE_SHARE)
     imp["bid"] = np.round(w["task_bid"][task] * rng.lognormal(0.0, 0.1, n), 4)
     imp["item"] = item = w["task_item"][task]
@@ -221,7 +303,9 @@ def _click_score(w: Dict[str, np.ndarray], imp: Dict[str, np.ndarray]) -> np.nda
             + w["category_ctr"][imp["category"]] + 0.6 * imp["quality"]
             + 0.25 * np.log(imp["activity"]) + 0.15 * np.log(imp["bid"])
             + np.asarray(DEVICE_CTR_EFFECT)[imp["device"]] + w["hour_ctr"][imp["hour"]]
-            + w["item_hidden"][imp["item"]])
+            + w["item_hidden"][imp["item"]] + w["user_ctr"][imp["user"]]
+            + w["item_ctr"][imp["item"]]
+            + w["segment_category_ctr"][imp["segment"], imp["category"]])
 
 
 def _conversion_logits(w: Dict[str, np.ndarray], imp: Dict[str, np.ndarray]) -> np.ndarray:
@@ -232,7 +316,9 @@ def _conversion_logits(w: Dict[str, np.ndarray], imp: Dict[str, np.ndarray]) -> 
     """
     shared = (0.5 * imp["quality"] - 0.45 * (np.log(imp["price"]) - 3.0)
               + 0.35 * imp["affinity"] + 0.2 * np.log(imp["activity"])
-              + w["user_propensity"][imp["user"]])
+              + w["user_propensity"][imp["user"]] + w["user_cvr"][imp["user"]]
+              + w["item_cvr"][imp["item"]]
+              + w["segment_category_cvr"][imp["segment"], imp["category"]])
     taste = w["user_vec"][imp["user"]] @ w["action_taste"].T / np.sqrt(LATENT_DIM)
     return (w["action_intercept"][None, :] + w["action_loading"][None, :] * shared[:, None]
             + 0.3 * taste + w["action_category"].T[imp["category"]])
@@ -264,14 +350,15 @@ def _calibrate(w: Dict[str, np.ndarray], rng: np.random.Generator) -> None:
         lambda b: np.average(_sigmoid(b + target_logit), weights=p_clean), GENUINE_CVR)
 
 
-def generate(rows: int, seed: int = 7,
-             num_actions: int = DEFAULT_NUM_ACTIONS) -> pd.DataFrame:
+def generate(rows: int, seed: int = 7, num_actions: int = DEFAULT_NUM_ACTIONS,
+             mode: str = "default") -> pd.DataFrame:
     """Draws ``rows`` impressions of the planted world.
 
     Args:
       rows: Number of impressions (rows), >= 1.
       seed: Seed of every random draw; equal arguments give an identical frame.
       num_actions: Conversion actions (``conv_0..conv_<num_actions-1>``), >= 1.
+      mode: ``default`` or ``hard`` (see the module docstring).
 
     Returns:
       A frame with ``synthetic_spec(num_actions).columns`` (int64 ids/labels/timestamp,
@@ -279,14 +366,18 @@ def generate(rows: int, seed: int = 7,
       ``timestamp``.
 
     Raises:
-      ValueError: ``rows`` or ``num_actions`` is < 1.
+      ValueError: ``rows`` or ``num_actions`` is < 1, or an unknown ``mode``.
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows!r}")
     if num_actions < 1:
         raise ValueError(f"num_actions must be >= 1, got {num_actions!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    m = MODES[mode]
     rng = np.random.default_rng(seed)
-    w = _world(rng, num_actions)
+    w = _world(rng, num_actions, m)
+    _mode_effects(w, np.random.default_rng([seed, 2]), m)
     _calibrate(w, np.random.default_rng([seed, 1]))
     n = int(rows)
     imp = _impressions(rng, w, n)
@@ -296,6 +387,8 @@ def generate(rows: int, seed: int = 7,
     p_clean = _sigmoid(w["ctr_intercept"] + _click_score(w, imp))
     p_noise = (NOISE_BASE * np.asarray(NOISE_DEVICE_FACTOR)[device]
                * np.where(hour < 6, NOISE_NIGHT_FACTOR, 1.0))
+    if m.bot_noise:
+        p_noise = p_noise + m.bot_noise * (imp["segment"] == m.bot_segment)
     genuine = rng.random(n) < p_clean
     noise = rng.random(n) < p_noise
     click = genuine | noise
@@ -348,8 +441,55 @@ def generate(rows: int, seed: int = 7,
     return frame
 
 
-def write_csv(out_dir: str, rows: int, seed: int = 7,
-              num_actions: int = DEFAULT_NUM_ACTIONS) -> str:
+# Columns the variant never empties: GAUC's user, KAML's target action and ADM's ad task.
+KEEP_PRESENT = ("user_id", "target_action", "ad_task_id")
+DENSE = ("user_activity", "item_quality", "price", "ad_bid")
+
+
+def string_variant(frame: pd.DataFrame, string_ids: bool = True, missing_rate: float = 0.0,
+                   seed: int = 0) -> pd.DataFrame:
+    """The log as outside data arrives: ids as text and some feature cells empty.
+
+    Args:
+      frame: A frame of :func:`generate`.
+      string_ids: Rewrite every id column of :data:`STRING_PREFIXES` as its prefix and the id
+        (``user_id`` 123 -> ``"u_123"``).
+      missing_rate: Share of the cells of every sparse and dense feature column, except
+        :data:`KEEP_PRESENT`, that are emptied (each cell independently), in [0, 1).
+      seed: Seed of the choice of emptied cells.
+
+    Returns:
+      A copy; id columns are text (``object``, missing ``None``) or nullable ``Int64``, dense
+      columns float with ``NaN`` for missing. Labels, timestamps and ground truth are untouched.
+
+    Raises:
+      ValueError: ``missing_rate`` outside [0, 1).
+    """
+    if not 0.0 <= missing_rate < 1.0:
+        raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate!r}")
+    rng = np.random.default_rng([seed, 3])
+    out = frame.copy()
+    for column in list(STRING_PREFIXES) + list(DENSE):
+        if column not in out.columns:
+            continue
+        empty = (rng.random(len(out)) < missing_rate) if column not in KEEP_PRESENT else None
+        if column in DENSE:
+            if empty is not None:
+                out[column] = out[column].astype(np.float64).where(~empty)
+            continue
+        if string_ids:
+            values = (STRING_PREFIXES[column] + out[column].astype(str)).astype(object)
+        else:
+            values = out[column].astype("Int64")
+        if empty is not None:
+            values = values.where(~empty, None if string_ids else pd.NA)
+        out[column] = values
+    return out
+
+
+def write_csv(out_dir: str, rows: int, seed: int = 7, num_actions: int = DEFAULT_NUM_ACTIONS,
+              mode: str = "default", string_ids: bool = False,
+              missing_rate: float = 0.0) -> str:
     """Generates ``rows`` impressions and writes ``<out_dir>/impressions.csv``.
 
     Overwrites an existing file (written beside it, then renamed). Ground-truth probabilities
@@ -360,22 +500,32 @@ def write_csv(out_dir: str, rows: int, seed: int = 7,
       rows: Number of impressions.
       seed: Generator seed.
       num_actions: Conversion actions.
+      mode: ``default`` or ``hard`` (module docstring).
+      string_ids, missing_rate: Write :func:`string_variant` of the log (empty cells for the
+        missing values); such a file is read with ``adapter: csv`` and declared features.
 
     Returns:
       The path of the written CSV (header line + ``rows`` lines, ground truth included).
     """
     t0 = time.perf_counter()
-    frame = generate(rows, seed=seed, num_actions=num_actions)
+    frame = generate(rows, seed=seed, num_actions=num_actions, mode=mode)
     for name in ground_truth_columns(num_actions):
         if frame[name].dtype.kind == "f":
             frame[name] = frame[name].round(8)
+    variant = string_ids or missing_rate > 0
+    if variant:
+        frame = string_variant(frame, string_ids, missing_rate, seed)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "impressions.csv")
     verbose = rows > 500_000
     if verbose:
         print(f"generated {rows} rows in {time.perf_counter() - t0:.1f}s; writing {path}",
               file=sys.stderr)
-    csv_io.write_frame(frame, path)
+    if variant:  # text and empty cells: pandas' writer (Arrow's is for numeric frames)
+        frame.to_csv(path + ".tmp", index=False)
+        os.replace(path + ".tmp", path)
+    else:
+        csv_io.write_frame(frame, path)
     if verbose:
         print(f"wrote {rows} rows in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return path

@@ -1,0 +1,185 @@
+"""The training session's quality options (issue 16): early stopping that restores the best
+weights, validation rounds within an epoch, the tables' own optimizer, the learning-rate
+schedule, the wide part from the config, and every new key's errors."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from schemas import config as config_lib
+from tests import fixtures
+from trainer import session as session_lib
+from trainer.data import from_arrays
+from trainer.optimizers import LazyAdam, WarmupDecay
+
+SPEC = fixtures.TINY_SPEC
+
+
+def config(model=None, **train):
+    base = {"batch_size": 128, "epochs": 1, "learning_rate": 0.01, "seed": 3}
+    base.update(train)
+    return config_lib.from_dict({
+        "model": {"backbone": "mmoe", "backbone_args": {"num_experts": 2, "expert_units": [8]},
+                  "embedding_dim": 4, "tower_units": [8], **(model or {})},
+        "train": base})
+
+
+def fit(cfg, train, validation):
+    info = fixtures.tiny_arrays(3000)[2]
+    s = session_lib.TrainingSession(cfg, SPEC, info, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    model, progress = s.fit(session_lib.SplitData(arrays=train),
+                            session_lib.SplitData(arrays=validation))
+    return s, model, progress
+
+
+def flipped(arrays):
+    """The same rows with every label inverted: what the model learns on train makes its
+    validation loss rise, epoch after epoch."""
+    out = dict(arrays)
+    out["click_xf"] = 1.0 - arrays["click_xf"]
+    out["conversion_xf"] = out["click_xf"] * (1.0 - arrays["conversion_xf"])
+    return out
+
+
+def test_early_stopping_restores_the_best_weights_when_validation_loss_rises():
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    validation = flipped(arrays)
+    cfg = config(epochs=6, early_stopping_patience=2)
+    _, model, progress = fit(cfg, arrays, validation)
+    stop = progress.summary["early_stopping"]
+    history = stop["history"]
+    assert history[1] > history[0] and history[2] > history[0]  # the case: val loss rises
+    assert stop["best_epoch"] == 1 and stop["epochs_run"] == 3  # stopped after patience 2
+    # The weights are those of epoch 1: the same run stopped after one epoch has them.
+    _, first, _ = fit(config(epochs=1), arrays, validation)
+    for a, b in zip(model.network.weights, first.network.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.name)
+    val_ds = from_arrays(validation, model.network.input_names, SPEC, 4096)
+    restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(min(history), rel=1e-4)
+
+
+def test_several_validations_per_epoch_count_rounds_and_fractional_epochs(caplog):
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    validation = flipped(arrays)
+    cfg = config(epochs=3, early_stopping_patience=2, validations_per_epoch=4)
+    _, model, progress = fit(cfg, arrays, validation)
+    stop = progress.summary["early_stopping"]
+    rounds = len(stop["history"])
+    assert stop["validations_per_epoch"] == 4
+    assert stop["epochs_run"] == pytest.approx(rounds / 4)
+    assert rounds < 12  # stopped before the 3 epochs' 12 rounds
+    assert stop["best_epoch"] == pytest.approx((int(np.argmin(stop["history"])) + 1) / 4)
+    steps_per_epoch = -(-3000 // 128)
+    assert int(model.optimizer.iterations.numpy()) == rounds * -(-steps_per_epoch // 4)
+    # Without a known row count the rounds cannot be laid out: once per epoch, logged.
+    s = session_lib.TrainingSession(config(epochs=2, validations_per_epoch=4), SPEC,
+                                    fixtures.tiny_arrays(3000)[2])
+    ds = from_arrays(arrays, model.network.input_names, SPEC, 128, shuffle=True)
+    with caplog.at_level("WARNING"):
+        _, progress = s.fit_datasets(ds, ds, steps_per_epoch=None)
+    assert len(progress.summary["validation"]["history"]) == 2
+    assert "row count is unknown, so validation runs once per epoch" in caplog.text
+
+
+@pytest.mark.parametrize("frozen", ["tables", "dense"])
+def test_tables_train_with_their_own_optimizer(frozen):
+    _, arrays, info = fixtures.tiny_arrays(3000)
+    tiny, big = 1e-12, 0.05
+    lrs = {"learning_rate": big if frozen == "tables" else tiny,
+           "sparse_learning_rate": tiny if frozen == "tables" else big}
+    cfg = config(model={"wide": True}, epochs=1, sparse_optimizer="lazy_adam", **lrs)
+    _, model, _ = fit(cfg, arrays, arrays)
+    assert isinstance(model.sparse_optimizer, LazyAdam)
+    fresh = session_lib.build_model(cfg, info)  # the same seed: the initial weights
+    tables = {v.name for v in model.table_variables}
+    assert any(n.startswith("wide/") for n in tables) and any(
+        n.startswith("embedding/") for n in tables)
+    for now, init in zip(model.network.weights, fresh.network.weights):
+        moved = not np.allclose(now.numpy(), init.numpy(), atol=1e-7)
+        if (now.name in tables) == (frozen == "tables"):
+            assert not moved, now.name
+    assert any(not np.allclose(a.numpy(), b.numpy(), atol=1e-7)
+               for a, b in zip(model.network.weights, fresh.network.weights))
+    # The tables' optimizer state is checkpointed with the model (resume keeps it).
+    names = [n for n, _ in tf.train.list_variables(
+        tf.train.Checkpoint(model=model).write(f"/tmp/ckpt_{frozen}_{id(model)}"))]
+    assert any("sparse_optimizer" in n for n in names)
+
+
+def test_learning_rate_schedule_reaches_both_optimizers():
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    cfg = config(epochs=2, lr_schedule="cosine", lr_warmup_steps=5, sparse_optimizer="adagrad",
+                 sparse_learning_rate=0.1)
+    _, model, _ = fit(cfg, arrays, arrays)
+    steps = 2 * -(-3000 // 128)
+    for opt, peak in ((model.optimizer, 0.01), (model.sparse_optimizer, 0.1)):
+        schedule = opt.learning_rate if not hasattr(opt, "_learning_rate") else opt._learning_rate
+        assert isinstance(schedule, WarmupDecay)
+        assert schedule.get_config() == {"base": peak, "schedule": "cosine", "warmup_steps": 5,
+                                         "decay_steps": steps, "floor": 0.0}
+    with pytest.raises(config_lib.ConfigError, match=r"'cosine' needs train.lr_decay_steps"):
+        session_lib.learning_rate(cfg, 0.01, steps_per_epoch=None)
+    fixed = config(epochs=2, lr_schedule="linear", lr_decay_steps=40)
+    assert session_lib.learning_rate(fixed, 0.01, None).decay_steps == 40
+    assert session_lib.learning_rate(config(), 0.01, None) == 0.01  # constant: a number
+
+
+def test_wide_part_from_the_config_starts_at_the_deep_network_and_reloads(tmp_path):
+    _, arrays, info = fixtures.tiny_arrays(1000)
+    deep = session_lib.build_model(config(), info).network
+    cfg = config(model={"wide": True})  # the tiny spec's features are not the preset's:
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(  # set the cross past the check
+        cfg.model, wide_crosses=(("user", "item"),)))
+    wide = session_lib.build_model(cfg, info).network
+    assert {"wide", "ctr/wide_deep", "cvr/wide_deep"} <= {layer.name for layer in wide.layers}
+    layer = wide.get_layer("wide")
+    assert layer.crosses == (("user_xf", "item_xf"),) and layer.tasks == ("ctr", "cvr")
+    x = {k: arrays[k][:64] for k in info.input_names}
+    for head, values in deep(x).items():  # zero-initialised wide weights, same seed
+        np.testing.assert_allclose(wide(x)[head].numpy(), values.numpy(), atol=1e-6)
+    for v in layer.weights:
+        v.assign(tf.random.normal(v.shape, seed=1))
+    wide.save(str(tmp_path / "w"), save_format="tf")
+    reloaded = tf.keras.models.load_model(str(tmp_path / "w"))
+    for head, values in wide(x).items():
+        np.testing.assert_allclose(reloaded(x)[head].numpy(), values.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("model", {"wide_cross_buckets": 0}, r"`model.wide_cross_buckets` must be a positive int"),
+    ("model", {"wide_l2": -1.0}, r"`model.wide_l2` must be a finite number >= 0"),
+    ("model", {"wide": True, "wide_crosses": [["user_id", "shop"]]},
+     r"model.wide_crosses\[0\]: expected a pair of two different sparse features"),
+    ("model", {"wide": True, "wide_crosses": [["user_id", "user_id"]]},
+     r"model.wide_crosses\[0\]: expected a pair"),
+    ("model", {"wide": True, "wide_crosses": [["user_id"]]}, r"model.wide_crosses\[0\]"),
+    ("model", {"wide_crosses": [["user_id", "item_id"]]},
+     r"model.wide_crosses needs model.wide: true"),
+    ("train", {"sparse_optimizer": "sgd"},
+     r"`train.sparse_optimizer` must be one of \['adam', 'lazy_adam', 'adagrad'\], "
+     r"received: train.sparse_optimizer='sgd'"),
+    ("train", {"sparse_optimizer": "adam", "sparse_learning_rate": 0},
+     r"`train.sparse_learning_rate` must be a positive number"),
+    ("train", {"sparse_learning_rate": 0.1},
+     r"train.sparse_learning_rate needs train.sparse_optimizer"),
+    ("train", {"lr_schedule": "step"}, r"`train.lr_schedule` must be one of \['constant', "
+                                      r"'cosine', 'linear'\], received: train.lr_schedule='step'"),
+    ("train", {"lr_warmup_steps": -1}, r"`train.lr_warmup_steps` must be an integer >= 0"),
+    ("train", {"lr_decay_steps": 0}, r"`train.lr_decay_steps` must be a positive integer"),
+    ("train", {"lr_schedule": "cosine", "lr_warmup_steps": 10, "lr_decay_steps": 10},
+     r"train.lr_decay_steps: expected more than lr_warmup_steps \(10\), got 10"),
+    ("train", {"lr_floor": 2}, r"`train.lr_floor` must be a number in \[0, 1\]"),
+    ("train", {"validations_per_epoch": 0},
+     r"`train.validations_per_epoch` must be a positive integer"),
+])
+def test_invalid_new_options_are_named(section, values, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.from_dict({section: values})
+
+
+def test_wide_with_hke_is_refused():
+    with pytest.raises(config_lib.ConfigError, match=r"model.wide with model.hke"):
+        config_lib.from_dict({"model": {"wide": True, "hke": True, "tasks": ["ctr", "actions"]},
+                              "adm": {"enabled": True}, "loss": {"name": "kaml"}})
