@@ -3,8 +3,9 @@
 ImportExampleGen (the prepared train / validation / eval examples) [-> AttributionDrivenMasking
 (KAML's ADM, a Beam job)] -> StatisticsGen -> ImportSchemaGen (the schema derived when the data
 was prepared) | SchemaGen -> ExampleValidator -> AnomalyGate (fails the run on any anomaly) ->
-Transform -> Trainer (trains on train, validates on validation) -> Evaluator (TFMA on eval:
-every head, blessing thresholds on one, the last blessed model as baseline) -> Pusher.
+Transform -> Trainer (trains on train, validates on validation; with ``warm_start`` it starts
+from the last blessed model) -> Evaluator (TFMA on eval: every head, blessing thresholds on one,
+the last blessed model as baseline) -> Pusher.
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
                     beam_pipeline_args: Optional[List[str]] = None,
                     adm_params: Optional[Dict[str, Any]] = None,
                     compare_to_baseline: bool = False, enable_cache: bool = False,
-                    through_transform_only: bool = False) -> tfx.dsl.Pipeline:
+                    through_transform_only: bool = False,
+                    warm_start: bool = False) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -120,6 +122,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
       enable_cache: Let TFX reuse outputs of components whose inputs did not change.
       through_transform_only: Stop after Transform (data preparation only: the transformed
         examples and graph are the outputs; used to measure preprocessing throughput).
+      warm_start: Give the Trainer the last blessed model (the same resolver as the
+        baseline) as ``base_model``; ``run_fn`` starts from its weights (``train.warm_start``).
 
     Returns:
       The ``tfx.dsl.Pipeline``.
@@ -155,25 +159,27 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
             pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=preprocessing,
             enable_cache=enable_cache, metadata_connection_config=metadata_connection_config,
             beam_pipeline_args=beam_pipeline_args or [])
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
-        custom_config=custom_config)
     resolver = []
-    baseline = None
-    if compare_to_baseline:
+    last_blessed = None
+    if compare_to_baseline or warm_start:
         latest_blessed = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
         ).with_id("latest_blessed_model_resolver")
-        resolver, baseline = [latest_blessed], latest_blessed.outputs["model"]
+        resolver, last_blessed = [latest_blessed], latest_blessed.outputs["model"]
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        base_model=last_blessed if warm_start else None,
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
+        custom_config=custom_config)
     evaluator = tfx.components.Evaluator(
-        examples=examples, model=trainer.outputs["model"], baseline_model=baseline,
+        examples=examples, model=trainer.outputs["model"],
+        baseline_model=last_blessed if compare_to_baseline else None,
         eval_config=evaluation, example_splits=["eval"])
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],

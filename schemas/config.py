@@ -229,6 +229,11 @@ class TrainConfig:
       log_every: Progress line interval in steps.
       train_auc_every: Update the per-head training AUCs every this many steps (0: never;
         they cost up to a fifth of a small model's step). Validation always reports them.
+      warm_start: TFX Trainer: start from the weights of the last blessed model (TFX's
+        latest-blessed-model resolver, ``fn_args.base_model``); the first run, with none,
+        starts from scratch. Embedding rows follow their vocabulary entries when the
+        vocabularies changed (``trainer.warm_start``). ``funnelrank train`` takes the model
+        to start from as ``--warm-start DIR``.
     """
 
     batch_size: int = 1024
@@ -247,6 +252,7 @@ class TrainConfig:
     strategy: str = "auto"
     log_every: int = 100
     train_auc_every: int = 0
+    warm_start: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
