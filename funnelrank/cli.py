@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
     cfg = _load_config(args)
     out = args.out or os.path.join("work", "train", cfg.name)
     _refuse_file(out, "--out")
-    train.train(cfg, out)
+    train.train(cfg, out, warm_start_from=args.warm_start)
     print(f"metrics: {os.path.join(out, train.METRICS_FILE)}")
     return 0
 
@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="overrides train.seed")
     p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.add_argument("--out", help="output directory (default work/train/<name>)")
+    p.add_argument("--warm-start", metavar="DIR",
+                   help="start from the weights of a previous `funnelrank train` output "
+                        "(embedding rows follow their vocabulary entries)")
     p.add_argument("--cpu-replicas", type=int, default=1,
                    help="split the CPU into N logical devices for MirroredStrategy")
     p.set_defaults(fn=cmd_train)
@@ -311,8 +314,9 @@ def configure_logging(args) -> None:
     level = getattr(logging, console_level(args))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
-    if not args.verbose:
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:  # the level stays when a run's log file
+        handler.setLevel(level)                    # handler lowers the root's
+        if not args.verbose:
             handler.addFilter(ProjectOnly())
     logging.captureWarnings(True)
 

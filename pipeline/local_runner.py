@@ -135,7 +135,15 @@ def watched(log_path: str, total: int, progress: bool = True):
     every Python warning to ``log_path``, and, with ``progress``, a line per component on
     stdout. What reaches the console is the caller's choice (``funnelrank run``: warnings of
     the project and errors only, see ``schemas.logs``)."""
+    from absl import flags
+
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    # TFX logs through absl, whose logger drops to WARNING (--verbosity's default) whenever
+    # something re-parses absl's flags (it happens inside Transform); an INFO default keeps
+    # the "Component X is running" records the progress lines come from.
+    absl_logger = logging.getLogger("absl")
+    old_absl = (flags.FLAGS["verbosity"].default, absl_logger.level)
+    flags.FLAGS.set_default("verbosity", 0)  # absl's INFO
     root = logging.getLogger()
     file_handler = logging.FileHandler(log_path)
     file_handler.setLevel(min(root.level or logging.INFO, logging.INFO))
@@ -151,6 +159,8 @@ def watched(log_path: str, total: int, progress: bool = True):
         yield
     finally:
         logging.captureWarnings(False)
+        flags.FLAGS.set_default("verbosity", old_absl[0])
+        absl_logger.setLevel(old_absl[1])
         for handler in handlers:
             root.removeHandler(handler)
         file_handler.close()

@@ -59,32 +59,37 @@ def eval_config(heads: Sequence[tasks_lib.Head], label_columns: Mapping[str, str
     labels = {h.name: label_columns[h.label_tasks[-1]] for h in scored}
     weights = {h.name: label_columns[h.mask_task] for h in scored if h.mask_task}
 
-    def metrics():
-        return [tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}'),
-                tfma.MetricConfig(class_name="BinaryCrossentropy"),
-                tfma.MetricConfig(class_name="ExampleCount"),
-                tfma.MetricConfig(class_name="MeanPrediction"),
-                tfma.MetricConfig(class_name="MeanLabel")]
-
     threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
         lower_bound={"value": min_auc}))
     if max_auc_drop is not None:
         threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -max_auc_drop}))
+
+    def metrics(blessing: bool):
+        # The threshold goes on the AUC's MetricConfig, for the overall slice: TFMA keys it
+        # like the computed AUC, example weighting included. On the MetricsSpec's
+        # per_slice_thresholds it is keyed without it and, once any head has an example
+        # weight (the post-click cvr), matches no computed metric ("Metric not found": never
+        # blessed). MetricConfig.threshold would apply to every slice of eval.slices too.
+        auc = tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}')
+        if blessing:
+            auc.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()],
+                                         threshold=threshold)
+        return [auc, tfma.MetricConfig(class_name="BinaryCrossentropy"),
+                tfma.MetricConfig(class_name="ExampleCount"),
+                tfma.MetricConfig(class_name="MeanPrediction"),
+                tfma.MetricConfig(class_name="MeanLabel")]
+
     specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
                             label_keys=labels, example_weight_keys=weights)]
     if max_auc_drop is not None:
         specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
                                     label_keys=labels, example_weight_keys=weights,
                                     is_baseline=True))
-    metrics_specs = []
-    for head in scored:
-        spec = tfma.MetricsSpec(output_names=[head.name], metrics=metrics())
-        if head.name == bless_head:
-            spec.per_slice_thresholds["auc"].thresholds.add(
-                slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
-        metrics_specs.append(spec)
+    metrics_specs = [tfma.MetricsSpec(output_names=[head.name],
+                                      metrics=metrics(head.name == bless_head))
+                     for head in scored]
     return tfma.EvalConfig(
         model_specs=specs,
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in slices],

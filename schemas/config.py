@@ -160,6 +160,10 @@ class ModelConfig:
       hke: Per-action heads as KAML's HKE (original and extended sub-towers, eq. 9-10)
         instead of plain towers; needs ``tasks: [ctr, actions]`` and ADM data.
       hke_units: Hidden sizes of each HKE sub-tower (the merged MLP uses ``tower_units``).
+      cross_layers: DCN-v2 cross layers (``tfrs.layers.dcn.Cross``) applied to the
+        concatenated embeddings before the backbone, any backbone (0: none); see
+        ``trainer.layers.dcn``. The ``dcn`` backbone has its own.
+      cross_projection_dim: Rank of low-rank cross layers (``null``: full rank).
     """
 
     backbone: str = "mmoe"
@@ -177,6 +181,8 @@ class ModelConfig:
     tasks: Optional[Tuple[str, ...]] = None
     hke: bool = False
     hke_units: Tuple[int, ...] = (32,)
+    cross_layers: int = 0
+    cross_projection_dim: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -558,6 +564,10 @@ def _validate(cfg: ExperimentConfig) -> None:
     checks.check_units("model.tower_units", m.tower_units, error=err, allow_empty=True)
     checks.check_rate("model.tower_dropout", m.tower_dropout, error=err)
     checks.check_units("model.hke_units", m.hke_units, error=err)
+    checks.check_nonneg_int("model.cross_layers", m.cross_layers, error=err)
+    if m.cross_projection_dim is not None:
+        checks.check_positive_int("model.cross_projection_dim", m.cross_projection_dim,
+                                  error=err)
     recipe_labels = cfg.loss.args.get("task_labels") or {}
     tasks_lib.check_tasks(cfg.tasks, cfg.data.labels, cfg.loss.name,
                           bool(cfg.data.features.action_labels), error=err,
