@@ -120,4 +120,8 @@ def test_run_prints_at_most_60_lines_and_keeps_the_full_log(tmp_path):
     text = open(log_file).read()
     assert len(text.splitlines()) > 10 * len(lines)  # the libraries' output is there
     assert "Component Pusher is finished." in text
-    assert "epoch 1/2 done" in text  # the Trainer's progress (with ETA) goes to the log
+    assert re.search(r"trainer\.callbacks: epoch 1/\d+ done in ", text)  # the Trainer's progress
+    # TensorBoard logs in the Trainer's model run directory (fn_args.model_run_dir)
+    runs = tmp_path / "work" / "pipeline" / "Trainer" / "model_run"
+    for split in ("train", "validation"):
+        assert list(runs.glob(f"*/{split}/events.out.tfevents.*")), split
