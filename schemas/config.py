@@ -438,10 +438,10 @@ def _parse(value, annotation, where: str):
         if value is None:
             return None
         return _parse(value, inner[0], where)
+    if annotation is Any:  # a layer's or recipe's own argument (it checks; null may be valid)
+        return value
     if value is None:
         raise _fail(where, _type_name(annotation) + " (null is not allowed here)", value)
-    if annotation is Any:
-        return value
     if annotation is bool:
         if not isinstance(value, bool):
             raise _fail(where, "true or false", value)

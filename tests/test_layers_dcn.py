@@ -142,3 +142,9 @@ def test_cross_layers_config_is_checked(value, message):
     with pytest.raises(config_lib.ConfigError, match=r"`model.cross_projection_dim` must be a "
                                                      r"positive integer"):
         config_lib.from_dict({"model": {"cross_layers": 1, "cross_projection_dim": 0}})
+
+
+def test_shipped_config_passes_null_arguments_to_the_layer():
+    cfg = config_lib.load("configs/dcn.yaml")
+    assert cfg.model.backbone == "dcn" and cfg.model.backbone_args["projection_dim"] is None
+    assert "num_experts" not in cfg.model.backbone_args  # the base's MMoE args are replaced
