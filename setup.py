@@ -2,7 +2,29 @@
 
 Loose ranges live here; the reproducible install is requirements/lock.txt (see Makefile).
 """
+import glob
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithConfigs(build_py):
+    """Also copies the shipped experiment configs (``configs/*.yaml`` of the source tree) into
+    the built package as ``funnelrank/configs/``, where ``schemas.config.shipped_configs_dir``
+    finds them in an installed (wheel, Docker image) copy: ``--config mmoe`` then works from
+    any directory. An editable install reads ``configs/`` of the source tree itself."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        here = os.path.dirname(os.path.abspath(__file__))
+        target = os.path.join(self.build_lib, "funnelrank", "configs")
+        self.mkpath(target)
+        for path in sorted(glob.glob(os.path.join(here, "configs", "*.yaml"))):
+            self.copy_file(path, os.path.join(target, os.path.basename(path)))
+
 
 setup(
     name="funnelrank",
@@ -12,7 +34,8 @@ setup(
     packages=find_packages(include=["funnelrank", "funnelrank.*", "pipeline", "pipeline.*",
                                     "trainer", "trainer.*", "transform", "transform.*",
                                     "serving", "serving.*", "schemas", "schemas.*"]),
-    package_data={"schemas": ["*.pbtxt"], "funnelrank": ["configs/*.yaml"]},
+    package_data={"schemas": ["*.pbtxt"]},
+    cmdclass={"build_py": BuildPyWithConfigs},
     install_requires=[
         "tfx>=1.16,<1.17",
         "tensorflow>=2.16,<2.17",

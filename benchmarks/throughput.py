@@ -16,7 +16,7 @@ Each peer is installed by this script into its own throwaway venv under ``--venv
 (default ``work/peers``; never a project dependency) and runs in its own process on the shared
 ``data.npz``. Training throughput is rows / median epoch time over ``--epochs`` epochs, the first
 (tracing) epoch excluded; inference is the forward pass on in-memory batches.
-Writes ``benchmarks/results/throughput.json``.
+Writes ``benchmarks/results/throughput.json`` and the plot ``throughput.png`` beside it.
 
 Usage::
 
@@ -196,6 +196,9 @@ def main(argv=None) -> int:
     from funnelrank.commands.bench import write_report
 
     write_report(args.out, report)
+    from funnelrank.commands.plots import throughput_plot
+
+    png = throughput_plot(report, os.path.splitext(args.out)[0] + ".png")
     print(f"\nThroughput, {args.rows} synthetic rows, batch {args.batch}, 2 CPU cores\n")
     print("| model | implementation | train examples/s | inference examples/s | parameters |")
     print("|---|---|---:|---:|---:|")
@@ -204,7 +207,7 @@ def main(argv=None) -> int:
         extra = f" (ideal, no input: {ideal:.0f})" if ideal else ""
         print(f"| {r['model']} | {r['peer']} | {r['train_examples_per_sec']:.0f}{extra} | "
               f"{r['inference_examples_per_sec']:.0f} | {r['trainable_parameters']} |")
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {args.out} and {png}")
     return 0
 
 

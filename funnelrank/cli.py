@@ -114,7 +114,7 @@ def cmd_train(args) -> int:
         baseline.run(cfg, baselines.parse({**extra, "name": args.baseline}, "--baseline-args"),
                      os.path.join(out, args.baseline) if not args.out else out)
         return 0
-    train.train(cfg, out)
+    train.train(cfg, out, warm_start_from=args.warm_start)
     print(f"metrics: {os.path.join(out, train.METRICS_FILE)}")
     return 0
 
@@ -123,7 +123,7 @@ def cmd_run(args) -> int:
     from pipeline import local_runner
 
     cfg = _load_config(args)
-    result = local_runner.run(cfg, verbose=args.verbose)
+    result = local_runner.run(cfg, progress=not args.quiet)
     for head, m in sorted(result["evaluation"].items()):
         if "auc" in m:
             print(f"evaluation {head} AUC: {m['auc']:.4f}")
@@ -227,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"funnelrank {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and TFX/Beam's own output in `run`")
+                        help="debug logging, with the libraries' own (TFX, Beam, absl) output")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log level (default INFO)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+                        help="console log level (default INFO; WARNING for `run`, whose full "
+                             "log goes to <root>/logs/)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings, errors and the result only (no progress lines)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="write a synthetic impression log")
@@ -260,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="overrides train.seed")
     p.add_argument("--rows", type=int, help="synthetic rows to generate (data.generate_rows)")
     p.add_argument("--out", help="output directory (default work/train/<name>)")
+    p.add_argument("--warm-start", metavar="DIR",
+                   help="start from the weights of a previous `funnelrank train` output "
+                        "(embedding rows follow their vocabulary entries)")
     p.add_argument("--cpu-replicas", type=int, default=1,
                    help="split the CPU into N logical devices for MirroredStrategy")
     p.add_argument("--baseline", help="fit a non-neural baseline per task on the same splits "
@@ -322,10 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console_level(args) -> str:
+    """``--log-level``; else DEBUG with ``-v``, WARNING with ``-q`` and for ``run`` (which
+    prints a line per component and keeps the full log in a file), INFO otherwise."""
+    if args.log_level:
+        return args.log_level
+    if args.verbose:
+        return "DEBUG"
+    return "WARNING" if args.quiet or args.command == "run" else "INFO"
+
+
 def configure_logging(args) -> None:
-    level = args.log_level or ("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO")
-    logging.basicConfig(level=getattr(logging, level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    """The console handler at :func:`console_level`; without ``-v`` it shows the project's
+    records and only errors of the libraries (``schemas.logs.ProjectOnly``). Python warnings
+    go through logging, so they follow the same rule (and reach ``run``'s log file)."""
+    from schemas.logs import ProjectOnly
+
+    level = getattr(logging, console_level(args))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+    for handler in logging.getLogger().handlers:  # the level stays when a run's log file
+        handler.setLevel(level)                    # handler lowers the root's
+        if not args.verbose:
+            handler.addFilter(ProjectOnly())
+    logging.captureWarnings(True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

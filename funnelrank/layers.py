@@ -7,12 +7,14 @@ with ``get_config`` and registered under the package name ``funnelrank`` (serial
 
 * Backbones: :class:`SharedBottom`, :class:`OMoE`, :class:`MMoE`, :class:`CGC`, :class:`PLE`
   (Tang et al. RecSys'20), :class:`CrossStitch`, :class:`AITM` (Xi et al. KDD'21), :class:`MAN`
-  (multi-task attention network, with :class:`TaskAttention` between towers); single-task
+  (multi-task attention network, with :class:`TaskAttention` between towers), :class:`DCN`
+  (DCN-v2, Wang et al. WWW'21, on TensorFlow Recommenders' cross layer); single-task
   :class:`DNN` and :class:`MaskNet`.
 * Building blocks: :class:`FeatureEmbedding` (sparse ids + dense features -> one vector),
   :class:`WideLogits` (Wide & Deep's per-task linear logits over ids, id crosses, dense),
   :class:`MLP`, :class:`SoftmaxGate`, :class:`CGC`'s levels, :class:`CrossStitchUnit`,
-  :class:`AITModule`, :class:`MaskBlock`.
+  :class:`AITModule`, :class:`MaskBlock`, :class:`CrossNetwork` (DCN-v2 cross layers,
+  :class:`Cross`).
 * Method parts: :class:`HKE` (KAML's hierarchical knowledge extraction, eq. 9-10),
   :class:`RelatednessNet` and :class:`LearnableTemperature` (AdaFTR eq. 8-9, 12; training-only),
   :class:`ProductHead` (ESMM's pCTCVR = pCTR x pCVR) and :class:`RatioHead`.
@@ -25,6 +27,7 @@ does not).
 from trainer.layers.aitm import AITM, AITModule
 from trainer.layers.common import registered_objects
 from trainer.layers.cross_stitch import CrossStitch, CrossStitchUnit
+from trainer.layers.dcn import DCN, Cross, CrossNetwork
 from trainer.layers.embedding import FeatureEmbedding
 from trainer.layers.gates import SoftmaxGate
 from trainer.layers.hke import HKE
@@ -39,7 +42,8 @@ from trainer.layers.stl import DNN, MaskBlock, MaskNet
 from trainer.layers.wide import WideLogits
 from trainer.model import ProductHead, RatioHead
 
-__all__ = ["AITM", "AITModule", "CGC", "CrossStitch", "CrossStitchUnit", "DNN",
+__all__ = ["AITM", "AITModule", "CGC", "Cross", "CrossNetwork", "CrossStitch",
+           "CrossStitchUnit", "DCN", "DNN",
            "FeatureEmbedding", "HKE", "LearnableTemperature", "MAN", "MLP", "MMoE", "MaskBlock",
            "MaskNet", "OMoE", "PLE", "ProductHead", "RatioHead", "RelatednessNet",
            "SharedBottom", "SoftmaxGate", "TaskAttention", "WideLogits", "custom_objects"]

@@ -8,7 +8,6 @@ import os
 import re
 import sys
 import time
-import warnings
 from typing import Dict, Optional
 
 from tfx import v1 as tfx
@@ -16,6 +15,7 @@ from tfx import v1 as tfx
 from pipeline.common import PipelinePaths, pipeline_values, prepare_data
 from pipeline.pipeline import create_pipeline
 from schemas import config as config_lib
+from schemas import storage
 from transform.ingest.prepare import describe_drops
 
 log = logging.getLogger(__name__)
@@ -130,64 +130,75 @@ class ComponentProgress(logging.Handler):
 
 
 @contextlib.contextmanager
-def watched(log_path: str, total: int, verbose: bool):
-    """While the pipeline runs: every log record to ``log_path``, a progress line per
-    component on stdout, and TFX/Beam's own output (INFO records, warnings) on the console
-    only when ``verbose``."""
+def watched(log_path: str, total: int, progress: bool = True):
+    """While the pipeline runs: every log record from INFO up (TFX's and Beam's included) and
+    every Python warning to ``log_path``, and, with ``progress``, a line per component on
+    stdout. What reaches the console is the caller's choice (``funnelrank run``: warnings of
+    the project and errors only, see ``schemas.logs``)."""
+    from absl import flags
+
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    # TFX logs through absl, whose logger drops to WARNING (--verbosity's default) whenever
+    # something re-parses absl's flags (it happens inside Transform); an INFO default keeps
+    # the "Component X is running" records the progress lines come from.
+    absl_logger = logging.getLogger("absl")
+    old_absl = (flags.FLAGS["verbosity"].default, absl_logger.level)
+    flags.FLAGS.set_default("verbosity", 0)  # absl's INFO
     root = logging.getLogger()
     file_handler = logging.FileHandler(log_path)
-    file_handler.setLevel(logging.INFO)
+    file_handler.setLevel(min(root.level or logging.INFO, logging.INFO))
     file_handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    progress = ComponentProgress(total)
-    console = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
-               and not isinstance(h, logging.FileHandler)]
-    levels = [h.level for h in console]
+    handlers = [file_handler] + ([ComponentProgress(total)] if progress else [])
     old_root_level = root.level
-    root.addHandler(file_handler)
-    root.addHandler(progress)
+    for handler in handlers:
+        root.addHandler(handler)
     root.setLevel(min(root.level or logging.INFO, logging.INFO))
-    if not verbose:
-        for h in console:
-            h.setLevel(max(h.level, logging.WARNING))
-    with warnings.catch_warnings():
-        if not verbose:
-            warnings.simplefilter("ignore")
-        try:
-            yield progress
-        finally:
-            root.removeHandler(file_handler)
-            root.removeHandler(progress)
-            file_handler.close()
-            root.setLevel(old_root_level)
-            for h, level in zip(console, levels):
-                h.setLevel(level)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        flags.FLAGS.set_default("verbosity", old_absl[0])
+        absl_logger.setLevel(old_absl[1])
+        for handler in handlers:
+            root.removeHandler(handler)
+        file_handler.close()
+        root.setLevel(old_root_level)
 
 
 def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
-        verbose: bool = False) -> Dict:
+        progress: bool = True) -> Dict:
     """Prepares the data, runs every component, and reports where the model was pushed.
 
     With ``through_transform_only`` the pipeline stops after Transform and the result holds
     the per-component times instead (``"components"``: name -> seconds, from ML Metadata).
-    The full log goes to ``<pipeline.root>/logs/run-<time>.log``; the console shows one line
-    per component (and TFX/Beam's own output only when ``verbose``).
+    The full log goes to ``<pipeline.root>/logs/run-<time>.log``; with ``progress`` stdout gets
+    a line per step (``[prepare] ...``, ``[3/10] Transform done in 42 s``).
 
     Returns:
       ``{"pushed_model": path or None, "blessed": bool, "bless_head": head, "evaluation":
       {...} (TFMA), "trainer": {...} (run_fn's metrics.json), "seconds": .., "log_file": ..}``.
+
+    Raises:
+      ConfigError: ``pipeline.root`` is a URL (the local runner keeps ML Metadata in SQLite
+        under the root; compile for Kubeflow to run on a bucket).
     """
     t0 = time.perf_counter()
+    if storage.is_url(cfg.pipeline.root):
+        raise config_lib.ConfigError(
+            f"pipeline.root (--root): `funnelrank run` keeps its ML Metadata (SQLite) under the "
+            f"root, which needs a local directory; got {cfg.pipeline.root!r}. To run on a "
+            f"bucket, use `funnelrank compile-kubeflow --root {cfg.pipeline.root}`")
     paths = PipelinePaths(os.path.abspath(cfg.pipeline.root))
     log_file = os.path.join(paths.root, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
-    print(f"[prepare] validating, typing and splitting the data into {paths.data_root}",
-          flush=True)
-    prepared = prepare_data(cfg, paths)
-    drops = describe_drops(prepared)
-    print(f"[prepare] {prepared.rows} rows per split ({drops}) in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
-    values = pipeline_values(cfg, prepared.spec, prepared.schema_path)
+    say = (lambda text: print(text, flush=True)) if progress else log.info
+    with watched(log_file, 0, progress=False):
+        say(f"[prepare] validating, typing and splitting the data into {paths.data_root}")
+        prepared = prepare_data(cfg, paths)
+        say(f"[prepare] {prepared.rows} rows per split ({describe_drops(prepared)}) in "
+            f"{time.perf_counter() - t0:.0f} s")
+        values = pipeline_values(cfg, prepared.spec, prepared.schema_path)
     serving_dir = os.path.abspath(paths.serving_dir(cfg))
     before = set(glob.glob(os.path.join(serving_dir, "*")))
     pipeline = create_pipeline(
@@ -201,9 +212,9 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
         adm_params=values.adm_params,
         compare_to_baseline=cfg.eval.max_auc_drop is not None,
         enable_cache=cfg.pipeline.enable_cache,
-        through_transform_only=through_transform_only)
+        through_transform_only=through_transform_only, warm_start=cfg.train.warm_start)
     t_pipeline = time.perf_counter()
-    with watched(log_file, len(pipeline.components), verbose):
+    with watched(log_file, len(pipeline.components), progress):
         tfx.orchestration.LocalDagRunner().run(pipeline)
     if through_transform_only:
         return {"components": component_seconds(paths.metadata_path),

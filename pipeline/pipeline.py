@@ -3,8 +3,9 @@
 ImportExampleGen (the prepared train / validation / eval examples) [-> AttributionDrivenMasking
 (KAML's ADM, a Beam job)] -> StatisticsGen -> ImportSchemaGen (the schema derived when the data
 was prepared) | SchemaGen -> ExampleValidator -> AnomalyGate (fails the run on any anomaly) ->
-Transform -> Trainer (trains on train, validates on validation) -> Evaluator (TFMA on eval:
-every head, blessing thresholds on one, the last blessed model as baseline) -> Pusher.
+Transform -> Trainer (trains on train, validates on validation; with ``warm_start`` it starts
+from the last blessed model) -> Evaluator (TFMA on eval: every head, blessing thresholds on one,
+the last blessed model as baseline) -> Pusher.
 """
 from __future__ import annotations
 
@@ -58,32 +59,37 @@ def eval_config(heads: Sequence[tasks_lib.Head], label_columns: Mapping[str, str
     labels = {h.name: label_columns[h.label_tasks[-1]] for h in scored}
     weights = {h.name: label_columns[h.mask_task] for h in scored if h.mask_task}
 
-    def metrics():
-        return [tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}'),
-                tfma.MetricConfig(class_name="BinaryCrossentropy"),
-                tfma.MetricConfig(class_name="ExampleCount"),
-                tfma.MetricConfig(class_name="MeanPrediction"),
-                tfma.MetricConfig(class_name="MeanLabel")]
-
     threshold = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
         lower_bound={"value": min_auc}))
     if max_auc_drop is not None:
         threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -max_auc_drop}))
+
+    def metrics(blessing: bool):
+        # The threshold goes on the AUC's MetricConfig, for the overall slice: TFMA keys it
+        # like the computed AUC, example weighting included. On the MetricsSpec's
+        # per_slice_thresholds it is keyed without it and, once any head has an example
+        # weight (the post-click cvr), matches no computed metric ("Metric not found": never
+        # blessed). MetricConfig.threshold would apply to every slice of eval.slices too.
+        auc = tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 10000}')
+        if blessing:
+            auc.per_slice_thresholds.add(slicing_specs=[tfma.SlicingSpec()],
+                                         threshold=threshold)
+        return [auc, tfma.MetricConfig(class_name="BinaryCrossentropy"),
+                tfma.MetricConfig(class_name="ExampleCount"),
+                tfma.MetricConfig(class_name="MeanPrediction"),
+                tfma.MetricConfig(class_name="MeanLabel")]
+
     specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
                             label_keys=labels, example_weight_keys=weights)]
     if max_auc_drop is not None:
         specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
                                     label_keys=labels, example_weight_keys=weights,
                                     is_baseline=True))
-    metrics_specs = []
-    for head in scored:
-        spec = tfma.MetricsSpec(output_names=[head.name], metrics=metrics())
-        if head.name == bless_head:
-            spec.per_slice_thresholds["auc"].thresholds.add(
-                slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
-        metrics_specs.append(spec)
+    metrics_specs = [tfma.MetricsSpec(output_names=[head.name],
+                                      metrics=metrics(head.name == bless_head))
+                     for head in scored]
     return tfma.EvalConfig(
         model_specs=specs,
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in slices],
@@ -97,7 +103,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
                     beam_pipeline_args: Optional[List[str]] = None,
                     adm_params: Optional[Dict[str, Any]] = None,
                     compare_to_baseline: bool = False, enable_cache: bool = False,
-                    through_transform_only: bool = False) -> tfx.dsl.Pipeline:
+                    through_transform_only: bool = False,
+                    warm_start: bool = False) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -120,6 +127,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
       enable_cache: Let TFX reuse outputs of components whose inputs did not change.
       through_transform_only: Stop after Transform (data preparation only: the transformed
         examples and graph are the outputs; used to measure preprocessing throughput).
+      warm_start: Give the Trainer the last blessed model (the same resolver as the
+        baseline) as ``base_model``; ``run_fn`` starts from its weights (``train.warm_start``).
 
     Returns:
       The ``tfx.dsl.Pipeline``.
@@ -155,25 +164,27 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
             pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=preprocessing,
             enable_cache=enable_cache, metadata_connection_config=metadata_connection_config,
             beam_pipeline_args=beam_pipeline_args or [])
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
-        custom_config=custom_config)
     resolver = []
-    baseline = None
-    if compare_to_baseline:
+    last_blessed = None
+    if compare_to_baseline or warm_start:
         latest_blessed = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
         ).with_id("latest_blessed_model_resolver")
-        resolver, baseline = [latest_blessed], latest_blessed.outputs["model"]
+        resolver, last_blessed = [latest_blessed], latest_blessed.outputs["model"]
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        base_model=last_blessed if warm_start else None,
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
+        custom_config=custom_config)
     evaluator = tfx.components.Evaluator(
-        examples=examples, model=trainer.outputs["model"], baseline_model=baseline,
+        examples=examples, model=trainer.outputs["model"],
+        baseline_model=last_blessed if compare_to_baseline else None,
         eval_config=evaluation, example_splits=["eval"])
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],

@@ -175,6 +175,10 @@ class ModelConfig:
       wide_cross_buckets: Most rows of a cross's table; larger products are hashed.
       wide_l2: L2 on the wide rows the batch looked up (the ``embedding_l2_mode: batch``
         form).
+      cross_layers: DCN-v2 cross layers (``tfrs.layers.dcn.Cross``) applied to the
+        concatenated embeddings before the backbone, any backbone (0: none); see
+        ``trainer.layers.dcn``. The ``dcn`` backbone has its own.
+      cross_projection_dim: Rank of low-rank cross layers (``null``: full rank).
     """
 
     backbone: str = "mmoe"
@@ -196,6 +200,8 @@ class ModelConfig:
     wide_crosses: Tuple[Tuple[str, ...], ...] = ()
     wide_cross_buckets: int = 100_000
     wide_l2: float = 0.0
+    cross_layers: int = 0
+    cross_projection_dim: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +266,11 @@ class TrainConfig:
       log_every: Progress line interval in steps.
       train_auc_every: Update the per-head training AUCs every this many steps (0: never;
         they cost up to a fifth of a small model's step). Validation always reports them.
+      warm_start: TFX Trainer: start from the weights of the last blessed model (TFX's
+        latest-blessed-model resolver, ``fn_args.base_model``); the first run, with none,
+        starts from scratch. Embedding rows follow their vocabulary entries when the
+        vocabularies changed (``trainer.warm_start``). ``funnelrank train`` takes the model
+        to start from as ``--warm-start DIR``.
     """
 
     batch_size: int = 1024
@@ -285,6 +296,7 @@ class TrainConfig:
     strategy: str = "auto"
     log_every: int = 100
     train_auc_every: int = 0
+    warm_start: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -464,10 +476,10 @@ def _parse(value, annotation, where: str):
         if value is None:
             return None
         return _parse(value, inner[0], where)
+    if annotation is Any:  # a layer's or recipe's own argument (it checks; null may be valid)
+        return value
     if value is None:
         raise _fail(where, _type_name(annotation) + " (null is not allowed here)", value)
-    if annotation is Any:
-        return value
     if annotation is bool:
         if not isinstance(value, bool):
             raise _fail(where, "true or false", value)
@@ -604,6 +616,10 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("model.wide with model.hke: the HKE heads have two logit paths "
                           "(original and extended sub-towers); a wide part is not defined for "
                           "them, set wide: false")
+    checks.check_nonneg_int("model.cross_layers", m.cross_layers, error=err)
+    if m.cross_projection_dim is not None:
+        checks.check_positive_int("model.cross_projection_dim", m.cross_projection_dim,
+                                  error=err)
     recipe_labels = cfg.loss.args.get("task_labels") or {}
     tasks_lib.check_tasks(cfg.tasks, cfg.data.labels, cfg.loss.name,
                           bool(cfg.data.features.action_labels), error=err,

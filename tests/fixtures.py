@@ -56,12 +56,6 @@ def tiny_network(seed: int = 3):
     return build_network(tiny_config().model, info, seed=seed), arrays, info
 
 
-def synthetic_spec(num_actions: int = 5) -> features.DatasetSpec:
-    """The spec of the synthetic preset (as ``prepare`` completes it: int ids)."""
-    cfg = config_lib.from_dict({"data": {"num_actions": num_actions}})
-    return features.spec_from_config(cfg.data, funnel=True)
-
-
 def adm_arrays(rows: int = 1200, seed: int = 3, window_seconds: int = 86_400):
     """(spec, preprocessor, transformed arrays, FeatureInfo) of a small synthetic log with
     ADM columns, for per-action (KAML) models."""

@@ -53,6 +53,8 @@ def test_tiny_grid_writes_table_and_json(tmp_path):
     throughput = mmoe["metrics"]["train.examples_per_sec"]["mean"]
     assert f"{throughput:.0f} ±" in table  # large values are printed without decimals
     assert results["runs"][1]["label"] == "DNN"
+    png = (tmp_path / "out" / "tiny.png").read_bytes()  # the AUCs with error bars, beside
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_only_keeps_the_named_runs_and_refuses_unknown_labels():
@@ -85,6 +87,7 @@ def test_throughput_bench_reports_ours_and_the_in_memory_ideal(tmp_path, capsys)
         assert r["train_examples_per_sec"] > 0 and r["ideal_train_examples_per_sec"] > 0
         assert r["inference_examples_per_sec"] > 0 and r["trainable_parameters"] > 1000
     assert "| mmoe | funnelrank (this project" in capsys.readouterr().out
+    assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_write_report_adds_machine_and_date_and_makes_the_directory(tmp_path):

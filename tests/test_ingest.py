@@ -17,7 +17,7 @@ from schemas import config as config_lib
 from schemas import features
 from tests import fixtures
 from transform import preprocessor
-from transform.ingest import csv_io, examples, prepare, readers, splits, synthetic, validate
+from transform.ingest import csv_io, examples, prepare, readers, splits, synthetic
 from transform.ingest.splits import SplitError
 from transform.ingest.validate import DataValidationError
 

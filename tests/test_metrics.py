@@ -41,7 +41,7 @@ def test_gauc_skips_one_class_users_and_handles_ties():
     s = np.round(rng.random(2000), 2)
     y[users == 0] = 1  # one-class user: skipped
     y[users == 1] = 0
-    expected, weights, weighted = [], [], []
+    expected, weights = [], []
     for u in np.unique(users):
         m = users == u
         if 0 < y[m].sum() < m.sum():

@@ -1,7 +1,8 @@
 """Assembles the network from config: embeddings -> backbone -> towers -> sigmoid heads.
 
 The network is a functional Keras model whose inputs are the transformed features
-(``<key>_xf``) and whose outputs are a dict of probabilities keyed by head name: one tower and
+(``<key>_xf``), embedded and concatenated (and, with ``model.cross_layers``, crossed by DCN-v2
+cross layers before the backbone) and whose outputs are a dict of probabilities keyed by head name: one tower and
 head per task of ``model.tasks`` (``schemas.tasks``). With a funnel recipe:
 
 * ``[ctr, cvr]``: heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
@@ -42,6 +43,7 @@ from schemas.config import ConfigError, ModelConfig
 from trainer.layers.aitm import AITM
 from trainer.layers.autoheri import AutoHERI
 from trainer.layers.cross_stitch import CrossStitch
+from trainer.layers.dcn import DCN, CrossNetwork
 from trainer.layers.embedding import FeatureEmbedding
 from trainer.layers.heads import ProductHead, RatioHead
 from trainer.layers.hke import HKE
@@ -63,7 +65,7 @@ from trainer.objectives.base import AUX_KINDS, HIDDEN, LOGITS, REPS  # noqa: F40
 BACKBONES: Dict[str, Callable[..., tf.keras.layers.Layer]] = {
     "dnn": DNN, "masknet": MaskNet, "shared_bottom": SharedBottom, "omoe": OMoE,
     "mmoe": MMoE, "cgc": CGC, "ple": PLE, "cross_stitch": CrossStitch, "esmm": DNN,
-    "aitm": AITM, "man": MAN, "star": STAR, "taml": TAML, "autoheri": AutoHERI,
+    "aitm": AITM, "man": MAN, "star": STAR, "taml": TAML, "autoheri": AutoHERI, "dcn": DCN,
 }
 # Backbones whose output already went through task towers: only the logit is added.
 OWNS_TOWERS = frozenset({"aitm", "cross_stitch", "star", "taml", "autoheri"})
@@ -207,6 +209,9 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
             crosses=[[features.transformed_name(k) for k in pair] for pair in cfg.wide_crosses],
             cross_buckets=cfg.wide_cross_buckets, l2_batch_rows=cfg.wide_l2,
             name="wide")(inputs)
+    if cfg.cross_layers:  # DCN-v2 cross layers under any backbone (model.cross_layers)
+        x = CrossNetwork(cfg.cross_layers, projection_dim=cfg.cross_projection_dim,
+                         name="cross")(x)
     try:
         backbone = registry[cfg.backbone](tasks=tasks, **dict(cfg.backbone_args),
                                           name="backbone")

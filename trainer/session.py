@@ -31,6 +31,7 @@ from schemas import features
 from schemas import tasks as tasks_lib
 from schemas.config import ConfigError, ExperimentConfig
 from trainer import data as data_lib
+from trainer import warm_start
 from trainer.callbacks import Checkpoints, DivergenceGuard, ProgressLogger
 from trainer.evaluation import evaluate_heads, format_report
 from trainer.funnel_model import FunnelModel
@@ -38,6 +39,7 @@ from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
 from trainer.optimizers import WarmupDecay, make_optimizer
 from trainer.strategy import make_strategy
+from trainer.warm_start import WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +140,16 @@ class TrainingSession:
       info: Vocabulary sizes and dense features of the network's inputs.
       strategy: A distribution strategy to use instead of ``train.strategy``'s (tests,
         multi-worker runs set up by the caller).
+      warm_start_from: Start the network from a previous model's weights
+        (``trainer.warm_start``); a checkpoint of this run, when it resumes, still wins.
     """
 
     def __init__(self, cfg: ExperimentConfig, spec: features.DatasetSpec, info: FeatureInfo,
-                 strategy: Optional[tf.distribute.Strategy] = None):
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 warm_start_from: Optional[WarmStart] = None):
         self.cfg, self.spec, self.info = cfg, spec, info
+        self.warm_start_from = warm_start_from
+        self.warm_start_report: Optional[Dict] = None
         log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
         # Before any dataset exists: a shuffle's order depends on the global seed too.
         tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -201,6 +208,25 @@ class TrainingSession:
                                  self.dataset(validation, training=False), steps, backup_dir,
                                  log_dir, meta_arrays)
 
+    def build(self, steps_per_epoch: Optional[int] = None) -> FunnelModel:
+        """The compiled model under the strategy, with the precision policy, from the
+        ``warm_start_from`` weights when given; ``steps_per_epoch`` lays out the learning-rate
+        schedule (``train.lr_schedule``)."""
+        cfg = self.cfg
+        tf.keras.mixed_precision.set_global_policy(precision_policy(cfg))
+        try:
+            with self.strategy.scope():
+                model = build_model(cfg, self.info, steps_per_epoch)
+                if self.warm_start_from is not None:
+                    self.warm_start_report = warm_start.apply(model.network,
+                                                              self.warm_start_from)
+                model.compile(optimizer=tf.keras.optimizers.Adam(
+                    learning_rate(cfg, cfg.train.learning_rate, steps_per_epoch)),
+                    jit_compile=cfg.train.jit_compile)
+        finally:  # the policy only matters while layers are built
+            tf.keras.mixed_precision.set_global_policy("float32")
+        return model
+
     def fit_datasets(self, train_ds: tf.data.Dataset, val_ds: Optional[tf.data.Dataset],
                      steps_per_epoch: Optional[int] = None, backup_dir: Optional[str] = None,
                      log_dir: Optional[str] = None,
@@ -222,16 +248,7 @@ class TrainingSession:
                 raise ConfigError(f"meta.partition_key: expected one of the sparse features "
                                   f"{sorted(self.info.vocab_sizes)}, got "
                                   f"{cfg.meta.partition_key!r}")
-        policy = precision_policy(cfg)
-        tf.keras.mixed_precision.set_global_policy(policy)
-        try:
-            with self.strategy.scope():
-                model = build_model(cfg, self.info, steps_per_epoch)
-                model.compile(optimizer=tf.keras.optimizers.Adam(
-                    learning_rate(cfg, cfg.train.learning_rate, steps_per_epoch)),
-                    jit_compile=cfg.train.jit_compile)
-        finally:  # the policy only matters while layers are built
-            tf.keras.mixed_precision.set_global_policy("float32")
+        model = self.build(steps_per_epoch)
         rounds = cfg.train.validations_per_epoch
         fit_epochs, round_steps = cfg.train.epochs, steps_per_epoch
         if rounds > 1 and val_ds is not None and not steps_per_epoch:
@@ -279,6 +296,8 @@ class TrainingSession:
                 "best_epoch": _epochs(best + 1, rounds), "validations_per_epoch": rounds,
                 "best": float(values[best]), "history": [float(v) for v in values]}
         progress.summary["steps"] = int(model.optimizer.iterations.numpy())
+        if self.warm_start_report is not None:
+            progress.summary["warm_start"] = self.warm_start_report
         report = model.objective.report()
         if report:
             progress.summary["objective"] = report

@@ -23,6 +23,7 @@ from trainer.data import count_records
 from trainer.evaluation import format_report
 from trainer.model import FeatureInfo
 from trainer.session import METRICS_FILE, SplitData, TrainingSession, write_json
+from trainer.warm_start import RowMap, WarmStart, vocab_row_map
 from transform.preprocessing import NUM_OOV_BUCKETS, vocab_filename
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,35 @@ def sibling_split(files: Sequence[str], split: str) -> List[str]:
     return found
 
 
+def base_model_source(base_model: str, tft_output: tft.TFTransformOutput,
+                      spec: features.DatasetSpec) -> WarmStart:
+    """The warm start from the last blessed model's serving export: its embedding rows
+    follow their vocabulary entries from the vocabularies the export carries
+    (``assets/vocab_<key>``, copied there with the Transform graph) to this run's.
+
+    A vocabulary the export lacks maps no row (the table keeps its initialisation): copying
+    rows by position would give entries the rows of others.
+    """
+    row_maps = {}
+    for key in spec.sparse_keys:
+        if key in spec.hash_buckets:
+            continue  # buckets keep their meaning: copied as they are
+        name = vocab_filename(key)
+        new = [v.decode() if isinstance(v, bytes) else str(v)
+               for v in tft_output.vocabulary_by_name(name)]
+        asset = f"{base_model}/assets/{name}"
+        if tf.io.gfile.exists(asset):
+            with tf.io.gfile.GFile(asset) as f:
+                old = f.read().splitlines()
+            row_maps[features.transformed_name(key)] = vocab_row_map(old, new,
+                                                                      NUM_OOV_BUCKETS)
+        else:
+            log.warning("warm start: %s has no vocabulary %s; the %s embedding starts fresh",
+                        base_model, name, key)
+            row_maps[features.transformed_name(key)] = RowMap.fresh(len(new) + NUM_OOV_BUCKETS)
+    return WarmStart(base_model, row_maps)
+
+
 def run_fn(fn_args: FnArgs) -> None:
     """Trains the configured model on transformed examples and exports the serving model.
 
@@ -73,7 +103,12 @@ def run_fn(fn_args: FnArgs) -> None:
     rows = {k: count_records(v) for k, v in splits.items()}
     data = {k: SplitData(files=v, feature_spec=feature_spec, count=rows[k])
             for k, v in splits.items()}
-    session = TrainingSession(cfg, spec, info)
+    source = None
+    if cfg.train.warm_start and fn_args.base_model:
+        source = base_model_source(fn_args.base_model, tft_output, spec)
+    elif cfg.train.warm_start:
+        log.info("train.warm_start: no blessed model yet, training from scratch")
+    session = TrainingSession(cfg, spec, info, warm_start_from=source)
     run_dir = fn_args.model_run_dir
     tf.io.gfile.makedirs(run_dir)
     model, metrics = session.run(data["train"], data["validation"], data["eval"], rows,

@@ -25,7 +25,8 @@ Output columns: ``adm_count_<j>``, ``adm_mask_<j>``, ``adm_original_<j>`` (int64
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from schemas.features import ADM_COUNT as COUNT
 from schemas.features import ADM_MASK as MASK
 from schemas.features import ADM_ORIGINAL as ORIGINAL
 from schemas.features import adm_key as column
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclasses.dataclass(frozen=True)

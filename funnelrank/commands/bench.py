@@ -19,8 +19,9 @@ Every run trains with ``funnelrank.commands.train.train``, or, when it names a `
 ``trainer.baselines``), fits that baseline per task on the same config's splits
 (``funnelrank.commands.baseline.run``); the table gives mean +- std over seeds
 of each metric (``<head>.<metric>`` from metrics.json, ``train.<key>`` for top-level keys such
-as ``examples_per_sec``). Results go to ``<out>/<name>.json`` and ``<out>/<name>.md``; the
-generated data and every run's model go to ``work/bench/<name>/``.
+as ``examples_per_sec``). Results go to ``<out>/<name>.json``, ``<out>/<name>.md`` and
+``<out>/<name>.png`` (the quality metrics with error bars); the generated data and every
+run's model go to ``work/bench/<name>/``.
 """
 from __future__ import annotations
 
@@ -160,6 +161,9 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
         json.dump(results, f, indent=2)
     with open(os.path.join(out_dir, f"{grid.name}.md"), "w") as f:
         f.write(table + "\n")
+    from funnelrank.commands.plots import grid_plot
+
+    grid_plot(results, os.path.join(out_dir, f"{grid.name}.png"))
     return results
 
 

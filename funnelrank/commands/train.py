@@ -21,15 +21,17 @@ import logging
 import os
 import shutil
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from schemas import config as config_lib
 from schemas import features
+from trainer import warm_start
 from trainer.evaluation import format_report
 from trainer.model import FeatureInfo
 from trainer.session import METRICS_FILE, SplitData, TrainingSession, write_json
 from transform import adm, preprocessor
 from transform.ingest import prepare as ingest
+from transform.preprocessing import NUM_OOV_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +76,30 @@ def write_outputs(out_dir: str, network, preprocessor_json: str, metrics: Dict) 
     write_json(metrics_path, metrics)
 
 
-def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
-    """Runs the fast path; returns the metrics dict (also written to ``out_dir``)."""
+def train(cfg: config_lib.ExperimentConfig, out_dir: str,
+          warm_start_from: Optional[str] = None) -> Dict:
+    """Runs the fast path; returns the metrics dict (also written to ``out_dir``).
+
+    Args:
+      cfg: The experiment config.
+      out_dir: Output directory (see the module docstring).
+      warm_start_from: A previous ``funnelrank train`` output directory whose network's
+        weights this run starts from (embedding rows follow their vocabulary entries;
+        ``trainer.warm_start``).
+    """
     os.makedirs(out_dir, exist_ok=True)
     prepared, spec, frames = load_splits(cfg, os.path.join(out_dir, "data"))
     pre = preprocessor.fit(frames["train"], spec)
     info = FeatureInfo(vocab_sizes=pre.vocab_sizes, dense_keys=spec.dense_keys,
                        num_actions=spec.num_actions)
-    session = TrainingSession(cfg, spec, info)
+    source = None
+    if warm_start_from:
+        source = warm_start.output_source(warm_start_from, pre.vocabularies, NUM_OOV_BUCKETS,
+                                          features.transformed_name)
+    elif cfg.train.warm_start:
+        log.warning("train.warm_start applies to the TFX Trainer (the last blessed model); "
+                    "funnelrank train starts from a previous output with --warm-start DIR")
+    session = TrainingSession(cfg, spec, info, warm_start_from=source)
     data = {k: SplitData(arrays=pre.transform(v)) for k, v in frames.items()}
     model, metrics = session.run(data["train"], data["validation"], data["eval"],
                                  prepared.rows, backup_dir=os.path.join(out_dir, "backup"),
@@ -98,6 +116,12 @@ def train(cfg: config_lib.ExperimentConfig, out_dir: str) -> Dict:
         if isinstance(learned, dict) and "weight" in learned:
             print(f"learned task weight {head}: {learned['weight']:.5f} "
                   f"(log sigma {learned['log_sigma']:+.4f})")
+    started = metrics.get("warm_start")
+    if started:
+        print(f"warm start from {started['from']}: {started['restored']} variables copied, "
+              f"{len(started['remapped_tables'])} embedding tables remapped "
+              f"({started['new_rows']} new rows), {len(started['kept_initial'])} kept their "
+              f"initialisation")
     if "meta" in metrics:
         meta = metrics["meta"]
         print(f"meta stage: {meta['steps']} steps over {meta['partitions']} partitions, query "

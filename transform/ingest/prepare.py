@@ -14,7 +14,7 @@ name fails at once); sparse columns declared ``dtype: auto`` are typed by one pa
 (integer when every value is an integer); then every row is validated and typed
 (:mod:`transform.ingest.validate`), assigned to a split (:mod:`transform.ingest.splits`) and
 written. Features with empty cells become optional. ``<work_dir>/prepared`` is replaced on
-every call (written beside, then moved in). Every file goes through ``tf.io.gfile``, so
+every call (written beside, then moved: one rename locally, file by file on a bucket). Every file goes through ``tf.io.gfile``, so
 ``work_dir`` may be ``gs://...`` (or ``ram://`` in tests).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pandas as pd
 
-from schemas import features
+from schemas import features, storage
 from transform.ingest import examples, readers, schema, splits, synthetic, validate
 
 log = logging.getLogger(__name__)
@@ -169,9 +169,9 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
     hash_split = list(sources) == [splits.ALL]
     carve_validation = splits.VALIDATION not in sources
     root = f"{work_dir}/{PREPARED_DIR}"
-    # Not ``root + ".tmp"``: on ``ram://`` (a flat map of names) a path "exists" when another
-    # path starts with it, so ``prepared.tmp/...`` made ``prepared`` look present.
-    staging = f"{work_dir}/.{PREPARED_DIR}-staging"
+    # Not "<root>.tmp": a name with ``root`` as prefix makes ``exists(root)`` true on
+    # filesystems that match by prefix (TF's ram://).
+    staging = f"{work_dir}/.staging-{PREPARED_DIR}"
     if tf.io.gfile.exists(staging):
         tf.io.gfile.rmtree(staging)
     stats: Dict[str, validate.ValidationStats] = {}
@@ -217,30 +217,12 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
     with tf.io.gfile.GFile(f"{staging}/{SPEC_FILE}", "w") as f:
         json.dump(features.spec_to_dict(spec), f, indent=1)
     schema.write_schema(spec, f"{staging}/{SCHEMA_FILE}")
-    if tf.io.gfile.exists(root):
-        tf.io.gfile.rmtree(root)
-    _move_tree(staging, root)
+    storage.replace_tree(staging, root)
     files = {s: [p.replace(staging, root, 1) for p in v] for s, v in files.items()}
     log.info("prepared %s rows per split in %.1fs (optional features: %s)", rows,
              time.perf_counter() - t0, list(optional) or "none")
     return PreparedData(spec=spec, splits=files, rows=rows, stats=stats, root=root,
                         hash_split=hash_split)
-
-
-def _move_tree(src: str, dst: str) -> None:
-    """Moves every file under ``src`` to the same place under ``dst``, then removes ``src``.
-
-    File by file: renaming a directory moves nothing on ``ram://`` (the files stay under the
-    old name) and is a copy of every object on GCS anyway.
-    """
-    import tensorflow as tf
-
-    for folder, _, names in tf.io.gfile.walk(src):
-        target = dst + folder[len(src):]
-        tf.io.gfile.makedirs(target)
-        for name in names:
-            tf.io.gfile.rename(f"{folder}/{name}", f"{target}/{name}", overwrite=True)
-    tf.io.gfile.rmtree(src)
 
 
 def load_frames(prepared: PreparedData) -> Dict[str, pd.DataFrame]:

@@ -1,0 +1,126 @@
+"""A run you can watch: ``funnelrank run`` prints a line per component and its result, not the
+libraries' logs (those go to the log file under the root); ``-q`` and ``--log-level``."""
+import logging
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from funnelrank import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _args(*argv):
+    return cli.build_parser().parse_args(list(argv))
+
+
+@pytest.mark.parametrize("argv, level", [
+    (["run"], "WARNING"), (["train"], "INFO"), (["-q", "train"], "WARNING"),
+    (["-v", "run"], "DEBUG"), (["--log-level", "ERROR", "-v", "train"], "ERROR"),
+    (["--log-level", "INFO", "run"], "INFO"),
+])
+def test_console_level(argv, level):
+    assert cli.console_level(_args(*argv)) == level
+
+
+def _emit(capsys, argv):
+    """Configures logging as ``main`` does and logs one record of each kind; returns stderr."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        cli.configure_logging(_args(*argv))
+        logging.getLogger("trainer.session").info("own info")
+        logging.getLogger("trainer.session").warning("own warning")
+        logging.getLogger("absl").warning("library warning")
+        logging.getLogger("apache_beam.typehints").info("library info")
+        logging.getLogger("absl").error("library error")
+        import warnings
+
+        # a new text each time: Python shows a warning once per text and place (and a kind
+        # pytest.ini does not ignore)
+        warnings.warn(f"a library's warning ({argv})", RuntimeWarning)
+        return capsys.readouterr().err
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], root.level = saved
+
+
+def test_console_shows_own_records_and_only_library_errors(capsys):
+    err = _emit(capsys, ["train"])
+    assert "own info" in err and "own warning" in err and "library error" in err
+    assert "library warning" not in err and "library info" not in err
+    assert "RuntimeWarning" not in err
+
+
+def test_quiet_and_log_level_and_verbose(capsys):
+    err = _emit(capsys, ["-q", "train"])
+    assert "own info" not in err and "own warning" in err
+    err = _emit(capsys, ["--log-level", "ERROR", "train"])
+    assert "own warning" not in err and "library error" in err
+    err = _emit(capsys, ["-v", "train"])
+    assert "library warning" in err and "library info" in err and "RuntimeWarning" in err
+
+
+def test_the_level_holds_when_a_log_file_lowers_the_root_level(capsys, tmp_path):
+    from pipeline.local_runner import watched
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        cli.configure_logging(_args("run"))
+        with watched(str(tmp_path / "logs" / "run.log"), 3, progress=False):
+            logging.getLogger("trainer.session").info("to the file only")
+            logging.getLogger("absl").info("Component Transform is running.")
+        assert "to the file only" not in capsys.readouterr().err
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], root.level = saved
+    text = (tmp_path / "logs" / "run.log").read_text()
+    assert "to the file only" in text and "Component Transform is running." in text
+
+
+def test_progress_lines_come_from_the_runner_records_even_after_absl_flags_reparse(
+        tmp_path, capsys):
+    from absl import flags
+
+    from pipeline.local_runner import watched
+
+    with watched(str(tmp_path / "run.log"), 2, progress=True):
+        absl = logging.getLogger("absl")
+        absl.info("Component Transform is running.")
+        flags.FLAGS.unparse_flags()  # what happens inside Transform: absl's level is reset
+        flags.FLAGS(["x"], known_only=True)
+        absl.info("Component Transform is finished.")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[1/2] Transform ..."
+    assert re.fullmatch(r"\[1/2\] Transform done in \d+ s", out[1])
+
+
+@pytest.mark.slow
+def test_run_prints_at_most_60_lines_and_keeps_the_full_log(tmp_path):
+    """The default config on 3,000 rows, as a user starts it (no TF log level set)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "funnelrank.cli", "run", "--rows", "3000", "--root",
+         str(tmp_path / "work"), "--set", "eval.min_auc=0.0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert proc.returncode == 0, "\n".join(lines[-40:])
+    assert len(lines) <= 60, "\n".join(lines)
+    components = [line for line in lines if re.fullmatch(r"\[\d+/\d+\] \S+ done in \d+ s", line)]
+    assert len(components) == 10, "\n".join(lines)  # 9 components + the baseline resolver
+    assert any(line.startswith("pushed model: ") for line in lines)
+    log_line = [line for line in lines if "full log: " in line][-1]
+    log_file = log_line.split("full log: ")[1]
+    assert log_file.startswith(str(tmp_path / "work" / "logs"))
+    text = open(log_file).read()
+    assert len(text.splitlines()) > 10 * len(lines)  # the libraries' output is there
+    assert "Component Pusher is finished." in text
+    assert re.search(r"trainer\.callbacks: epoch 1/\d+ done in ", text)  # the Trainer's progress
+    # TensorBoard logs in the Trainer's model run directory (fn_args.model_run_dir)
+    runs = tmp_path / "work" / "pipeline" / "Trainer" / "model_run"
+    for split in ("train", "validation"):
+        assert list(runs.glob(f"*/{split}/events.out.tfevents.*")), split
