@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from funnelrank.commands import train as fast
 from schemas import config as config_lib
+from schemas import features
 from tests import fixtures
 from tests.conftest import SHARED
 
@@ -201,3 +202,41 @@ def test_prepared_splits_are_the_same_rows_for_every_consumer(tmp_path):
     for split in ("train", "validation", "eval"):
         pd.testing.assert_frame_equal(first[split], second[split])
     assert sum(len(f) for f in first.values()) == 1000
+
+
+@pytest.mark.slow
+def test_the_census_csv_runs_through_the_tfx_pipeline_from_the_config(census_run, tmp_path):
+    """The same config through the TFX pipeline (ImportExampleGen ... Pusher): the same prepared
+    rows as the fast path, TFMA and the Trainer score both tasks' heads, and the pushed model
+    takes the raw strings (missing ones left out) on both signatures, row for row."""
+    from pipeline import local_runner
+    from serving import client
+    from serving.signatures import PREDICT_RAW, SERVING_DEFAULT
+
+    _, csv, _, fast_metrics = census_run
+    cfg = _census_cfg(csv, **{"pipeline.root": str(tmp_path / "root")})
+    result = local_runner.run(cfg)
+    assert result["blessed"] is True and result["pushed_model"]
+    assert result["trainer"]["rows"] == fast_metrics["rows"]  # one split for both paths
+    assert set(result["trainer"]["heads"]) == set(result["evaluation"]) == {"income", "married"}
+    for head in ("income", "married"):
+        assert result["evaluation"][head]["example_count"] == fast_metrics["rows"]["eval"]
+        assert result["evaluation"][head]["auc"] == pytest.approx(
+            result["trainer"]["heads"][head]["auc"], abs=2e-3)
+        assert result["evaluation"][head]["auc"] > 0.6, head
+    served = tf.saved_model.load(result["pushed_model"])
+    spec = features.spec_from_dict(result["trainer"]["dataset_spec"])
+    typed = fixtures.census_frame(40, seed=9)
+    typed = typed.astype(object).where(typed.notna(), None).replace({"": None})
+    rows = typed.to_dict("records")
+    types = client.feature_types_from_spec(spec)
+    by_example = served.signatures[SERVING_DEFAULT](examples=tf.constant(
+        client.serialize_examples(rows, types, spec.optional_keys)))
+    raw = client._raw_columns(rows, types, spec.optional_keys)
+    by_raw = served.signatures[PREDICT_RAW](**{
+        k: tf.constant(v, dtype=tf.string if types[k] == "string" else tf.float32)
+        for k, v in raw.items()})
+    for head in ("income", "married"):
+        values = by_example[head].numpy()
+        assert values.shape == (40,) and np.all((values > 0) & (values < 1))
+        np.testing.assert_allclose(by_raw[head].numpy(), values, rtol=1e-5, atol=1e-6)
