@@ -34,7 +34,6 @@ setup(
     packages=find_packages(include=["funnelrank", "funnelrank.*", "pipeline", "pipeline.*",
                                     "trainer", "trainer.*", "transform", "transform.*",
                                     "serving", "serving.*", "schemas", "schemas.*"]),
-    package_data={"schemas": ["*.pbtxt"]},
     cmdclass={"build_py": BuildPyWithConfigs},
     install_requires=[
         "tfx>=1.16,<1.17",

@@ -49,8 +49,7 @@ def main(argv=None) -> int:
             shutil.rmtree(root)
         cfg = config_lib.load(args.config, {
             "data.generate_rows": args.rows, "pipeline.root": root,
-            "pipeline.beam_args": SETTINGS[setting],
-            "pipeline.schema": os.path.join(ROOT, "schemas", "synthetic_adm.pbtxt")})
+            "pipeline.beam_args": SETTINGS[setting]})
         print(f"running {setting} on {args.rows} rows", file=sys.stderr)
         runs[setting] = local_runner.run(cfg, through_transform_only=True)
     report = {"benchmark": "beam_throughput", "rows": args.rows,

@@ -68,7 +68,7 @@ def test_path_like_finds_local_paths_inside_embedded_json():
 @pytest.mark.parametrize("override, option", [
     ({}, r"pipeline.root \(--root\)"),
     ({"pipeline.serving_dir": "/srv/models"}, "pipeline.serving_dir"),
-    ({"pipeline.schema": "schemas/synthetic.pbtxt"}, "pipeline.schema"),
+    ({"pipeline.schema": "schemas/mine.pbtxt"}, "pipeline.schema"),
     ({"pipeline.root": "file:///tmp/x"}, r"pipeline.root \(--root\)"),
 ])
 def test_local_paths_are_refused(tmp_path, override, option):

@@ -100,7 +100,7 @@ def test_the_wheel_ships_the_configs_and_an_installed_copy_finds_them(tmp_path):
                                                                          "*.yaml")))
     assert sorted(n.split("/")[-1] for n in names
                   if n.startswith("funnelrank/configs/")) == shipped
-    assert "schemas/synthetic.pbtxt" in names
+    assert "schemas/config.py" in names
     entry = [n for n in names if n.endswith("entry_points.txt")]
     assert "funnelrank = funnelrank.cli:main" in zipfile.ZipFile(wheel).read(entry[0]).decode()
 

@@ -60,7 +60,11 @@ def test_kaml_pipeline_runs_adm_in_beam_and_pushes_a_selector(tmp_path):
 def test_anomalies_stop_the_pipeline_before_transform_and_training(tmp_path, capsys):
     from funnelrank import cli
 
-    schema = open("schemas/synthetic.pbtxt").read()
+    from transform.ingest import schema as schema_lib
+
+    # The schema prepare derives for this data, with one feature's type changed.
+    schema = open(schema_lib.write_schema(fixtures.synthetic_spec(),
+                                          str(tmp_path / "derived.pbtxt"))).read()
     at = schema.index('name: "price"')
     schema = schema[:at] + schema[at:].replace("type: FLOAT", "type: INT", 1)
     (tmp_path / "schema.pbtxt").write_text(schema)

@@ -30,7 +30,9 @@ def test_divergence_stops_training_naming_step_terms_and_batch():
         fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
     text = str(err.value)
     assert "training diverged at epoch 1, step" in text and "non-finite ['" in text
-    assert "batch: rows=100, clicks=" in text and "conversions=" in text
+    batch = text.split("; batch: ")[1]
+    assert batch.startswith("ctcvr_positives=") and "ctr_positives=" in batch
+    assert "rows=100." in batch
     assert "Lower train.learning_rate" in text
 
 
