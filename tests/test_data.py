@@ -59,16 +59,20 @@ def test_shuffle_is_a_full_permutation_new_each_epoch_and_seeded(numbered):
     np.testing.assert_array_equal(_epoch_rows(again), first)
 
 
-def test_order_is_the_one_a_shuffle_of_the_rows_themselves_gives(numbered):
-    """Shuffling indices instead of rows (the speed-up) keeps the exact order for a seed."""
+def test_shuffled_batches_cover_the_rows_once_and_seeds_differ(numbered):
+    """One permutation per pass, cut into batches: the last batch partial, or dropped with a
+    static batch dimension; another seed gives another order."""
     arrays, info = numbered
     tf.keras.utils.set_random_seed(5)
-    rows = tf.data.Dataset.from_tensor_slices(arrays["price_xf"].reshape(-1)).shuffle(
-        1000, seed=3, reshuffle_each_iteration=True).batch(100)
-    reference = np.concatenate([b.numpy() for b in rows]).astype(int)
-    tf.keras.utils.set_random_seed(5)
-    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 100, shuffle=True, seed=3)
-    np.testing.assert_array_equal(_epoch_rows(ds), reference)
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 300, shuffle=True, seed=3)
+    assert [int(x["price_xf"].shape[0]) for x, _ in ds] == [300, 300, 300, 100]
+    other = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 300, shuffle=True, seed=4)
+    assert not np.array_equal(_epoch_rows(ds), _epoch_rows(other))
+    dropped = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 300, shuffle=True,
+                          seed=3, drop_remainder=True)
+    assert dropped.element_spec[0]["price_xf"].shape[0] == 300
+    kept = _epoch_rows(dropped)
+    assert len(kept) == 900 and len(set(kept.tolist())) == 900
 
 
 def test_labels_are_keyed_by_task_for_any_tasks():

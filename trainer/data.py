@@ -57,11 +57,13 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
                 seed: int = 0, drop_remainder: bool = False) -> tf.data.Dataset:
     """Batches in-memory ``<key>_xf`` arrays (one pass; Keras repeats it each epoch).
 
-    Only row indices go through tf.data's per-element ``shuffle`` and ``batch``; each batch's
-    columns are then gathered at once. Shuffling the rows themselves (a dict of ~20 scalars
-    per element) cost more CPU than the train step of the zoo's models at batch 2048.
-    The shuffle is a full one (buffer = rows), reshuffled every epoch, and the same for the
-    same ``seed`` and TF global seed.
+    No per-element work: with ``shuffle`` each pass draws one permutation of the row indices
+    at once (``stateless_shuffle`` keyed by a number that ``Dataset.random`` draws anew on
+    every pass), slices it into batches and gathers each batch's columns at once. The shuffle
+    is a full one (every row can land anywhere), new every epoch, and the same for the same
+    ``seed`` and TF global seed. tf.data's per-element ``shuffle`` + ``batch`` of indices cost
+    a noticeable share of the train step at batch 2048, and shuffling the rows themselves (a
+    dict of ~20 scalars per element) more than the step of the zoo's models.
     """
     keep = dataset_columns(input_names, spec)
     missing = [k for k in keep if k not in arrays]
@@ -70,13 +72,24 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
                        f"(have {sorted(arrays)})")
     rows = len(arrays[keep[0]])
     columns = {k: tf.convert_to_tensor(np.asarray(arrays[k])) for k in keep}
-    ds = tf.data.Dataset.range(rows)
+    batches = rows // batch_size if drop_remainder else -(-rows // batch_size)
+
+    def batches_of(order: tf.Tensor) -> tf.data.Dataset:
+        starts = tf.data.Dataset.range(0, batches * batch_size, batch_size)
+        if drop_remainder:  # every batch full: a static batch dimension, as Dataset.batch gives
+            return starts.map(lambda start: tf.ensure_shape(
+                order[start:start + batch_size], [batch_size]))
+        return starts.map(lambda start: order[start:tf.minimum(start + batch_size, rows)])
+
     if shuffle:
-        ds = ds.shuffle(max(rows, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda index: features_and_labels({k: tf.gather(v, index) for k, v in columns.items()},
-                                     input_names, spec),
-                num_parallel_calls=tf.data.AUTOTUNE)
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        ds = keys.flat_map(lambda key: batches_of(tf.random.experimental.stateless_shuffle(
+            tf.range(rows, dtype=tf.int64), seed=tf.stack([key, tf.constant(seed, tf.int64)]))))
+    else:
+        ds = batches_of(tf.range(rows, dtype=tf.int64))
+    ds = ds.map(lambda index: features_and_labels(
+        {k: tf.gather(v, index) for k, v in columns.items()}, input_names, spec),
+        num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
