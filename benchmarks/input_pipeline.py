@@ -77,7 +77,6 @@ def main(argv=None) -> int:
 
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
     from schemas import config as config_lib
-    from schemas import features
     from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
     from trainer.model import FeatureInfo
     from trainer.session import build_model
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
     from transform import preprocessor as preprocess
     from transform.ingest import synthetic
 
-    spec = features.synthetic_spec()
+    spec = synthetic.spec()
     frame = synthetic.generate(args.rows, seed=7)[list(spec.columns)]
     pre = preprocess.fit(frame, spec)
     arrays = pre.transform(frame)

@@ -84,11 +84,10 @@ def candidates(batch: int, path: str) -> None:
     """Saves ``batch`` generated rows as serialized examples and raw columns to ``path``."""
     import numpy as np
 
-    from schemas import features
     from serving import client
     from transform.ingest import synthetic
 
-    spec = features.synthetic_spec()
+    spec = synthetic.spec()
     types = client.feature_types_from_spec(spec)
     frame = synthetic.generate(batch, seed=123)
     arrays = {"examples": np.array(client.serialize_examples(frame.to_dict("records"), types),

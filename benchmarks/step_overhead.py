@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     configs = {label: config_lib.load(args.config, {"train.batch_size": args.batch, **ov})
                for label, ov in variants}
     num_actions = configs[base_label].data.num_actions
-    spec = features.synthetic_spec(num_actions)
+    spec = synthetic.spec(num_actions)
     frame = synthetic.generate(args.rows, seed=7, num_actions=num_actions)[list(spec.columns)]
     pre = preprocess.fit(frame, spec)
     arrays = pre.transform(frame)

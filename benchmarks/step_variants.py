@@ -41,8 +41,8 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
     import tensorflow as tf
 
     from schemas import config as config_lib
-    from schemas import features
     from trainer.data import from_arrays
+    from transform.ingest import synthetic
     from trainer.model import FeatureInfo
     from trainer.session import build_model
     from trainer.strategy import make_strategy
@@ -50,7 +50,7 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
     loaded = np.load(data)
     vocab = json.loads(str(loaded["vocab"]))
     arrays = {k: loaded[k] for k in loaded.files if k != "vocab"}
-    spec = features.synthetic_spec()
+    spec = synthetic.spec()
     info = FeatureInfo(vocab, spec.dense_keys)
     cfg = config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
                           {"train.batch_size": batch})

@@ -81,7 +81,7 @@ def export_data(rows: int, path: str):
     from transform import preprocessor as preprocess
     from transform.ingest import synthetic
 
-    spec = features.synthetic_spec()
+    spec = synthetic.spec()
     frame = synthetic.generate(rows, seed=7)[list(spec.columns)]
     pre = preprocess.fit(frame, spec)
     arrays = pre.transform(frame)

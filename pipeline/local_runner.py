@@ -144,6 +144,9 @@ def watched(log_path: str, total: int, progress: bool = True):
     absl_logger = logging.getLogger("absl")
     old_absl = (flags.FLAGS["verbosity"].default, absl_logger.level)
     flags.FLAGS.set_default("verbosity", 0)  # absl's INFO
+    # ... and INFO now: setting a default does not touch the logger while the flags are
+    # unparsed (an earlier absl user in this process may have left it at WARNING).
+    absl_logger.setLevel(logging.INFO)
     root = logging.getLogger()
     file_handler = logging.FileHandler(log_path)
     file_handler.setLevel(min(root.level or logging.INFO, logging.INFO))

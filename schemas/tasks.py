@@ -71,10 +71,10 @@ def heads(tasks: Sequence[str], funnel: bool, num_actions: int = 0) -> Tuple[Hea
 
 def heads_of_outputs(outputs: Sequence[str]) -> Tuple[Head, ...]:
     """The heads of a network, from its output names: the funnel's when it has ``ctr`` and
-    ``cvr`` (and per-action ``cvr_<j>``), else one independent head per output."""
+    ``cvr`` or per-action ``cvr_<j>`` outputs, else one independent head per output."""
     outputs = list(outputs)
-    if CTR in outputs and CVR in outputs:
-        actions = sum(1 for o in outputs if re.fullmatch(r"cvr_\d+", o))
+    actions = sum(1 for o in outputs if re.fullmatch(r"cvr_\d+", o))
+    if CTR in outputs and (CVR in outputs or actions):  # per-action networks have no cvr
         tasks = (CTR, ACTIONS) if actions else (CTR, CVR)
         extra = tuple(o for o in outputs if o not in FUNNEL_TASKS and not
                       re.fullmatch(r"cvr_\d+", o))

@@ -16,10 +16,10 @@ TINY_SPEC = features.DatasetSpec(
 
 
 def synthetic_spec(num_actions: int = 5) -> features.DatasetSpec:
-    """The spec of the ``synthetic`` preset (funnel labels, KAML roles, int ids), as
-    ``prepare`` starts from it (no optional features)."""
-    cfg = config_lib.from_dict({"data": {"num_actions": num_actions}})
-    return features.spec_from_config(cfg.data, cfg.funnel)
+    """The spec of the ``synthetic`` preset, as ``prepare`` starts from it."""
+    from transform.ingest import synthetic
+
+    return synthetic.spec(num_actions)
 
 
 def tiny_frame(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -90,7 +90,7 @@ CENSUS_CONFIG = {
              "labels": {"income": "income_50k", "married": "is_married"}},
     "model": {"backbone": "mmoe", "backbone_args": {"num_experts": 2, "expert_units": [8]},
               "embedding_dim": 4, "tower_units": [8]},
-    "train": {"batch_size": 128, "epochs": 2, "learning_rate": 0.01, "seed": 3},
+    "train": {"batch_size": 128, "epochs": 5, "learning_rate": 0.01, "seed": 3},
     "eval": {"min_auc": 0.5},
 }
 EDUCATIONS = ["Bachelors", "HS-grad", "Some college, no degree", "Masters", "?",

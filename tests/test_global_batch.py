@@ -182,7 +182,7 @@ def test_final_batch_smaller_than_the_replica_count_trains_without_nan(two_cpu_s
     cfg = config_lib.from_dict({**config_lib.to_dict(fixtures.tiny_config(epochs=1)),
                                 "loss": {"name": "adaftr", "args": {"beta": 0.1}}})
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 256)
-    assert [int(y["click"].shape[0]) for _, y in ds] == [256, 1]
+    assert [int(y["ctr"].shape[0]) for _, y in ds] == [256, 1]
     model, _ = fit_model(cfg, info, ds, None, two_cpu_strategy)  # DivergenceGuard: no NaN
     history = model.history.history
     for term in ("bce_ctr", "bce_ctcvr", "rel", "cl"):

@@ -151,8 +151,8 @@ def test_funnel_model_trains_on_the_distillation_term():
     model = build_model(config_lib.from_dict(d), info)
     assert "regularization" in model.term_trackers
     x = {k: tf.constant(arrays[k][:32]) for k in info.input_names}
-    y = {"click": tf.constant(arrays["click_xf"][:32].reshape(-1)),
-         "conversion": tf.constant(arrays["conversion_xf"][:32].reshape(-1))}
+    y = {"ctr": tf.constant(arrays["click_xf"][:32].reshape(-1)),
+         "cvr": tf.constant(arrays["conversion_xf"][:32].reshape(-1))}
     terms = model.loss_terms(y, model.training_outputs(x, y, training=True))
     backbone = model.network.get_layer("backbone")
     z = backbone.learner_logits(model.network.get_layer("embedding")(x))

@@ -249,13 +249,13 @@ def test_zero_test_task_steps_scores_the_trained_model():
     _, arrays, info = fixtures.tiny_arrays(600)
     model = build_model(_man_config(), info)
     summary = evaluate_test_tasks(model, arrays, info.input_names,
-                                  {"click": "click_xf", "conversion": "conversion_xf"},
+                                  fixtures.TINY_SPEC,
                                   "item_xf", _test_task_cfg(test_task_steps=0), seed=1)
     assert summary["pooled"]["after"] == summary["pooled"]["before"]
     for entry in summary["per_partition"].values():
         assert len(set(entry["support_loss"])) == 1
     with pytest.raises(config_lib.ConfigError, match="no column 'segment_xf'"):
-        evaluate_test_tasks(model, arrays, info.input_names, {}, "segment_xf",
+        evaluate_test_tasks(model, arrays, info.input_names, fixtures.TINY_SPEC, "segment_xf",
                             _test_task_cfg(), seed=1)
 
 
@@ -265,7 +265,7 @@ def test_test_tasks_of_a_model_built_for_two_replicas_match_the_single_device_on
     from trainer.meta import evaluate_test_tasks
 
     _, arrays, info = fixtures.tiny_arrays(600)
-    args = (arrays, info.input_names, {"click": "click_xf", "conversion": "conversion_xf"},
+    args = (arrays, info.input_names, fixtures.TINY_SPEC,
             "item_xf", _test_task_cfg(support_size=8, query_size=8))
     with two_cpu_strategy.scope():
         mirrored = build_model(_man_config(), info)

@@ -105,7 +105,7 @@ def test_pwiser_on_a_direct_ctcvr_tower_trains_end_to_end():
     x, y = next(iter(ds))
     outputs = model.training_network(x, training=False)
     terms = model.objective(y, outputs)
-    click, conv = y["click"].numpy(), y["conversion"].numpy()
+    click, conv = y["ctr"].numpy(), y["cvr"].numpy()
     want = 0.5 * pwiser_reference(click, conv, outputs["ctcvr"].numpy().astype(np.float64))
     assert want > 0 and float(terms["pwiser"]) == pytest.approx(want, rel=1e-5)
     report = evaluate_heads(model.network, from_arrays(arrays, info.input_names,

@@ -64,7 +64,7 @@ def load_trained_network(model_dir: str):
     except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
         # IndexError: a truncated variables.data shard ("Read less bytes than requested").
         raise UserError(f"{paths['model']}: its weights do not load into the network of the "
-                        f"config in metrics.json ({type(e).__name__}: {str(e)[:200]})") from None
+                        f"config in metrics.json ({type(e).__name__}: {str(e)[:100]})") from None
     return network, pre
 
 

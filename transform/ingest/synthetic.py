@@ -164,6 +164,16 @@ STRING_PREFIXES = {"user_id": "u_", "item_id": "i_", "category_id": "c_",
                    "user_segment": "s_", "target_action": "act_"}
 
 
+def spec(num_actions: int = DEFAULT_NUM_ACTIONS):
+    """The ``DatasetSpec`` of the ``synthetic`` preset (funnel labels, KAML roles, int ids), as
+    ``prepare`` completes it for generated rows (no optional features)."""
+    from schemas import config as config_lib
+    from schemas import features
+
+    cfg = config_lib.from_dict({"data": {"num_actions": num_actions}})
+    return features.spec_from_config(cfg.data, cfg.funnel)
+
+
 def columns(num_actions: int = DEFAULT_NUM_ACTIONS):
     """The log's columns (ground truth excluded), in file order."""
     return (("click", "conversion") + tuple(f"conv_{j}" for j in range(num_actions))
