@@ -78,19 +78,23 @@ def test_no_loss_is_ever_nan_on_degenerate_batches(recipe, batch):
 
 def _paused(tmp_path, point, argv):
     """``funnelrank ARGV`` in a subprocess paused at ``point`` (``tests/pause_and_run.py``):
-    returns the process once it waits there."""
-    marker = tmp_path / f"paused-{uuid.uuid4().hex}"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.pause_and_run", str(marker), point]
-                            + argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ``(process, marker, stderr file)`` once it waits there (stderr goes to a file: a pipe
+    nobody reads could fill and block the process before it gets there)."""
+    name = uuid.uuid4().hex
+    marker, log = tmp_path / f"paused-{name}", tmp_path / f"stderr-{name}.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.pause_and_run", str(marker),
+                                 point] + argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                                stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 300
     while not marker.exists():
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail(f"never reached {point} (exit {proc.poll()}): "
-                        f"{proc.communicate()[1][-3000:]}")
+            proc.wait()
+            pytest.fail(f"never reached {point} (exit {proc.returncode}): "
+                        f"{log.read_text()[-3000:]}")
         time.sleep(0.1)
-    return proc, marker
+    return proc, marker, log
 
 
 def _kill_9(proc):
@@ -128,7 +132,7 @@ def test_a_killed_trainer_resumes_from_its_checkpoint_and_finishes_the_same_step
     config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\nname: killed\n"
                       f"data: {{generate_rows: 10000}}\ntrain: {{epochs: 2{settings}}}\n")
     out = tmp_path / "out"
-    proc, _ = _paused(tmp_path, pause, _train_cmd(config, out)[3:])
+    proc, _, _ = _paused(tmp_path, pause, _train_cmd(config, out)[3:])
     backup = out / "backup"
     saved = json.loads((backup / "progress.json").read_text())  # the counters of the checkpoint
     _kill_9(proc)
@@ -167,6 +171,37 @@ def _cli_main(argv) -> int:
         root.setLevel(level)
 
 
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_same_command_resumes_there(tmp_path):
+    """What Kubernetes sends before it kills a pod: the step under way finishes, a checkpoint
+    is written, the command exits 143 (no metrics.json), and the same command resumes at the
+    next step. Shipped checkpoint settings (500 steps, never reached here): only the SIGTERM
+    checkpoint holds the first 5 steps."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\nname: preempted\n"
+                      "data: {generate_rows: 10000}\ntrain: {epochs: 2}\n")
+    out = tmp_path / "out"
+    proc, marker, log = _paused(tmp_path, "step:0:4", _train_cmd(config, out)[3:])
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the handler runs in the waiting main thread
+    marker.unlink()  # go on: the checkpoint is written at the end of this step
+    proc.wait(timeout=120)
+    err = log.read_text()
+    assert proc.returncode == 143, err[-3000:]
+    assert "funnelrank train: stopped by SIGTERM at epoch 1, step 5; the checkpoint in " in err
+    assert "Traceback" not in err
+    assert not (out / "metrics.json").exists()
+    assert json.loads((out / "backup" / "progress.json").read_text())["train_examples"] == \
+        5 * 1024
+    done = subprocess.run(_train_cmd(config, out), cwd=ROOT, env={**os.environ,
+                          "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_at"] == {"epoch": 1, "step": 6}
+    assert metrics["steps"] == 2 * -(-metrics["rows"]["train"] // 1024)
+    assert metrics["train_examples"] == metrics["steps"] * 1024
+
+
 @pytest.fixture(scope="module")
 def previous_output(tmp_path_factory):
     """A complete ``funnelrank train`` output (2000 rows) that a second run replaces."""
@@ -197,7 +232,7 @@ def test_a_kill_while_saving_leaves_the_previous_outputs_or_no_metrics_json(
     out = tmp_path / "out"
     shutil.copytree(previous_output, out)
     before = _file_bytes(out)
-    proc, _ = _paused(tmp_path, point, ["-q", "train", "--config", "configs/mmoe.yaml",
+    proc, _, _ = _paused(tmp_path, point, ["-q", "train", "--config", "configs/mmoe.yaml",
                                         "--rows", "3000", "--epochs", "1", "--out", str(out)])
     _kill_9(proc)
     assert (out / "metrics.json").exists() == complete
