@@ -213,8 +213,10 @@ def test_bench_grid_runs_baselines_beside_networks(tmp_path):
                              work_dir=str(tmp_path / "work"))
     lr, gbm = results["runs"]
     assert lr["baseline"] == {"name": "logistic", "C": [0.1, 1.0]}
-    assert 0.5 < lr["metrics"]["ctr.auc"]["mean"] < 1.0
-    assert 0.3 < gbm["metrics"]["ctcvr.auc"]["mean"] < 1.0
+    # Better than random with a margin (measured: 0.685 and 0.600 at seed 1; the old bounds
+    # admitted 0.3 for CTCVR, worse than random).
+    assert lr["metrics"]["ctr.auc"]["mean"] > 0.62
+    assert gbm["metrics"]["ctcvr.auc"]["mean"] > 0.55
     assert "| LR | " in (tmp_path / "out" / "g.md").read_text()
 
     grid_path.write_text(yaml.safe_dump({

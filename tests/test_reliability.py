@@ -1,10 +1,14 @@
-"""Faults: divergence, degenerate batches, a killed trainer, determinism, bad rows skipped."""
+"""Faults: divergence, degenerate batches, a killed trainer (mid-run and while saving),
+determinism, bad rows skipped."""
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -74,12 +78,31 @@ def test_no_loss_is_ever_nan_on_degenerate_batches(recipe, batch):
     assert all(g is None or np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in grads)
 
 
-TRAIN_CONFIG = """\
-base: {root}/configs/synthetic_mmoe.yaml
-name: killed
-data: {{generate_rows: 30000}}
-train: {{batch_size: 32, epochs: 2, checkpoint_every_steps: 40}}
-"""
+def _paused(tmp_path, point, argv):
+    """``funnelrank ARGV`` in a subprocess paused at ``point`` (``tests/pause_and_run.py``):
+    ``(process, marker, stderr file)`` once it waits there (stderr goes to a file: a pipe
+    nobody reads could fill and block the process before it gets there)."""
+    name = uuid.uuid4().hex
+    marker, log = tmp_path / f"paused-{name}", tmp_path / f"stderr-{name}.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.pause_and_run", str(marker),
+                                 point] + argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                                stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 300
+    while not marker.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"never reached {point} (exit {proc.returncode}): "
+                        f"{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return proc, marker, log
+
+
+def _kill_9(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
 
 
 def _train_cmd(config, out):
@@ -88,34 +111,146 @@ def _train_cmd(config, out):
 
 
 @pytest.mark.slow
-def test_a_killed_trainer_resumes_from_its_checkpoint_and_finishes_the_same_steps(tmp_path):
+@pytest.mark.parametrize("every, pause, resumed", [
+    (None, "step:1:2", {"epoch": 2, "step": 1}),
+    (3, "step:0:4", {"epoch": 1, "step": 4}),
+], ids=["shipped_defaults_epoch_end", "step_interval_mid_epoch"])
+def test_a_killed_trainer_resumes_from_its_checkpoint_and_finishes_the_same_steps(
+        tmp_path, every, pause, resumed):
+    """kill -9 mid-run, then the same command: it resumes, and ends with the steps and the
+    throughput of the whole run.
+
+    ``shipped_defaults_epoch_end``: the shipped config's batch (1024) and checkpoint interval
+    (500 steps: more than an epoch has, here 8 steps, at the shipped 200k rows 141), two
+    epochs, killed at epoch 2 step 3: only the epoch-end checkpoint can save the first
+    epoch. ``step_interval_mid_epoch``: the step-interval checkpoint, which
+    only a few hundred thousand rows per epoch would reach at the default 500 steps, so the
+    interval is 3: killed at epoch 1 step 5, it resumes at step 4 (after the checkpoint of
+    step 3), mid-epoch. The kill lands at a known step: the process waits there
+    (``tests/pause_and_run.py``) until killed, instead of a timer racing 25 ms steps.
+    """
+    settings = f", checkpoint_every_steps: {every}" if every else ""
     config = tmp_path / "c.yaml"
-    config.write_text(TRAIN_CONFIG.format(root=ROOT))
+    config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\nname: killed\n"
+                      f"data: {{generate_rows: 10000}}\ntrain: {{epochs: 2{settings}}}\n")
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    proc = subprocess.Popen(_train_cmd(config, out), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, _, _ = _paused(tmp_path, pause, _train_cmd(config, out)[3:])
     backup = out / "backup"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        saved = [f for _, _, files in os.walk(backup) for f in files if f.startswith("ckpt")]
-        if len(saved) >= 2:  # a checkpoint past the first one: mid-epoch, well under way
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert not (out / "metrics.json").exists() and backup.exists()
-    done = subprocess.run(_train_cmd(config, out), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    saved = json.loads((backup / "progress.json").read_text())  # the counters of the checkpoint
+    _kill_9(proc)
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+
+    done = subprocess.run(_train_cmd(config, out), cwd=ROOT, env={**os.environ,
+                          "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    steps_per_epoch = -(-metrics["rows"]["train"] // 32)
-    assert metrics["steps"] == 2 * steps_per_epoch
-    resumed = metrics["resumed_at"]
-    assert resumed["epoch"] > 1 or resumed["step"] > 1
-    assert "resumed from a checkpoint" in done.stderr
+    steps_per_epoch = -(-metrics["rows"]["train"] // 1024)
+    assert steps_per_epoch < 500  # what makes the epoch-end checkpoint the one that counts
+    assert metrics["config"]["train"]["batch_size"] == 1024
+    assert metrics["steps"] == 2 * steps_per_epoch  # as uninterrupted: resumed, not restarted
+    assert metrics["resumed_at"] == resumed
+    assert (f"resumed from a checkpoint at epoch {resumed['epoch']}, step {resumed['step']}"
+            in done.stderr)
+    assert saved["train_examples"] == ((resumed["epoch"] - 1) * steps_per_epoch
+                                       + resumed["step"] - 1) * 1024
+    # Throughput over the whole run: every step's examples, and the seconds before the kill.
+    assert metrics["train_examples"] == 2 * steps_per_epoch * 1024
+    whole_run_seconds = metrics["train_examples"] / metrics["examples_per_sec"]
+    assert whole_run_seconds > saved["train_seconds"] > 0
+    assert (out / "model" / "saved_model.pb").exists() and (out / "preprocessor.json").exists()
     assert not backup.exists() or not os.listdir(backup)  # deleted after a finished run
+
+
+def _cli_main(argv) -> int:
+    """``cli.main`` in process, the root logger's handlers put back afterwards (it points them
+    at the current, captured, stderr)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return cli.main(argv)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_same_command_resumes_there(tmp_path):
+    """What Kubernetes sends before it kills a pod: the step under way finishes, a checkpoint
+    is written, the command exits 143 (no metrics.json), and the same command resumes at the
+    next step. Shipped checkpoint settings (500 steps, never reached here): only the SIGTERM
+    checkpoint holds the first 5 steps."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\nname: preempted\n"
+                      "data: {generate_rows: 10000}\ntrain: {epochs: 2}\n")
+    out = tmp_path / "out"
+    proc, marker, log = _paused(tmp_path, "step:0:4", _train_cmd(config, out)[3:])
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the handler runs in the waiting main thread
+    marker.unlink()  # go on: the checkpoint is written at the end of this step
+    proc.wait(timeout=120)
+    err = log.read_text()
+    assert proc.returncode == 143, err[-3000:]
+    assert "funnelrank train: stopped by SIGTERM at epoch 1, step 5; the checkpoint in " in err
+    assert "Traceback" not in err
+    assert not (out / "metrics.json").exists()
+    assert json.loads((out / "backup" / "progress.json").read_text())["train_examples"] == \
+        5 * 1024
+    done = subprocess.run(_train_cmd(config, out), cwd=ROOT, env={**os.environ,
+                          "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_at"] == {"epoch": 1, "step": 6}
+    assert metrics["steps"] == 2 * -(-metrics["rows"]["train"] // 1024)
+    assert metrics["train_examples"] == metrics["steps"] * 1024
+
+
+@pytest.fixture(scope="module")
+def previous_output(tmp_path_factory):
+    """A complete ``funnelrank train`` output (2000 rows) that a second run replaces."""
+    out = tmp_path_factory.mktemp("previous") / "out"
+    assert _cli_main(["-q", "train", "--config", f"{ROOT}/configs/mmoe.yaml", "--rows", "2000",
+                      "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def _file_bytes(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, complete", [
+    ("remove:metrics.json", True),  # saving begins: the old outputs are still whole
+    ("replace:preprocessor.json", False),  # new model beside the old preprocessor
+    ("rename:metrics.json", False),  # everything new but metrics.json (still .tmp)
+])
+def test_a_kill_while_saving_leaves_the_previous_outputs_or_no_metrics_json(
+        tmp_path, capsys, previous_output, point, complete):
+    """kill -9 of a run replacing a previous output, at the first and the last step of the
+    save and where the new model sits beside the old preprocessor (the process waits there
+    until killed: ``tests/pause_and_run.py``). Either the previous outputs are
+    all there, byte for byte, or ``metrics.json`` (written last) is missing and ``export``
+    refuses the directory; never a ``metrics.json`` beside another run's model."""
+    out = tmp_path / "out"
+    shutil.copytree(previous_output, out)
+    before = _file_bytes(out)
+    proc, _, _ = _paused(tmp_path, point, ["-q", "train", "--config", "configs/mmoe.yaml",
+                                        "--rows", "3000", "--epochs", "1", "--out", str(out)])
+    _kill_9(proc)
+    assert (out / "metrics.json").exists() == complete
+    if complete:
+        after = _file_bytes(out)
+        for name in ("metrics.json", "preprocessor.json"):
+            assert after[name] == before[name]
+        assert {k: v for k, v in after.items() if k.startswith("model" + os.sep)} == \
+            {k: v for k, v in before.items() if k.startswith("model" + os.sep)}
+        assert json.loads(after["metrics.json"])["rows"]["train"] < 0.8 * 2000  # not 3000's
+    else:
+        capsys.readouterr()
+        assert _cli_main(["export", "--model", str(out), "--out", str(tmp_path / "srv")]) == 2
+        assert f"{out / 'metrics.json'} not found: --model must be a complete `funnelrank " \
+               f"train` output directory" in capsys.readouterr().err
+        assert not (tmp_path / "srv").exists() or not os.listdir(tmp_path / "srv")
 
 
 def test_skip_bad_rows_drops_and_reports_instead_of_failing(tmp_path, capsys):

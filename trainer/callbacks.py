@@ -180,8 +180,10 @@ class Checkpoints(tf.keras.callbacks.BackupAndRestore):
 
     def _backup(self, epoch, batch=0):
         super()._backup(epoch, batch)
-        with tf.io.gfile.GFile(f"{self.backup_dir}/{PROGRESS_FILE}", "w") as f:
-            json.dump(self.progress.state(), f)
+        path = f"{self.backup_dir}/{PROGRESS_FILE}"
+        with tf.io.gfile.GFile(path + ".tmp", "w") as f:  # a kill mid-write leaves the
+            json.dump(self.progress.state(), f)              # previous counters whole
+        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)

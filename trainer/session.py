@@ -338,6 +338,7 @@ class TrainingSession:
             if self.cfg.meta.test_task_eval else None
         metrics = {"heads": heads, "rows": dict(rows),
                    "examples_per_sec": progress.examples_per_sec,
+                   "train_examples": progress.train_examples,
                    "train_seconds": train_seconds, "replicas": self.replicas,
                    **progress.summary, "config": config_lib.to_dict(self.cfg),
                    "dataset_spec": features.spec_to_dict(self.spec)}

@@ -137,6 +137,14 @@ def integer_like(text: pd.Series) -> np.ndarray:
     return text.str.fullmatch(_INT_PATTERN).to_numpy(dtype=bool)
 
 
+def _fits_int64(digits: str) -> bool:
+    """Whether integer text fits int64; more than 19 significant digits never does (and is not
+    given to ``int``, which refuses text past 4300 digits with a ``ValueError``)."""
+    if len(digits.lstrip("+-").lstrip("0")) > 19:
+        return False
+    return -2 ** 63 <= int(digits) < 2 ** 63
+
+
 def _parse_ints(text: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
     """``(values int64, ok)``: exact integer parse of text cells (no float round trip)."""
     ok = integer_like(text)
@@ -145,11 +153,12 @@ def _parse_ints(text: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
         digits = text[ok].str.strip().str.replace(r"\.0*$", "", regex=True)
         try:
             values[ok] = digits.to_numpy().astype(np.int64)
-        except OverflowError:  # some value beyond int64: find them one by one
-            parsed = [int(d) for d in digits]
-            fits = np.array([-2 ** 63 <= v < 2 ** 63 for v in parsed])
+        except (OverflowError, ValueError):  # beyond int64 (ValueError: past Python's
+            # 4300-digit limit on str -> int): find them one by one
+            fits = np.array([_fits_int64(d) for d in digits], dtype=bool)
             where = np.flatnonzero(ok)
-            values[where[fits]] = np.array([v for v, f in zip(parsed, fits) if f], np.int64)
+            values[where[fits]] = np.array([int(d) for d, f in zip(digits, fits) if f],
+                                           np.int64)
             ok[where[~fits]] = False
     return values, ok
 
