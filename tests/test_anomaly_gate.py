@@ -8,6 +8,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from pipeline.anomaly_gate import ANOMALIES_FILE, DataAnomaliesError, check_anomalies
 from pipeline.pipeline import eval_config
+from schemas import tasks as tasks_lib
 
 
 def _write(root, split, anomalies):
@@ -46,18 +47,23 @@ def test_missing_split_file_is_an_error(tmp_path):
 
 
 def test_eval_config_gates_on_min_auc_and_on_the_baseline_drop():
-    with_baseline = eval_config("click", "conversion", 0.6, max_ctr_auc_drop=0.01)
+    heads = tasks_lib.heads(("ctr", "cvr"), True)
+    labels = {"ctr": "click", "cvr": "conversion"}
+    with_baseline = eval_config(heads, labels, "ctr", 0.6, max_auc_drop=0.01)
     assert [s.name for s in with_baseline.model_specs] == ["candidate", "baseline"]
     assert with_baseline.model_specs[1].is_baseline
     ctr = with_baseline.metrics_specs[0]
     assert list(ctr.output_names) == ["ctr"]
     auc = ctr.metrics[0]
     assert auc.class_name == "AUC"
-    assert auc.threshold.value_threshold.lower_bound.value == 0.6
-    assert auc.threshold.change_threshold.absolute.value == -0.01
-    assert (auc.threshold.change_threshold.direction
-            == tfma.MetricDirection.HIGHER_IS_BETTER)
-    assert not with_baseline.metrics_specs[1].metrics[0].HasField("threshold")  # ctcvr: report
-    alone = eval_config("click", "conversion", 0.55)
+    threshold = auc.per_slice_thresholds[0].threshold
+    assert threshold.value_threshold.lower_bound.value == 0.6
+    assert threshold.change_threshold.absolute.value == -0.01
+    assert threshold.change_threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    assert not [m for spec in with_baseline.metrics_specs[1:] for m in spec.metrics
+                if m.per_slice_thresholds]  # cvr, ctcvr: reported, never gating
+    alone = eval_config(heads, labels, "ctr", 0.55)
     assert len(alone.model_specs) == 1
-    assert not alone.metrics_specs[0].metrics[0].threshold.HasField("change_threshold")
+    alone_threshold = alone.metrics_specs[0].metrics[0].per_slice_thresholds[0].threshold
+    assert alone_threshold.value_threshold.lower_bound.value == 0.55
+    assert not alone_threshold.HasField("change_threshold")

@@ -43,7 +43,8 @@ def test_train_writes_metrics_json_with_every_head(tmp_path, capsys):
     assert cli.main(["train", "--config", "configs/synthetic_mmoe.yaml", "--rows", "40000",
                      "--epochs", "3", "--out", str(out)]) == 0
     metrics = json.load(open(out / "metrics.json"))
-    assert metrics["rows"]["train"] + metrics["rows"]["eval"] == 40000
+    assert metrics["rows"]["train"] + metrics["rows"]["validation"] + \
+        metrics["rows"]["eval"] == 40000
     assert set(metrics["heads"]) == {"ctr", "cvr", "ctcvr"}
     for head in ("ctr", "cvr", "ctcvr"):
         assert set(metrics["heads"][head]) >= {"auc", "logloss"}
@@ -73,7 +74,7 @@ def test_train_on_the_real_ali_ccp_sample(tmp_path, ali_ccp_dir):
     assert cli.main(["train", "--config", "configs/ali_ccp_mmoe.yaml", "--data", ali_ccp_dir,
                      "--epochs", "1", "--out", str(out)]) == 0
     metrics = json.load(open(out / "metrics.json"))
-    assert metrics["rows"] == {"train": 100, "eval": 50, "test": 50}
+    assert metrics["rows"] == {"train": 100, "validation": 50, "eval": 50}  # val, test files
     assert metrics["heads"]["ctr"]["count"] == 50
     assert metrics["heads"]["cvr"]["count"] == 3  # clicks in the val file
 

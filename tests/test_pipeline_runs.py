@@ -36,7 +36,7 @@ def test_kaml_pipeline_runs_adm_in_beam_and_pushes_a_selector(tmp_path):
     HKE and the KAML recipe in run_fn, and a pushed model with the selector signature."""
     cfg = config_lib.load("configs/kaml.yaml", {
         "data.generate_rows": 3000, "train.epochs": 1, "train.batch_size": 256,
-        "eval.min_ctr_auc": 0.0, "pipeline.root": str(tmp_path)})
+        "eval.min_auc": 0.0, "pipeline.root": str(tmp_path)})
     result = local_runner.run(cfg)
     assert result["pushed_model"]
     root = os.path.join(str(tmp_path), "pipeline")

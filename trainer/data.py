@@ -85,6 +85,8 @@ def from_arrays(arrays: Mapping[str, np.ndarray], input_names: Sequence[str],
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
         ds = keys.flat_map(lambda key: batches_of(tf.random.experimental.stateless_shuffle(
             tf.range(rows, dtype=tf.int64), seed=tf.stack([key, tf.constant(seed, tf.int64)]))))
+        # flat_map hides the count; Keras (steps per epoch, multi-worker end of data) needs it.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     else:
         ds = batches_of(tf.range(rows, dtype=tf.int64))
     ds = ds.map(lambda index: features_and_labels(

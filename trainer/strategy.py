@@ -31,12 +31,18 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     if kind == "default":
         return tf.distribute.get_strategy()
     tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+        # Before anything lists devices: that starts TF's runtime, after which collective
+        # ops can no longer be configured ("must be configured at program startup").
+        key = ("multi-worker", json.dumps(tf_config, sort_keys=True))
+        if key not in _STRATEGIES:
+            _STRATEGIES[key] = tf.distribute.MultiWorkerMirroredStrategy()
+            log.info("strategy MultiWorkerMirroredStrategy with %d replica(s)",
+                     _STRATEGIES[key].num_replicas_in_sync)
+        return _STRATEGIES[key]
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
-        key = ("multi-worker", json.dumps(tf_config, sort_keys=True))
-        factory = tf.distribute.MultiWorkerMirroredStrategy
-    elif gpus and (len(gpus) > 1 or kind == "mirrored"):
+    if gpus and (len(gpus) > 1 or kind == "mirrored"):
         key = ("gpu",) + tuple(gpus)
         factory = lambda: tf.distribute.MirroredStrategy(devices=gpus)  # noqa: E731
     elif not gpus and (len(cpus) > 1 or kind == "mirrored"):
