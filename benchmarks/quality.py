@@ -19,7 +19,7 @@ arrays.
 
 Usage::
 
-    python benchmarks/quality.py --variants benchmarks/grids/quality_tuning.yaml \\
+    python benchmarks/quality.py --variants benchmarks/grids/quality/sweep1.yaml \\
         --datasets default,hard,strings --seeds 1 --out benchmarks/results/quality/tuning.json
 
 Results: one JSON with every run (per-head AUC / LogLoss / GAUC, the epochs run and the best
@@ -119,6 +119,43 @@ def run_baseline(cfg, spec, vocab_sizes, arrays, split: str, baseline) -> Dict[s
             "train_seconds": result["train_seconds"]}
 
 
+def load_variants(path: str) -> Dict[str, Any]:
+    """Reads and checks a variants file (``{config: FILE, runs: [{label, overrides | baseline}]}``).
+
+    Every run's overrides must give a valid config on top of ``config`` and every baseline must
+    parse, so that a typo fails here and not after hours of earlier runs.
+
+    Raises:
+      ConfigError: Unknown keys, a run without a label, a repeated label, an invalid override
+        or baseline (the message names the file and the run's label).
+    """
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    unknown = sorted(set(raw) - {"config", "runs"})
+    if unknown or not raw.get("runs"):
+        raise config_lib.ConfigError(f"{path}: expected keys 'config' and 'runs' (a non-empty "
+                                     f"list); got {sorted(raw)}")
+    base = raw.get("config", "configs/mmoe.yaml")
+    seen = set()
+    for i, run in enumerate(raw["runs"]):
+        label = run.get("label") if isinstance(run, dict) else None
+        if not label:
+            raise config_lib.ConfigError(f"{path}: runs[{i}] has no label: {run!r}")
+        if label in seen:
+            raise config_lib.ConfigError(f"{path}: label {label!r} appears twice")
+        seen.add(label)
+        extra = sorted(set(run) - {"label", "overrides", "baseline", "config"})
+        if extra:
+            raise config_lib.ConfigError(f"{path}: run {label!r}: unknown key(s) {extra}")
+        try:
+            config_lib.load(run.get("config", base), dict(run.get("overrides") or {}))
+            if run.get("baseline") is not None:
+                baselines.parse(run["baseline"])
+        except config_lib.ConfigError as e:
+            raise config_lib.ConfigError(f"{path}: run {label!r}: {e}") from e
+    return raw
+
+
 def main(argv: List[str] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,8 +171,7 @@ def main(argv: List[str] = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    with open(args.variants) as f:
-        spec_file = yaml.safe_load(f)
+    spec_file = load_variants(args.variants)
     runs = spec_file["runs"]
     if args.only:
         keep = [x.strip() for x in args.only.split(";")]
