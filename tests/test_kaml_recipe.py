@@ -13,9 +13,8 @@ from tests.test_kaml import _ref_rlu as _np_rlu
 from trainer.data import from_arrays, predict
 from trainer.model import HKE_INPUT, LOGITS, FeatureInfo, build_networks
 from trainer.objectives import build_objective
-from trainer.evaluation import evaluate_heads
-from trainer.evaluation import select_target_action
-from trainer.session import fit_model
+from trainer.evaluation import evaluate_heads, select_target_action
+from trainer.session import SplitData, TrainingSession, fit_model
 from transform import adm
 from transform import preprocessor as preprocess
 from transform.ingest import synthetic
@@ -156,6 +155,13 @@ def test_training_moves_extended_towers_and_evaluates_on_target_actions(kaml_dat
                                np.stack([outputs[f"cvr_{j}"] for j in range(N)], 1)
                                [np.arange(len(target)), target])
     np.testing.assert_allclose(selected["ctcvr"], outputs["ctr"] * selected["cvr"], rtol=1e-6)
+    # Both training paths score through the session: the derived cvr/ctcvr heads stay in.
+    session = TrainingSession(cfg, spec, info)
+    via_session = session.evaluate(model, SplitData(arrays=arrays["eval"]))
+    assert set(via_session) == {"ctr", "cvr", "ctcvr"} | {f"cvr_{j}" for j in range(N)}
+    for head, metrics in report.items():
+        assert via_session[head]["count"] == metrics["count"]
+        assert via_session[head]["auc"] == pytest.approx(metrics["auc"], abs=1e-4, nan_ok=True)
 
 
 def test_export_selects_the_target_action_and_has_a_selector(kaml_data, tmp_path):

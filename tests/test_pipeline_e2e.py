@@ -209,7 +209,7 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
     man = config_lib.load("configs/man.yaml", {
         "train.epochs": 2, "train.batch_size": 256, "train.in_memory": True, "meta.steps": 3,
         "meta.support_size": 32, "meta.query_size": 32})
-    caplog.set_level(logging.INFO, logger="trainer.tfx_trainer")
+    caplog.set_level(logging.INFO, logger="trainer.session")
     run_fn(FnArgs(
         train_files=[os.path.join(examples, "Split-train", "*")],
         eval_files=[os.path.join(examples, "Split-validation", "*")], transform_output=graph,
@@ -217,10 +217,11 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
         custom_config=config_lib.to_custom_config(man, prepare.read_spec(
             os.path.join(cfg.pipeline.root, "data", "prepared")))))
     trainer = json.load(open(tmp_path / "run" / "metrics.json"))
-    parsed = [r.getMessage() for r in caplog.records if "train.in_memory:" in r.getMessage()]
+    parsed = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("train split parsed into memory:")]
     train_rows = sum(1 for f in glob.glob(os.path.join(examples, "Split-train", "*"))
                      for _ in tf.data.TFRecordDataset(f, compression_type="GZIP"))
-    assert parsed and parsed[0].startswith(f"train.in_memory: {train_rows} rows")
+    assert parsed and parsed[0].startswith(f"train split parsed into memory: {train_rows} rows")
     assert trainer["meta"]["steps"] == 3 and trainer["meta"]["partitions"] >= 2
     assert trainer["early_stopping"]["epochs_run"] <= 2
     assert set(trainer["objective"]) == {"ctr", "ctcvr"}

@@ -313,9 +313,11 @@ class TrainingSession:
         return model, progress
 
     def evaluate(self, model: FunnelModel, split: SplitData) -> Dict[str, Dict[str, float]]:
-        """Exact per-head metrics (``trainer.evaluation.evaluate_heads``) on a split."""
-        return evaluate_heads(model.network, self.dataset(split, training=False),
-                              model.heads)
+        """Exact per-head metrics (``trainer.evaluation.evaluate_heads``) on a split: every
+        head of the config's tasks, the derived ones too (a per-action model's ``cvr`` and
+        ``ctcvr`` come from its target action's output, not from a network output)."""
+        heads = tasks_lib.heads(self.cfg.tasks, self.cfg.funnel, self.info.num_actions)
+        return evaluate_heads(model.network, self.dataset(split, training=False), heads)
 
     def evaluate_test_tasks(self, model: FunnelModel, split: SplitData) -> Dict:
         """MAN Sec. 4.3's test tasks on a split's partitions (``trainer.meta``)."""
