@@ -39,7 +39,10 @@ def test_tiny_grid_writes_table_and_json(tmp_path):
         "runs": [{"label": "MMoE, 2 experts", "config": "configs/mmoe.yaml",
                   "overrides": {"model.backbone_args": {"num_experts": 2,
                                                         "expert_units": [8]},
-                                "train.batch_size": 64}},
+                                "train.batch_size": 64,
+                                # ~270 validation rows: too few to early-stop on (the shipped
+                                # patience of 2 quarter epochs stops it before it learns)
+                                "train.early_stopping_patience": 0}},
                  {"label": "DNN", "config": "configs/dnn.yaml"}]}))
     grid = bench.load_grid(str(grid_path))
     results = bench.run_grid(grid, str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
