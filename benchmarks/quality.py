@@ -46,7 +46,7 @@ import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 
 from funnelrank.commands import train as train_local  # noqa: E402
-from funnelrank.commands.bench import write_report  # noqa: E402
+from funnelrank.commands.bench import check_runs, write_report  # noqa: E402
 from schemas import config as config_lib  # noqa: E402
 from trainer import baselines  # noqa: E402
 from trainer.model import FeatureInfo  # noqa: E402
@@ -127,7 +127,7 @@ def load_variants(path: str) -> Dict[str, Any]:
 
     Raises:
       ConfigError: Unknown keys, a run without a label, a repeated label, an invalid override
-        or baseline (the message names the file and the run's label).
+        or baseline (the message names the file and the run's index or label).
     """
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
@@ -136,23 +136,17 @@ def load_variants(path: str) -> Dict[str, Any]:
         raise config_lib.ConfigError(f"{path}: expected keys 'config' and 'runs' (a non-empty "
                                      f"list); got {sorted(raw)}")
     base = raw.get("config", "configs/mmoe.yaml")
+    check_runs(path, [{"config": base, **run} if isinstance(run, dict) else run
+                      for run in raw["runs"]])
     seen = set()
-    for i, run in enumerate(raw["runs"]):
-        label = run.get("label") if isinstance(run, dict) else None
-        if not label:
-            raise config_lib.ConfigError(f"{path}: runs[{i}] has no label: {run!r}")
-        if label in seen:
-            raise config_lib.ConfigError(f"{path}: label {label!r} appears twice")
-        seen.add(label)
-        extra = sorted(set(run) - {"label", "overrides", "baseline", "config"})
-        if extra:
-            raise config_lib.ConfigError(f"{path}: run {label!r}: unknown key(s) {extra}")
-        try:
+    for run in raw["runs"]:
+        if run["label"] in seen:
+            raise config_lib.ConfigError(f"{path}: label {run['label']!r} appears twice")
+        seen.add(run["label"])
+        try:  # every override on top of the run's config, as main() will load it
             config_lib.load(run.get("config", base), dict(run.get("overrides") or {}))
-            if run.get("baseline") is not None:
-                baselines.parse(run["baseline"])
         except config_lib.ConfigError as e:
-            raise config_lib.ConfigError(f"{path}: run {label!r}: {e}") from e
+            raise config_lib.ConfigError(f"{path}: run {run['label']!r}: {e}") from e
     return raw
 
 

@@ -35,10 +35,10 @@ def test_shipped_variant_file_is_valid(quality, path, monkeypatch):
 
 @pytest.mark.parametrize("runs, message", [
     ([{"label": "a"}, {"label": "a"}], "label 'a' appears twice"),
-    ([{"overrides": {"train.epochs": 2}}], "runs[0] has no label"),
+    ([{"overrides": {"train.epochs": 2}}], "runs[0] needs 'label' and 'config'"),
     ([{"label": "bad", "overrides": {"train.epochs": -1}}], "run 'bad': "),
-    ([{"label": "lr", "baseline": {"name": "logistc"}}], "run 'lr': "),
-    ([{"label": "x", "overide": {}}], "run 'x': unknown key(s) ['overide']"),
+    ([{"label": "lr", "baseline": {"name": "logistc"}}], "runs[0].baseline.name"),
+    ([{"label": "x", "overide": {}}], "runs[0] has unknown key(s) ['overide']"),
 ])
 def test_invalid_variant_file_is_refused_naming_file_and_run(quality, tmp_path, monkeypatch,
                                                              runs, message):

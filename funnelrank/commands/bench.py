@@ -60,6 +60,26 @@ class Grid:
     adapter: Optional[str] = None
 
 
+def check_runs(path: str, runs: List[Any]) -> None:
+    """Checks the runs of a grid or variants file before anything runs: each a mapping with
+    ``label`` and ``config`` (and optionally ``overrides`` and ``baseline``), every baseline
+    parsing.
+
+    Raises:
+      ConfigError: Naming ``path`` and the run's index.
+    """
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or not {"label", "config"} <= set(run):
+            raise config_lib.ConfigError(f"{path}: runs[{i}] needs 'label' and 'config', got "
+                                         f"{run!r}")
+        extra = sorted(set(run) - {"label", "config", "overrides", "baseline"})
+        if extra:  # e.g. an unquoted label with a comma in a YAML flow mapping
+            raise config_lib.ConfigError(f"{path}: runs[{i}] has unknown key(s) {extra}; "
+                                         f"quote labels that contain ',' or ':'")
+        if run.get("baseline") is not None:  # refused before anything runs
+            baselines.parse(run["baseline"], f"{path}: runs[{i}].baseline")
+
+
 def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] = None,
               only: Optional[List[str]] = None) -> Grid:
     """Reads a grid file; ``rows``/``seeds`` override its values, ``only`` keeps the runs with
@@ -75,16 +95,7 @@ def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] 
     if unknown:
         raise config_lib.ConfigError(f"{path}: unknown grid key(s) {unknown}; expected some of "
                                      f"{sorted(fields)}")
-    for i, run in enumerate(raw.get("runs") or []):
-        if not isinstance(run, dict) or not {"label", "config"} <= set(run):
-            raise config_lib.ConfigError(f"{path}: runs[{i}] needs 'label' and 'config', got "
-                                         f"{run!r}")
-        extra = sorted(set(run) - {"label", "config", "overrides", "baseline"})
-        if extra:  # e.g. an unquoted label with a comma in a YAML flow mapping
-            raise config_lib.ConfigError(f"{path}: runs[{i}] has unknown key(s) {extra}; "
-                                         f"quote labels that contain ',' or ':'")
-        if run.get("baseline") is not None:  # refused before anything runs
-            baselines.parse(run["baseline"], f"{path}: runs[{i}].baseline")
+    check_runs(path, raw.get("runs") or [])
     grid = Grid(**raw)
     if only:
         labels = [run["label"] for run in grid.runs]
