@@ -1,4 +1,4 @@
-"""Test session setup: Keras 2, quiet TF logs, and 2 logical CPU devices.
+"""Test session setup: Keras 2, quiet TF logs, 2 logical CPU devices, AutoGraph as trained.
 
 The logical devices must be configured before anything initialises TensorFlow's runtime, so
 MirroredStrategy tests really run 2 replicas on this CPU-only machine.
@@ -17,6 +17,12 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+from trainer import tracing  # noqa: E402
+
+# Every training session adds this rule; adding it up front makes a test's tracing independent
+# of whether a session ran before it in the same worker (test_tracing removes it to check it).
+tracing.skip_tf_keras_conversion()
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 ALI_CCP_SAMPLE = os.path.join(SHARED, "data", "ali_ccp_sample")

@@ -31,6 +31,7 @@ from schemas import features
 from schemas import tasks as tasks_lib
 from schemas.config import ConfigError, ExperimentConfig
 from trainer import data as data_lib
+from trainer import tracing
 from trainer import warm_start
 from trainer.callbacks import Checkpoints, DivergenceGuard, ProgressLogger
 from trainer.evaluation import evaluate_heads, format_report
@@ -153,6 +154,7 @@ class TrainingSession:
         log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
         # Before any dataset exists: a shuffle's order depends on the global seed too.
         tf.keras.utils.set_random_seed(cfg.train.seed)
+        tracing.skip_tf_keras_conversion()  # before any model is built or traced
         self.strategy = strategy or make_strategy(cfg.train.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
         self.global_batch = cfg.train.batch_size * self.replicas
