@@ -252,6 +252,11 @@ class TrainConfig:
       early_stopping_patience: Epochs without improvement of ``early_stopping_monitor`` on
         the validation split before training stops and the best epoch's weights are
         restored; 0 disables early stopping.
+      early_stopping_min_epochs: Passes over the train split before early stopping may stop
+        (fractions count validation rounds: 0.5 with 4 validations per epoch is 2 rounds). The
+        best round is still tracked from the first one and restored; 0: stop whenever the
+        patience runs out. On a small validation split the first rounds are noisy enough to
+        stop a run before it has learned anything (docs/benchmarks.md, issue 16).
       early_stopping_monitor: Keras log key, e.g. ``val_loss`` (minimised) or
         ``val_ctcvr_auc`` (maximised: keys ending in ``auc`` are maximised).
       validations_per_epoch: Validate (and count early stopping's patience) this many times
@@ -290,6 +295,7 @@ class TrainConfig:
     eval_batch_size: int = 4096
     early_stopping_patience: int = 0
     early_stopping_monitor: str = "val_loss"
+    early_stopping_min_epochs: float = 0.0
     validations_per_epoch: int = 1
     jit_compile: bool = False
     mixed_precision: bool = False
@@ -633,6 +639,11 @@ def _validate(cfg: ExperimentConfig) -> None:
         checks.check_positive_int(f"train.{key}", getattr(t, key), error=err)
     for key in ("early_stopping_patience", "train_auc_every"):
         checks.check_nonneg_int(f"train.{key}", getattr(t, key), error=err)
+    checks.check_nonneg_number("train.early_stopping_min_epochs", t.early_stopping_min_epochs,
+                               error=err)
+    if t.early_stopping_min_epochs > t.epochs:
+        raise ConfigError(f"train.early_stopping_min_epochs: expected at most train.epochs "
+                          f"({t.epochs}), got {t.early_stopping_min_epochs}")
     checks.check_positive_number("train.learning_rate", t.learning_rate, error=err)
     if t.sparse_optimizer is not None:
         checks.check_choice("train.sparse_optimizer", t.sparse_optimizer, SPARSE_OPTIMIZERS,

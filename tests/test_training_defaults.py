@@ -64,6 +64,28 @@ def test_early_stopping_restores_the_best_weights_when_validation_loss_rises():
     assert restored == pytest.approx(min(history), rel=1e-4)
 
 
+def test_min_epochs_keep_training_past_the_patience_and_still_restore_the_best_round():
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    validation = flipped(arrays)  # val loss rises from round 1: patience 1 would stop at 2
+    cfg = config(epochs=3, early_stopping_patience=1, validations_per_epoch=4,
+                 early_stopping_min_epochs=1.5)
+    _, model, progress = fit(cfg, arrays, validation)
+    stop = progress.summary["early_stopping"]
+    history = stop["history"]
+    assert len(history) == 6 and stop["epochs_run"] == 1.5  # ceil(1.5 x 4) rounds, no more
+    assert int(np.argmin(history)) == 0 and stop["best_epoch"] == 0.25  # tracked from round 1
+    val_ds = from_arrays(validation, model.network.input_names, SPEC, 4096)
+    restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(history[0], rel=1e-4)  # round 1's weights, not round 6's
+
+
+def test_min_rounds_early_stopping_refuses_a_fraction():
+    from trainer.callbacks import MinRoundsEarlyStopping
+
+    with pytest.raises(ValueError, match=r"min_rounds: expected an integer >= 0, got 1.5"):
+        MinRoundsEarlyStopping(min_rounds=1.5)
+
+
 def test_several_validations_per_epoch_count_rounds_and_fractional_epochs(caplog):
     _, arrays, _ = fixtures.tiny_arrays(3000)
     validation = flipped(arrays)
@@ -177,6 +199,10 @@ def test_wide_part_from_the_config_starts_at_the_deep_network_and_reloads(tmp_pa
     ("train", {"lr_floor": 2}, r"`train.lr_floor` must be a number in \[0, 1\]"),
     ("train", {"validations_per_epoch": 0},
      r"`train.validations_per_epoch` must be a positive integer"),
+    ("train", {"early_stopping_min_epochs": -0.5},
+     r"`train.early_stopping_min_epochs` must be a finite number >= 0"),
+    ("train", {"epochs": 2, "early_stopping_min_epochs": 3},
+     r"train.early_stopping_min_epochs: expected at most train.epochs \(2\), got 3"),
 ])
 def test_invalid_new_options_are_named(section, values, message):
     with pytest.raises(config_lib.ConfigError, match=message):
@@ -204,6 +230,7 @@ def test_shipped_config_trains_with_the_chosen_defaults(path):
     assert train.epochs == 5, path  # a maximum: early stopping picks the epoch
     assert train.validations_per_epoch == 4, path
     assert train.early_stopping_monitor == "val_loss", path
+    assert train.early_stopping_min_epochs == 1, path  # one whole pass before it may stop
     assert (train.sparse_optimizer, train.sparse_learning_rate) == ("lazy_adam", 0.01), path
     assert model.wide and model.wide_crosses == (), path  # no generator-specific cross
     assert model.embedding_feature_dropout == 0.1, path
@@ -229,5 +256,6 @@ def test_dataclass_defaults_stay_neutral():
     it); the shipped files carry the chosen defaults."""
     cfg = config_lib.from_dict({})
     assert cfg.train.early_stopping_patience == 0 and cfg.train.sparse_optimizer is None
+    assert cfg.train.early_stopping_min_epochs == 0
     assert not cfg.model.wide and cfg.model.embedding_l2 == 0.0
     assert cfg.model.embedding_feature_dropout == 0.0

@@ -209,3 +209,28 @@ class Checkpoints(tf.keras.callbacks.BackupAndRestore):
         if self._previous_handler is not None:
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._previous_handler = None
+
+
+class MinRoundsEarlyStopping(tf.keras.callbacks.EarlyStopping):
+    """Keras ``EarlyStopping`` that never stops before ``min_rounds`` validation rounds.
+
+    Unlike ``start_from_epoch`` (which ignores the first epochs altogether), the best round is
+    tracked from the first one, so the weights restored at the end may be those of a round
+    before ``min_rounds``; only the decision to stop waits.
+
+    Args:
+      min_rounds: Validation rounds (Keras epochs) that always run; 0 is plain EarlyStopping.
+      **kwargs: ``tf.keras.callbacks.EarlyStopping``'s arguments.
+    """
+
+    def __init__(self, min_rounds: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if int(min_rounds) != min_rounds or min_rounds < 0:
+            raise ValueError(f"min_rounds: expected an integer >= 0, got {min_rounds!r}")
+        self.min_rounds = int(min_rounds)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and epoch + 1 < self.min_rounds:
+            self.model.stop_training = False
+            self.stopped_epoch = 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -33,7 +34,8 @@ from schemas.config import ConfigError, ExperimentConfig
 from trainer import data as data_lib
 from trainer import tracing
 from trainer import warm_start
-from trainer.callbacks import Checkpoints, DivergenceGuard, ProgressLogger
+from trainer.callbacks import (Checkpoints, DivergenceGuard, MinRoundsEarlyStopping,
+                               ProgressLogger)
 from trainer.evaluation import evaluate_heads, format_report
 from trainer.funnel_model import FunnelModel
 from trainer.model import FeatureInfo, build_networks
@@ -270,7 +272,8 @@ class TrainingSession:
         callbacks = [progress, DivergenceGuard()]
         stopper = None
         if cfg.train.early_stopping_patience:
-            stopper = tf.keras.callbacks.EarlyStopping(
+            stopper = MinRoundsEarlyStopping(
+                min_rounds=math.ceil(cfg.train.early_stopping_min_epochs * rounds - 1e-9),
                 monitor=cfg.train.early_stopping_monitor,
                 mode=_monitor_mode(cfg.train.early_stopping_monitor),
                 patience=cfg.train.early_stopping_patience, restore_best_weights=True)
