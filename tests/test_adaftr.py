@@ -239,6 +239,10 @@ def test_cvr_weight_needs_cvr_loss_clicked_and_calibrator_a_ctcvr_head():
                                                                "calibrator"]
     with pytest.raises(config_lib.ConfigError, match="calibrator needs a ctcvr head"):
         objective.term_names(["ctr", "cvr"])
+    with pytest.raises(config_lib.ConfigError, match=r"cvr_loss=clicked already trains cvr "
+                                                     r"on clicked rows only, got "
+                                                     r"cvr_clicked=1.0"):
+        build_objective(_cfg(cvr_loss="clicked", cvr_clicked=1.0))
 
 
 @pytest.mark.parametrize("model, message", [

@@ -37,14 +37,16 @@ def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
 
 
 @pytest.mark.parametrize("loss, message", [
-    ({"name": "pwiser", "args": {"lamda": 1}}, r"takes \['calibrator', 'head', 'lambda', 'm1', "
-                                               r"'m2', 'margin_mode'\] arguments, got "
+    ({"name": "pwiser", "args": {"lamda": 1}}, r"takes \['calibrator', 'cvr_clicked', 'head', "
+                                               r"'lambda', 'm1', 'm2', 'margin_mode'\] "
+                                               r"arguments, got "
                                                r"\['lamda'\]"),
     ({"name": "pwiser", "args": {"head": "cvr"}},
      r"loss.args.head` must be one of \['ctr', 'ctcvr'\], received: loss.args.head='cvr'"),
     ({"name": "pwiser", "args": {"lambda": -1}}, r"loss.args.lambda` must be a finite number >= 0, received: loss.args.lambda=-1"),
     ({"name": "pwiser", "args": {"margin_mode": "x"}}, r"margin_mode=.x."),
-    ({"name": "esmm", "args": {"m1": 1}}, r"esmm takes \['calibrator'\] arguments, got "
+    ({"name": "esmm", "args": {"m1": 1}}, r"esmm takes \['calibrator', 'cvr_clicked'\] "
+                                          r"arguments, got "
                                           r"\['m1'\]"),
     ({"name": "esmm", "args": {"calibrator": -0.5}}, r"`loss.args.calibrator` must be a finite "
                                                      r"number >= 0, received: "
@@ -65,6 +67,32 @@ def test_calibrator_term_is_weighted_mean_excess_of_ctcvr_over_ctr():
     assert float(terms["calibrator"]) == pytest.approx(0.6 * np.mean([0, 0.1, 0.05]), rel=1e-5)
     with pytest.raises(config_lib.ConfigError, match="calibrator needs a ctcvr head"):
         objective.term_names(["ctr"])
+
+
+def test_cvr_clicked_adds_the_cvr_bce_over_clicked_rows_only():
+    """ESMM + loss.args.cvr_clicked: w * BCE(p_cvr, conversion) averaged over clicked rows
+    (AdaFTR eq. 4's L_cvr), beside the entire-space terms, which do not change."""
+    objective = build_objective(_cfg(name="esmm", args={"cvr_clicked": 0.5}))
+    click = np.array([1, 0, 1, 1, 0], np.float32)
+    conversion = np.array([1, 0, 0, 1, 0], np.float32)
+    outputs = {"ctr": np.array([0.7, 0.2, 0.6, 0.4, 0.1], np.float32),
+               "cvr": np.array([0.3, 0.9, 0.2, 0.6, 0.05], np.float32),
+               "ctcvr": np.array([0.2, 0.1, 0.1, 0.25, 0.01], np.float32)}
+    terms = objective({"ctr": click, "cvr": conversion}, outputs)
+    assert objective.term_names(["ctr", "cvr", "ctcvr"]) == ["bce_ctr", "bce_ctcvr",
+                                                            "bce_cvr_clicked"]
+    clicked = click == 1
+    expected = 0.5 * _bce(conversion[clicked], outputs["cvr"][clicked])
+    assert float(terms["bce_cvr_clicked"]) == pytest.approx(expected, rel=1e-5)
+    assert float(terms["bce_ctcvr"]) == pytest.approx(_bce(click * conversion, outputs["ctcvr"]),
+                                                      rel=1e-5)
+    none_clicked = objective({"ctr": np.zeros(5, np.float32), "cvr": conversion}, outputs)
+    assert float(none_clicked["bce_cvr_clicked"]) == 0.0  # no clicked row: 0, not NaN
+    with pytest.raises(config_lib.ConfigError, match=r"cvr_clicked trains the cvr head, the "
+                                                     r"model's heads are \['ctr'\]"):
+        objective.term_names(["ctr"])
+    assert build_objective(_cfg(name="esmm")).term_names(["ctr", "cvr", "ctcvr"]) == [
+        "bce_ctr", "bce_ctcvr"]  # off by default
 
 
 def test_pwiser_on_ctcvr_needs_the_ctcvr_head():

@@ -107,6 +107,10 @@ class AdaFTRObjective(Esmm):
             raise ConfigError(f"loss.weights: 'cvr' weighs the BCE term of loss.args.cvr_loss="
                               f"clicked; with esmm the terms are ctr and ctcvr, got "
                               f"{dict(self.weights)}")
+        if self.cvr_loss == "clicked" and self.cvr_clicked > 0:
+            raise ConfigError(f"loss.args.cvr_clicked adds a clicked-rows cvr term to the ESMM "
+                              f"terms; cvr_loss=clicked already trains cvr on clicked rows "
+                              f"only, got cvr_clicked={self.cvr_clicked}")
         self.cl_reduction = self.choice("cl_reduction", CL_REDUCTIONS)
         self.alpha = self.number("alpha")
         self.beta = self.number("beta")

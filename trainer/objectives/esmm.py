@@ -4,7 +4,11 @@ Ma et al., "Entire Space Multi-Task Model", SIGIR'18, eq. 3: ``w_ctr * BCE(p_ctr
 w_ctcvr * BCE(p_ctcvr, click * conversion)``, so pCVR is learned over the entire space. A
 single-task model (heads ``[ctr]``) gets the ctr term only. ``loss.args.calibrator`` (default
 0) adds AITM's calibrator ``calibrator * mean(relu(p_ctcvr - p_ctr))`` (AITM eq. 6; the paper
-uses 0.6).
+uses 0.6). ``loss.args.cvr_clicked`` (default 0) adds ``cvr_clicked * BCE(p_cvr, conversion)``
+over the clicked impressions only (term ``bce_cvr_clicked``; the direct CVR loss of AdaFTR
+eq. 4, which ESMM's entire-space terms replace): pCVR then also learns from the clicks'
+conversions directly, as a CVR model trained on clicks does, while ctcvr keeps it calibrated
+over all impressions.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ class Esmm(Objective):
 
     HEADS = ("ctr", "ctcvr")
     WEIGHTED = HEADS  # heads ``loss.weights`` may name
-    ARGS = {"calibrator": 0.0}
+    ARGS = {"calibrator": 0.0, "cvr_clicked": 0.0}
 
     def __init__(self, cfg: LossConfig):
         super().__init__(cfg)
@@ -28,6 +32,7 @@ class Esmm(Objective):
             raise ConfigError(f"loss.weights: {cfg.name} weighs {list(self.WEIGHTED)}, got "
                               f"{unknown}")
         self.calibrator = self.number("calibrator")
+        self.cvr_clicked = self.number("cvr_clicked")
 
     def term_names(self, heads):
         names = [f"bce_{h}" for h in self.HEADS if h in heads]
@@ -36,6 +41,11 @@ class Esmm(Objective):
                 raise ConfigError("loss.args.calibrator needs a ctcvr head, the model's heads "
                                   f"are {list(heads)}")
             names.append("calibrator")
+        if self.cvr_clicked > 0:
+            if "cvr" not in heads:
+                raise ConfigError("loss.args.cvr_clicked trains the cvr head, the model's "
+                                  f"heads are {list(heads)}")
+            names.append("bce_cvr_clicked")
         return names
 
     def __call__(self, labels, outputs):
@@ -45,4 +55,7 @@ class Esmm(Objective):
         if self.calibrator > 0:
             terms["calibrator"] = self.calibrator * aitm_calibrator(outputs["ctr"],
                                                                     outputs["ctcvr"])
+        if self.cvr_clicked > 0:  # AdaFTR eq. 4's L_cvr: clicked impressions only
+            terms["bce_cvr_clicked"] = self.cvr_clicked * bce(y["cvr"], outputs["cvr"],
+                                                              rows=y["ctr"])
         return terms
