@@ -39,13 +39,13 @@ def build_step(model_name: str, form: str, arrays, info, spec, batch: int, produ
     import tensorflow as tf
 
     from schemas import config as config_lib
+    from benchmarks.speed_model import speed_config
     from trainer.data import from_arrays
     from trainer.session import build_model
     from trainer.strategy import make_strategy
 
     experts, table = FORMS[form]
-    raw = config_lib.to_dict(config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
-                                             {"train.batch_size": batch}))
+    raw = config_lib.to_dict(speed_config(model_name, batch))
     raw["model"]["backbone_args"] = {**raw["model"]["backbone_args"], "fused_experts": experts}
     raw["model"]["embedding_fused"] = table
     cfg = config_lib.from_dict(raw)

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-    from schemas import config as config_lib
+    from benchmarks.speed_model import speed_config
     from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
     from trainer.model import FeatureInfo
     from trainer.session import build_model
@@ -115,8 +115,7 @@ def main(argv=None) -> int:
     }
     results = []
     for name in args.models.split(","):
-        cfg = config_lib.load(os.path.join(ROOT, "configs", f"{name}.yaml"),
-                              {"train.batch_size": args.batch})
+        cfg = speed_config(name, args.batch)
         with strategy.scope():
             model = build_model(cfg, info)
             model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))

@@ -40,7 +40,7 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from schemas import config as config_lib
+    from benchmarks.speed_model import speed_config
     from trainer.data import from_arrays
     from transform.ingest import synthetic
     from trainer.model import FeatureInfo
@@ -52,8 +52,7 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
     arrays = {k: loaded[k] for k in loaded.files if k != "vocab"}
     spec = synthetic.spec()
     info = FeatureInfo(vocab, spec.dense_keys)
-    cfg = config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
-                          {"train.batch_size": batch})
+    cfg = speed_config(model_name, batch)
     strategy = tf.distribute.get_strategy() if variant == "no_strategy" else make_strategy()
     with strategy.scope():
         model = build_model(cfg, info)

@@ -15,13 +15,16 @@ dim 8, 9 sparse + 4 dense features), batch 2048, Adam, BCE on two heads:
 Each peer is installed by this script into its own throwaway venv under ``--venv-dir``
 (default ``work/peers``; never a project dependency) and runs in its own process on the shared
 ``data.npz``. Training throughput is rows / median epoch time over ``--epochs`` epochs, the first
-(tracing) epoch excluded; inference is the forward pass on in-memory batches.
+(tracing) epoch excluded; inference is the forward pass on in-memory batches. The whole
+measurement is repeated ``--repeats`` times (default 3), implementations interleaved within a
+run; the report's ``results`` hold each implementation's median over the runs (every run's
+value under ``runs``) and ``ratios`` our median-run speed against each peer.
 Writes ``benchmarks/results/throughput.json`` and the plot ``throughput.png`` beside it.
 
 Usage::
 
     .venv/bin/python benchmarks/throughput.py [--rows 200000] [--models mmoe,ple]
-        [--peers deepctr,torch-rechub] [--epochs 3]
+        [--peers deepctr,torch-rechub] [--epochs 3] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -104,15 +107,14 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     import numpy as np
     import tensorflow as tf
 
-    from schemas import config as config_lib
+    from benchmarks.speed_model import speed_config
     from trainer.data import from_arrays
     from trainer.model import FeatureInfo
     from trainer.session import build_model
     from trainer.strategy import make_strategy
 
     info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
-    cfg = config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
-                          {"train.batch_size": batch})
+    cfg = speed_config(model_name, batch)  # the peers' model (equal parameter counts)
     strategy = make_strategy()
     with strategy.scope():
         model = build_model(cfg, info)
@@ -161,6 +163,50 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
             "epoch_seconds": times}
 
 
+def median_runs(runs):
+    """Each implementation's median over the runs, and our speed against every peer.
+
+    Args:
+      runs: One list of result rows (``model``, ``peer``, examples/s) per run.
+
+    Returns:
+      ``(results, ratios)``: per (model, implementation) the first run's row with the median
+      training / ideal / inference examples/s and every run's values under ``runs``; per
+      (model, peer) the ratio of our median-run value to the peer's, and the per-run ratios
+      (ours / peer within the same run).
+    """
+    import numpy as np
+
+    keys = ("train_examples_per_sec", "ideal_train_examples_per_sec",
+            "inference_examples_per_sec")
+    rows = {}
+    for results in runs:
+        for r in results:
+            rows.setdefault((r["model"], r["peer"]), []).append(r)
+    merged = []
+    for group in rows.values():
+        row = dict(group[0])
+        row["runs"] = {k: [g[k] for g in group] for k in keys if k in group[0]}
+        row.update({k: float(np.median(v)) for k, v in row["runs"].items()})
+        merged.append(row)
+    ratios = []
+    ours = [r for r in merged if r["peer"].startswith("funnelrank")]
+    for mine in ours:
+        for other in merged:
+            if other["model"] != mine["model"] or other is mine:
+                continue
+            per_run = {k: [a / b for a, b in zip(mine["runs"][k], other["runs"][k])]
+                       for k in ("train_examples_per_sec", "inference_examples_per_sec")}
+            ratios.append({"model": mine["model"], "peer": other["peer"],
+                           "train": mine["train_examples_per_sec"] /
+                           other["train_examples_per_sec"],
+                           "inference": mine["inference_examples_per_sec"] /
+                           other["inference_examples_per_sec"],
+                           "train_runs": per_run["train_examples_per_sec"],
+                           "inference_runs": per_run["inference_examples_per_sec"]})
+    return merged, ratios
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -168,6 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", default="deepctr,torch-rechub")
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--venv-dir", default=os.path.join(ROOT, "work", "peers"))
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "throughput.json"))
@@ -181,18 +228,24 @@ def main(argv=None) -> int:
     pre, arrays, spec = export_data(args.rows, data)
     peers = [p for p in args.peers.split(",") if p]
     pythons = {p: ensure_venv(p, args.venv_dir) for p in peers}
-    results = []
-    for model in args.models.split(","):
-        results.append(measure_ours(model, arrays, pre, spec, args.batch, args.epochs))
-        for peer in peers:
-            script = os.path.join(ROOT, "benchmarks", "peers", PEERS[peer]["script"])
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-            results.append(result_of([pythons[peer], script, data, model, str(args.batch),
-                                      str(args.epochs)], f"{peer} {model}", env=env,
-                                     cwd=args.venv_dir))
+    runs = []
+    for run in range(args.repeats):
+        print(f"run {run + 1}/{args.repeats}", file=sys.stderr, flush=True)
+        results = []
+        for model in args.models.split(","):
+            results.append(measure_ours(model, arrays, pre, spec, args.batch, args.epochs))
+            for peer in peers:
+                script = os.path.join(ROOT, "benchmarks", "peers", PEERS[peer]["script"])
+                env = {k: v for k, v in os.environ.items()
+                       if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+                results.append(result_of([pythons[peer], script, data, model, str(args.batch),
+                                          str(args.epochs)], f"{peer} {model}", env=env,
+                                         cwd=args.venv_dir))
+        runs.append(results)
+    results, ratios = median_runs(runs)
     report = {"benchmark": "throughput", "rows": args.rows, "batch": args.batch,
-              "epochs": args.epochs, "results": results}
+              "epochs": args.epochs, "repeats": args.repeats, "results": results, "ratios": ratios,
+              "every_run": runs}
     from funnelrank.commands.bench import write_report
 
     write_report(args.out, report)
@@ -200,13 +253,24 @@ def main(argv=None) -> int:
 
     png = throughput_plot(report, os.path.splitext(args.out)[0] + ".png")
     print(f"\nThroughput, {args.rows} synthetic rows, batch {args.batch}, 2 CPU cores\n")
+    print(f"Median of {args.repeats} run(s); every run's value in brackets.\n")
     print("| model | implementation | train examples/s | inference examples/s | parameters |")
     print("|---|---|---:|---:|---:|")
     for r in results:
         ideal = r.get("ideal_train_examples_per_sec")
         extra = f" (ideal, no input: {ideal:.0f})" if ideal else ""
-        print(f"| {r['model']} | {r['peer']} | {r['train_examples_per_sec']:.0f}{extra} | "
-              f"{r['inference_examples_per_sec']:.0f} | {r['trainable_parameters']} |")
+        train_runs = ", ".join(f"{v:.0f}" for v in r["runs"]["train_examples_per_sec"])
+        infer_runs = ", ".join(f"{v:.0f}" for v in r["runs"]["inference_examples_per_sec"])
+        print(f"| {r['model']} | {r['peer']} | {r['train_examples_per_sec']:.0f} "
+              f"[{train_runs}]{extra} | {r['inference_examples_per_sec']:.0f} [{infer_runs}] | "
+              f"{r['trainable_parameters']} |")
+    if ratios:
+        print("\n| model | ours vs | training (per run) | inference (per run) |")
+        print("|---|---|---|---|")
+        for q in ratios:
+            print(f"| {q['model']} | {q['peer']} | {q['train']:.2f}x "
+                  f"({', '.join(f'{v:.2f}' for v in q['train_runs'])}) | {q['inference']:.2f}x "
+                  f"({', '.join(f'{v:.2f}' for v in q['inference_runs'])}) |")
     print(f"\nwrote {args.out} and {png}")
     return 0
 

@@ -179,6 +179,8 @@ def _throughput(args) -> int:
         argv += ["--venv-dir", args.peer_venvs]
     if args.models:
         argv += ["--models", args.models]
+    if args.repeats:
+        argv += ["--repeats", str(args.repeats)]
     return runpy.run_path(script)["main"](argv)
 
 
@@ -289,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default deepctr,torch-rechub; '' for none)")
     p.add_argument("--models", help="with --throughput: comma-separated configs/<name>.yaml "
                                     "models (default mmoe,ple)")
+    p.add_argument("--repeats", type=int, help="with --throughput: measure this many times, "
+                                               "report the median run (default 3)")
     p.add_argument("--peer-venvs", help="with --throughput: where the peers' venvs and the "
                                         "shared data file go (default work/peers)")
     p.add_argument("--rows", type=int, help="override the grid's synthetic rows "

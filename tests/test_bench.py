@@ -9,6 +9,7 @@ import yaml
 from funnelrank.commands import bench
 from schemas import config as config_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRIDS = sorted(glob.glob("benchmarks/grids/*.yaml"))
 
 
@@ -85,15 +86,44 @@ def test_throughput_bench_reports_ours_and_the_in_memory_ideal(tmp_path, capsys)
 
     out = tmp_path / "throughput.json"
     assert cli.main(["bench", "--throughput", "--peers", "", "--rows", "5000", "--models", "mmoe",
-                     "--out", str(out), "--peer-venvs", str(tmp_path / "peers")]) == 0
+                     "--out", str(out), "--peer-venvs", str(tmp_path / "peers"),
+                     "--repeats", "2"]) == 0
     report = json.loads(out.read_text())
-    assert report["rows"] == 5000 and report["batch"] == 2048
+    assert report["rows"] == 5000 and report["batch"] == 2048 and report["repeats"] == 2
     assert [r["model"] for r in report["results"]] == ["mmoe"]
+    assert len(report["every_run"]) == 2
     for r in report["results"]:
         assert r["train_examples_per_sec"] > 0 and r["ideal_train_examples_per_sec"] > 0
-        assert r["inference_examples_per_sec"] > 0 and r["trainable_parameters"] > 1000
+        assert r["inference_examples_per_sec"] > 0
+        # the peers' model: no wide part, so the count is DeepCTR's MMoE of the same sizes
+        assert r["trainable_parameters"] == 69_490  # the peers' MMoE on 5,000 rows' vocabularies
+        assert len(r["runs"]["train_examples_per_sec"]) == 2
     assert "| mmoe | funnelrank (this project" in capsys.readouterr().out
     assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_median_runs_takes_each_implementations_median_and_per_run_ratios():
+    import runpy
+
+    median_runs = runpy.run_path(os.path.join(ROOT, "benchmarks", "throughput.py"))["median_runs"]
+
+    def row(peer, train, infer):
+        return {"model": "mmoe", "peer": peer, "train_examples_per_sec": train,
+                "inference_examples_per_sec": infer}
+
+    runs = [[row("funnelrank (x)", 100.0, 10.0), row("deepctr mmoe", 50.0, 20.0)],
+            [row("funnelrank (x)", 300.0, 30.0), row("deepctr mmoe", 100.0, 10.0)],
+            [row("funnelrank (x)", 200.0, 20.0), row("deepctr mmoe", 400.0, 40.0)]]
+    results, ratios = median_runs(runs)
+    ours = results[0]
+    assert ours["train_examples_per_sec"] == 200.0 and ours["inference_examples_per_sec"] == 20.0
+    assert ours["runs"]["train_examples_per_sec"] == [100.0, 300.0, 200.0]
+    assert results[1]["train_examples_per_sec"] == 100.0
+    [ratio] = ratios
+    assert ratio["peer"] == "deepctr mmoe"
+    assert ratio["train"] == 2.0 and ratio["inference"] == 1.0
+    assert ratio["train_runs"] == [2.0, 3.0, 0.5]
+    assert ratio["inference_runs"] == [0.5, 3.0, 0.5]
 
 
 def test_write_report_adds_machine_and_date_and_makes_the_directory(tmp_path, monkeypatch):

@@ -1,0 +1,25 @@
+"""The model every speed benchmark times: a shipped config's architecture, as the peers have it.
+
+The shipped configs carry learning-quality extras that DeepCTR's and torch-rechub's MMoE / PLE
+do not have (issue 16: a wide part, whole-feature embedding dropout, an L2 prior on every
+table row each step, LazyAdam for the tables). The speed benchmarks (``throughput.py``,
+``input_pipeline.py``, ``step_variants.py``, ``fused_variants.py``) switch them off so that
+they time the same model as the peers (equal parameter counts) and as the issue-9 tables.
+"""
+from __future__ import annotations
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SAME_MODEL_AS_PEERS = {"model.wide": False, "model.embedding_feature_dropout": 0.0,
+                       "model.embedding_l2": 0.0, "train.sparse_optimizer": None,
+                       "train.sparse_learning_rate": None}
+
+
+def speed_config(model_name: str, batch: int):
+    """``configs/<model_name>.yaml`` at ``batch`` rows per step, without the quality extras."""
+    from schemas import config as config_lib
+
+    return config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
+                           {"train.batch_size": batch, **SAME_MODEL_AS_PEERS})
