@@ -41,7 +41,7 @@ def test_generate_hard_mode_string_ids_and_missing_cells(tmp_path, capsys):
 def test_train_writes_metrics_json_with_every_head(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--config", "configs/synthetic_mmoe.yaml", "--rows", "40000",
-                     "--epochs", "3", "--out", str(out)]) == 0
+                     "--epochs", "1", "--out", str(out)]) == 0
     metrics = json.load(open(out / "metrics.json"))
     assert metrics["rows"]["train"] + metrics["rows"]["validation"] + \
         metrics["rows"]["eval"] == 40000

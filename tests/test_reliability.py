@@ -287,7 +287,7 @@ def test_same_seed_and_data_give_the_same_metrics_whatever_ran_before(tmp_path):
 
     config = tmp_path / "c.yaml"
     config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\n"
-                      "data: {generate_rows: 6000}\ntrain: {seed: 5}\n")
+                      "data: {generate_rows: 6000}\ntrain: {seed: 5, epochs: 1}\n")
     cfg = config_lib.load(str(config))
     first = train_local.train(cfg, str(tmp_path / "a"))["heads"]
     tf.keras.utils.set_random_seed(999)  # what another run before it would leave behind
