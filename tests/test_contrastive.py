@@ -44,6 +44,30 @@ def test_rows_match_reference_float64(b, d):
                                rtol=1e-9, atol=1e-6)
 
 
+def _reference_gradients(anchor, positive, tau):
+    """Analytic gradients of the batch mean of eq. 13 (tau held fixed): with
+    ``s_rq = softmax_q(a_r . p_q / tau_r)``, ``dl_r/da_r = (sum_q s_rq p_q - p_r) / tau_r`` and
+    ``dl_r/dp_q = (s_rq - [q == r]) a_r / tau_r``."""
+    b = anchor.shape[0]
+    z = anchor @ positive.T / tau[:, None]
+    s = np.exp(z - z.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    coef = (s - np.eye(b)) / tau[:, None] / b
+    return coef @ positive, coef.T @ anchor
+
+
+@pytest.mark.parametrize("b, d", [(1, 3), (9, 5), (256, 64)])
+def test_gradients_match_analytic_reference_float64(b, d):
+    anchor, positive, tau = _pair(b, d, 3 * b + d)
+    va, vp = tf.Variable(anchor), tf.Variable(positive)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(info_nce_rows(va, vp, tf.constant(tau)))
+    got_a, got_p = tape.gradient(loss, [va, vp])
+    want_a, want_p = _reference_gradients(anchor, positive, tau)
+    np.testing.assert_allclose(got_a.numpy(), want_a, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got_p.numpy(), want_p, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("reduction, reduce", [("auto", np.mean), ("sum_over_batch_size", np.mean),
                                                ("sum", np.sum), ("none", lambda x: x)])
 def test_keras_loss_reductions_are_mean_or_the_papers_sum(reduction, reduce):
