@@ -153,7 +153,11 @@ def cmd_bench(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     only = [label.strip() for label in args.runs.split(";")] if args.runs else None
     grid = bench.load_grid(args.grid, rows=args.rows, seeds=seeds, only=only)
-    bench.run_grid(grid, args.out or os.path.join("benchmarks", "results", grid.name))
+    out = args.out or os.path.join("benchmarks", "results", grid.name)
+    if args.report:
+        bench.report_stored(grid, out)
+    else:
+        bench.run_grid(grid, out)
     return 0
 
 
@@ -242,9 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--actions", type=int, default=5, help="conversion actions")
-    p.add_argument("--mode", choices=["default", "hard"], default="default",
+    p.add_argument("--mode", choices=["default", "hard", "clean"], default="default",
                    help="the planted world: default, or hard (rarer ids, user/item biases, a "
-                        "segment x category interaction, a bot segment)")
+                        "segment x category interaction, a bot segment), or clean (default without "
+                        "noise clicks)")
     p.add_argument("--string-ids", action="store_true",
                    help="write the ids as text (user_id 12 -> u_12); read such a file with "
                         "adapter: csv")
@@ -299,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(--throughput: default 200000)")
     p.add_argument("--seeds", help="comma-separated train seeds (override the grid's)")
     p.add_argument("--runs", help="only these runs: labels separated by ';'")
+    p.add_argument("--report", action="store_true",
+                   help="with --grid: no training; rebuild the table and the grid's claims "
+                        "(paired per-seed differences) from the stored <out>/<name>.json")
     p.add_argument("--out", help="results directory (default benchmarks/results/<name>); "
                                   "--throughput: the JSON file")
     p.set_defaults(fn=cmd_bench)

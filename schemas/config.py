@@ -40,7 +40,7 @@ SPEC_KEY = "dataset_spec"
 ADAPTERS = ("csv", "parquet", "synthetic", "ali_ccp")
 PRESETS = ("synthetic", "ali_ccp")
 SPARSE_DTYPES = ("auto", "int", "string")
-SYNTHETIC_MODES = ("default", "hard")
+SYNTHETIC_MODES = ("default", "hard", "clean")
 SPARSE_OPTIMIZERS = ("adam", "lazy_adam", "adagrad")  # trainer.optimizers.OPTIMIZERS
 LR_SCHEDULES = ("constant", "cosine", "linear")  # trainer.optimizers.SCHEDULES
 EMBEDDING_L2_MODES = ("table", "batch")
@@ -114,7 +114,8 @@ class DataConfig:
       seed: Generator seed.
       synthetic_mode: World of the generated log: ``default``, or ``hard`` (more and rarer
         ids, per-user and per-item biases, a segment x category interaction and a bot segment
-        that clicks without buying; ``transform.ingest.synthetic``).
+        that clicks without buying), or ``clean`` (the default world without noise clicks;
+        ``transform.ingest.synthetic``).
       eval_percent: Share of rows (by a hash of the row) held out for evaluation when the
         data has no test files.
       validation_percent: Share of the remaining train rows (by hash) held out for early

@@ -32,6 +32,26 @@ def test_unquoted_label_with_a_comma_is_refused(tmp_path):
         bench.load_grid(str(path))
 
 
+def test_grid_synthetic_mode_is_checked_and_reaches_the_generator(tmp_path, monkeypatch):
+    path = tmp_path / "g.yaml"
+    body = "name: g\nseeds: [1]\nmetrics: [ctr.auc]\nrows: 10\nsynthetic_mode: {}\n" \
+           "runs:\n  - {{label: DNN, config: configs/dnn.yaml}}\n"
+    path.write_text(body.format("easy"))
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"g.yaml: synthetic_mode must be one of \['default', 'hard', "
+                             r"'clean'\], got 'easy'"):
+        bench.load_grid(str(path))
+    path.write_text(body.format("clean"))
+    from transform.ingest import synthetic
+
+    def stop(out_dir, rows, seed, mode):
+        raise RuntimeError(f"generate {rows} rows, seed {seed}, mode {mode}")
+
+    monkeypatch.setattr(synthetic, "write_csv", stop)
+    with pytest.raises(RuntimeError, match="generate 10 rows, seed 7, mode clean"):
+        bench.run_grid(bench.load_grid(str(path)), str(tmp_path / "out"), str(tmp_path / "w"))
+
+
 def test_tiny_grid_writes_table_and_json(tmp_path):
     grid_path = tmp_path / "tiny.yaml"
     grid_path.write_text(yaml.safe_dump({

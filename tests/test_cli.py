@@ -76,6 +76,9 @@ def test_train_on_the_real_ali_ccp_sample(tmp_path, ali_ccp_dir):
     metrics = json.load(open(out / "metrics.json"))
     assert metrics["rows"] == {"train": 100, "validation": 50, "eval": 50}  # val, test files
     assert metrics["heads"]["ctr"]["count"] == 50
+    # validation_heads score the same model on the validation split (the val file, 50 rows).
+    assert metrics["validation_heads"]["ctr"]["count"] == 50
+    assert set(metrics["validation_heads"]) == {"ctr", "cvr", "ctcvr"}
     # The held-out metrics are on the eval split (the test file): 2 clicks, 1 purchase there.
     assert metrics["heads"]["cvr"]["count"] == 2
     assert metrics["heads"]["ctcvr"]["positives"] == 1

@@ -133,7 +133,10 @@ def test_two_stage_man_reports_weights_and_exports_without_log_sigma(tmp_path):
     log_sigma = model.objective.sigma.log_sigma.numpy()
     assert weights["ctr"]["weight"] == pytest.approx(0.5 * np.exp(-2 * log_sigma[0]), rel=1e-6)
     assert not np.allclose(log_sigma, 0.0)  # learned
-    assert summary["meta"]["steps"] == 3
+    meta = summary["meta"]
+    assert meta["steps"] == 3 and len(meta["query_loss"]) == 3  # the trajectory, per step
+    # 3 steps < meta.log_every: the first and last windows are the whole trajectory.
+    assert meta["query_loss_last"] == pytest.approx(np.mean(meta["query_loss"]))
     out = export.export_from_preprocessor(model.network, pre, str(tmp_path / "1"))
     names = fixtures.exported_variable_names(out)
     assert "backbone/attention/query/kernel:0" in names

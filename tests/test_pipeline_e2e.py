@@ -91,6 +91,9 @@ def test_both_training_paths_write_one_metrics_shape_on_the_same_rows(pipeline_r
     for head in fast_metrics["heads"]:
         assert set(fast_metrics["heads"][head]) == set(tfx_metrics["heads"][head]), head
         assert fast_metrics["heads"][head]["count"] == tfx_metrics["heads"][head]["count"], head
+        assert fast_metrics["validation_heads"][head]["count"] == \
+            tfx_metrics["validation_heads"][head]["count"], head
+    assert fast_metrics["validation_heads"]["ctr"]["count"] == fast_metrics["rows"]["validation"]
     assert fast_metrics["rows"] == tfx_metrics["rows"]
     assert set(fast_metrics["rows"]) == {"train", "validation", "eval"}
     assert fast_metrics["steps"] == tfx_metrics["steps"]

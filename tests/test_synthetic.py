@@ -250,8 +250,26 @@ def test_hard_mode_planted_effects_are_learnable_and_ground_truth_ranks(hard):
     assert np.std(np.log(cell.to_numpy() / additive)) > 0.3
 
 
+def test_clean_mode_is_the_default_log_without_its_noise_clicks():
+    default = synthetic.generate(30_000, seed=5)
+    clean = synthetic.generate(30_000, seed=5, mode="clean")
+    assert clean["gt_noise_click"].sum() == 0 and default["gt_noise_click"].sum() > 50
+    expected_click = default["click"] * (1 - default["gt_noise_click"])
+    np.testing.assert_array_equal(clean["click"], expected_click)
+    # Click probabilities lose their noise term and P(conversion | click) its dilution by noise
+    # clicks; everything else (features, conversions, gt_ctcvr) is the same draw.
+    changed = {"click", "gt_noise_click", "gt_ctr", "gt_cvr"} | {
+        f"gt_cvr_{j}" for j in range(synthetic.DEFAULT_NUM_ACTIONS)}
+    same = [c for c in default.columns if c not in changed]
+    pd.testing.assert_frame_equal(clean[same], default[same])
+    np.testing.assert_allclose(clean["gt_ctr"], clean["gt_ctr_clean"], rtol=1e-12)
+    np.testing.assert_allclose(clean["gt_cvr"], clean["gt_ctcvr"] / clean["gt_ctr"], rtol=1e-9)
+    assert (clean["gt_cvr"] > default["gt_cvr"]).mean() > 0.99
+
+
 def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match=r"mode must be one of \['default', 'hard'\], got 'easy'"):
+    with pytest.raises(ValueError, match=r"mode must be one of \['clean', 'default', 'hard'\], "
+                                         r"got 'easy'"):
         synthetic.generate(10, mode="easy")
 
 
@@ -305,6 +323,6 @@ def test_config_synthetic_mode_generates_the_hard_world(tmp_path):
     users = pd.concat(frames.values())["user_id"]
     assert sorted(users) == sorted(expected["user_id"])
     with pytest.raises(config_lib.ConfigError,
-                       match=r"`data.synthetic_mode` must be one of \['default', 'hard'\], "
-                             r"received: data.synthetic_mode='easy'"):
+                       match=r"`data.synthetic_mode` must be one of \['default', 'hard', "
+                             r"'clean'\], received: data.synthetic_mode='easy'"):
         config_lib.from_dict({"data": {"synthetic_mode": "easy"}})

@@ -225,7 +225,8 @@ def meta_train(model, arrays: Mapping[str, np.ndarray], input_names: Sequence[st
             "partitions_skipped": sampler.skipped,
             "query_loss_first": float(np.mean(losses[:window])),
             "query_loss_last": float(np.mean(losses[-window:])),
-            "seconds": time.perf_counter() - t0, "variables": len(variables)}
+            "query_loss": losses, "seconds": time.perf_counter() - t0,
+            "variables": len(variables)}
 
 
 def adapt(layers: Sequence[tf.keras.layers.Layer], variables: Sequence[tf.Variable],

@@ -336,14 +336,17 @@ class TrainingSession:
     def run(self, train: SplitData, validation: SplitData, evaluation: SplitData,
             rows: Mapping[str, int], backup_dir: Optional[str] = None,
             log_dir: Optional[str] = None):
-        """fit -> evaluate on ``evaluation``; returns ``(model, metrics)`` (metrics.json)."""
+        """fit -> evaluate on ``evaluation`` and on ``validation``; returns ``(model,
+        metrics)`` (metrics.json: ``heads`` are the evaluation split's, ``validation_heads``
+        the validation split's, for choosing between runs without looking at eval)."""
         t0 = time.perf_counter()
         model, progress = self.fit(train, validation, backup_dir, log_dir)
         train_seconds = time.perf_counter() - t0
         heads = self.evaluate(model, evaluation)
+        validation_heads = self.evaluate(model, validation)
         test_tasks = self.evaluate_test_tasks(model, evaluation) \
             if self.cfg.meta.test_task_eval else None
-        metrics = {"heads": heads, "rows": dict(rows),
+        metrics = {"heads": heads, "validation_heads": validation_heads, "rows": dict(rows),
                    "examples_per_sec": progress.examples_per_sec,
                    "train_examples": progress.train_examples,
                    "train_seconds": train_seconds, "replicas": self.replicas,

@@ -7,21 +7,32 @@ A grid file (YAML) names the runs::
     seeds: [1, 2, 3]             # train.seed values; each run is repeated per seed
     epochs: 1                    # optional override of train.epochs for every run
     data: null                   # optional CSV/dir instead of generated rows
+    synthetic_mode: default      # optional world of the generated rows (default, hard, clean)
     adapter: synthetic           # optional; ali_ccp for the real sample
     metrics: [ctr.auc, ctcvr.auc]
     runs:
       - {label: "MMoE + BCE", config: configs/mmoe.yaml}
       - {label: "MMoE + PWiseR", config: configs/mmoe.yaml, overrides: {loss.name: pwiser}}
       - {label: "LR", config: configs/mmoe.yaml, baseline: {name: logistic, C: [0.03, 0.1]}}
+    selections:                  # optional: per seed, the run a validation metric prefers
+      - {label: "best MMoE on validation", among: ["MMoE + BCE", "MMoE + PWiseR"],
+         metric: validation.ctcvr.auc}      # (funnelrank.commands.selection)
+    claims:                      # optional: paired per-seed comparisons (funnelrank.commands.claims)
+      - {claim: "PWiseR keeps CTCVR AUC", run: "MMoE + PWiseR", base: "MMoE + BCE",
+         metric: ctcvr.auc}
 
 Every run trains with ``funnelrank.commands.train.train``, or, when it names a ``baseline``
 (``logistic`` or ``lightgbm``, a name or a mapping with its arguments, see
 ``trainer.baselines``), fits that baseline per task on the same config's splits
 (``funnelrank.commands.baseline.run``); the table gives mean +- std over seeds
-of each metric (``<head>.<metric>`` from metrics.json, ``train.<key>`` for top-level keys such
-as ``examples_per_sec``). Results go to ``<out>/<name>.json``, ``<out>/<name>.md`` and
-``<out>/<name>.png`` (the quality metrics with error bars); the generated data and every
-run's model go to ``work/bench/<name>/``.
+of each metric (``<head>.<metric>`` from metrics.json, ``validation.<head>.<metric>`` from its
+``validation_heads``, ``train.<key>`` for top-level keys such as ``examples_per_sec``). Results
+go to ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png`` (the quality metrics
+with error bars), with the selection rows, the claims' paired per-seed differences (mean, 95%
+interval, sign test) in the JSON's ``claims`` and under the table, and per seed each run's
+learned task weights, meta query-loss trajectory and validation history (``details``); the
+generated data and every run's model go to ``work/bench/<name>/``. ``report`` rebuilds the
+table and the claims from a stored ``<name>.json`` without training.
 """
 from __future__ import annotations
 
@@ -41,11 +52,17 @@ import tensorflow as tf
 import yaml
 
 from funnelrank.commands import baseline as baseline_cmd
+from funnelrank.commands import claims as claims_lib
+from funnelrank.commands import selection as selection_lib
 from funnelrank.commands import train as train_local
 from schemas import config as config_lib
 from trainer import baselines
 
 log = logging.getLogger(__name__)
+
+# metrics.json sections kept per seed in the results file: the recipe's learned state (task
+# weights), the meta stage (query-loss trajectory), early stopping (validation history).
+DETAILS = ("objective", "meta", "early_stopping", "validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +75,9 @@ class Grid:
     epochs: Optional[int] = None
     data: Optional[str] = None
     adapter: Optional[str] = None
+    synthetic_mode: Optional[str] = None
+    selections: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    claims: List[Dict[str, str]] = dataclasses.field(default_factory=list)
 
 
 def check_runs(path: str, runs: List[Any]) -> None:
@@ -96,7 +116,17 @@ def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] 
         raise config_lib.ConfigError(f"{path}: unknown grid key(s) {unknown}; expected some of "
                                      f"{sorted(fields)}")
     check_runs(path, raw.get("runs") or [])
-    grid = Grid(**raw)
+    mode = raw.get("synthetic_mode")
+    if mode is not None and mode not in config_lib.SYNTHETIC_MODES:
+        raise config_lib.ConfigError(f"{path}: synthetic_mode must be one of "
+                                     f"{list(config_lib.SYNTHETIC_MODES)}, got {mode!r}")
+    labels = [run["label"] for run in raw.get("runs") or []]
+    selections = raw.get("selections") or []
+    selection_lib.check_selections(path, selections, labels, raw.get("metrics") or [])
+    claims_lib.check_claims(path, raw.get("claims") or [],
+                            labels + [sel["label"] for sel in selections],
+                            raw.get("metrics") or [])
+    grid = Grid(**{**raw, "claims": raw.get("claims") or [], "selections": selections})
     if only:
         labels = [run["label"] for run in grid.runs]
         missing = [label for label in only if label not in labels]
@@ -114,6 +144,9 @@ def _metric(result: Mapping, dotted: str) -> float:
     head, _, name = dotted.partition(".")
     if head == "train":
         return float(result[name])
+    if head == "validation":  # the final model on the validation split (model selection)
+        head, _, name = name.partition(".")
+        return float(result.get("validation_heads", {}).get(head, {}).get(name, float("nan")))
     if head in ("test_tasks", "test_tasks_before"):  # meta.test_task_eval's pooled query rows
         which = "after" if head == "test_tasks" else "before"
         head, _, name = name.partition(".")
@@ -137,10 +170,11 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
     if data_path is None:
         from transform.ingest import synthetic
 
-        data_path = synthetic.write_csv(os.path.join(work_dir, "data"), grid.rows, seed=7)
+        data_path = synthetic.write_csv(os.path.join(work_dir, "data"), grid.rows, seed=7,
+                                        mode=grid.synthetic_mode or "default")
     results: Dict[str, Any] = {"grid": dataclasses.asdict(grid), "runs": []}
     for run in grid.runs:
-        per_seed = []
+        per_seed, details = [], []
         for seed in grid.seeds:
             overrides = {"data.path": data_path, "train.seed": seed,
                          **dict(run.get("overrides") or {})}
@@ -160,22 +194,56 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
                 result = train_local.train(cfg, out)
             log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
             per_seed.append({m: _metric(result, m) for m in grid.metrics})
+            details.append({key: result[key] for key in DETAILS if key in result})
         summary = {m: _summary([r[m] for r in per_seed]) for m in grid.metrics}
         entry = {"label": run["label"], "config": run["config"],
-                 "overrides": run.get("overrides") or {}, "metrics": summary}
+                 "overrides": run.get("overrides") or {}, "metrics": summary,
+                 "details": details}
         if run.get("baseline") is not None:
             entry["baseline"] = run["baseline"]
         results["runs"].append(entry)
-    table = markdown_table(results)
-    print(table)
+    return report(grid, results, out_dir)
+
+
+def report(grid: Grid, results: Dict[str, Any], out_dir: str) -> Dict[str, Any]:
+    """Adds ``grid``'s selection rows to ``results`` (replacing stored ones) and evaluates its
+    claims, prints the table and the claims, writes ``<name>.json``, ``<name>.md`` and
+    ``<name>.png`` to ``out_dir``; returns the results."""
+    runs = [run for run in results["runs"] if "selection" not in run]
+    results = {**results, "runs": runs + selection_lib.select(
+        {"runs": runs}, grid.selections, _summary)}
+    results["claims"] = claims_lib.evaluate(results, grid.claims)
+    text = markdown_table(results)
+    claims_text = claims_lib.markdown(results["claims"], results["grid"]["seeds"])
+    if claims_text:
+        text += "\n\n" + claims_text
+    print(text)
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"{grid.name}.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(out_dir, f"{grid.name}.md"), "w") as f:
-        f.write(table + "\n")
+        f.write(text + "\n")
     from funnelrank.commands.plots import grid_plot
 
     grid_plot(results, os.path.join(out_dir, f"{grid.name}.png"))
     return results
+
+
+def report_stored(grid: Grid, out_dir: str) -> Dict[str, Any]:
+    """:func:`report` on the stored ``<out_dir>/<name>.json`` (no training): the runs the file
+    holds, with the grid file's current claims.
+
+    Raises:
+      FileNotFoundError: Naming the results file when there is none.
+    """
+    path = os.path.join(out_dir, f"{grid.name}.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no stored results {path}: run the grid first (funnelrank "
+                                f"bench --grid ... without --report)")
+    with open(path) as f:
+        stored = json.load(f)
+    stored["grid"] = {**stored["grid"], "claims": grid.claims, "selections": grid.selections}
+    return report(grid, stored, out_dir)
 
 
 def write_report(path: str, report: Dict[str, Any]) -> Dict[str, Any]:
@@ -235,6 +303,11 @@ def markdown_table(results: Mapping[str, Any]) -> str:
                 cells.append(f"{s['mean']:.4f} ± {s['std']:.4f}")
         lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
     lines.append(f"\nmean ± std over train seeds {seeds}")
+    for run in results["runs"]:
+        if "chosen" in run:
+            sel = run["selection"]
+            lines.append(f"\n{run['label']}: per seed the {sel.get('mode', 'max')} of "
+                         f"{sel['metric']} among {sel['among']}; chosen: {run['chosen']}")
     return "\n".join(lines)
 
 

@@ -68,6 +68,10 @@ Modes (``mode``; ``data.synthetic_mode`` in the config, ``funnelrank generate --
   click noisily (``HARD.bot_noise`` more noise-click probability) and, as every noise click,
   never convert. Those effects are drawn from their own random stream, after the default
   world's draws, and the intercepts are calibrated as in the default mode.
+* ``clean``: the default world without noise clicks. Every random draw is the default mode's
+  (the noise draw included), so for the same seed its rows are the default rows with the
+  noise-only clicks unclicked: ``click = default click AND NOT gt_noise_click``, conversions
+  and every feature identical. Made to test what noise clicks do to a method (PWiseR).
 
 The string-id / missing-value variant (:func:`string_variant`; ``funnelrank generate
 --string-ids --missing-rate R``) rewrites the ids as text (``user_id`` 123 -> ``"u_123"``,
@@ -133,6 +137,8 @@ class Mode:
         by every action).
       bot_segment: Segment whose users click noisily (-1: none).
       bot_noise: Extra noise-click probability of the bot segment's impressions.
+      noise_scale: Factor on every noise-click probability (0: no noise clicks).
+      extra_effects: Draw the biases and interaction tables above (only ``hard``).
     """
 
     name: str
@@ -148,17 +154,16 @@ class Mode:
     segment_category_cvr: float = 0.0
     bot_segment: int = -1
     bot_noise: float = 0.0
-
-    @property
-    def extra_effects(self) -> bool:
-        return self.name != "default"
+    noise_scale: float = 1.0
+    extra_effects: bool = False
 
 
 DEFAULT = Mode("default")
 HARD = Mode("hard", num_users=20_000, num_items=6_000, num_ad_tasks=6_000, task_zipf=1.0,
             user_ctr=0.6, item_ctr=0.6, segment_category_ctr=0.6, user_cvr=0.6, item_cvr=0.5,
-            segment_category_cvr=0.6, bot_segment=0, bot_noise=0.05)
-MODES = {m.name: m for m in (DEFAULT, HARD)}
+            segment_category_cvr=0.6, bot_segment=0, bot_noise=0.05, extra_effects=True)
+CLEAN = Mode("clean", noise_scale=0.0)
+MODES = {m.name: m for m in (DEFAULT, HARD, CLEAN)}
 STRING_PREFIXES = {"user_id": "u_", "item_id": "i_", "category_id": "c_",
                    "advertiser_id": "a_", "ad_task_id": "t_", "device": "d_", "hour": "h_",
                    "user_segment": "s_", "target_action": "act_"}
@@ -368,7 +373,7 @@ def generate(rows: int, seed: int = 7, num_actions: int = DEFAULT_NUM_ACTIONS,
       rows: Number of impressions (rows), >= 1.
       seed: Seed of every random draw; equal arguments give an identical frame.
       num_actions: Conversion actions (``conv_0..conv_<num_actions-1>``), >= 1.
-      mode: ``default`` or ``hard`` (see the module docstring).
+      mode: ``default``, ``hard`` or ``clean`` (see the module docstring).
 
     Returns:
       A frame with ``synthetic_spec(num_actions).columns`` (int64 ids/labels/timestamp,
@@ -395,7 +400,7 @@ def generate(rows: int, seed: int = 7, num_actions: int = DEFAULT_NUM_ACTIONS,
 
     # Genuine click; noisy clicks (device- and hour-dependent) never convert.
     p_clean = _sigmoid(w["ctr_intercept"] + _click_score(w, imp))
-    p_noise = (NOISE_BASE * np.asarray(NOISE_DEVICE_FACTOR)[device]
+    p_noise = (m.noise_scale * NOISE_BASE * np.asarray(NOISE_DEVICE_FACTOR)[device]
                * np.where(hour < 6, NOISE_NIGHT_FACTOR, 1.0))
     if m.bot_noise:
         p_noise = p_noise + m.bot_noise * (imp["segment"] == m.bot_segment)
