@@ -64,6 +64,62 @@ def test_early_stopping_restores_the_best_weights_when_validation_loss_rises():
     assert restored == pytest.approx(min(history), rel=1e-4)
 
 
+def test_a_run_killed_after_its_best_round_resumes_with_early_stoppings_state(
+        tmp_path, monkeypatch):
+    """Killed after round 2 (its best was round 1), the same run started again goes on with
+    the saved patience count, best value and best weights: it stops after round 3 and ends
+    with round 1's weights, as the uninterrupted run does. (A fresh EarlyStopping after the
+    resume would take round 3 as its best, run to round 5 and keep round 3's weights.)"""
+    from trainer import callbacks
+
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    validation = flipped(arrays)
+    cfg = config(epochs=6, early_stopping_patience=2)
+    backup = tmp_path / "backup"
+    original = callbacks.Checkpoints.on_epoch_end
+
+    def killed_after_round_2(self, epoch, logs=None):
+        original(self, epoch, logs)  # the checkpoint of this round is written
+        if epoch == 1:
+            raise RuntimeError("killed")
+
+    info = fixtures.tiny_arrays(3000)[2]
+    splits = (session_lib.SplitData(arrays=arrays), session_lib.SplitData(arrays=validation))
+    monkeypatch.setattr(callbacks.Checkpoints, "on_epoch_end", killed_after_round_2)
+    first_try = session_lib.TrainingSession(cfg, SPEC, info,
+                                            tf.distribute.get_strategy())  # BackupAndRestore: no OneDevice
+    with pytest.raises(RuntimeError, match="killed"):
+        first_try.fit(*splits, backup_dir=str(backup))
+    assert {"best_weights.npz", "progress.json"} <= set(os.listdir(backup))
+    monkeypatch.setattr(callbacks.Checkpoints, "on_epoch_end", original)
+    tf.keras.backend.clear_session()
+    resumed = session_lib.TrainingSession(cfg, SPEC, info,
+                                          tf.distribute.get_strategy())  # BackupAndRestore: no OneDevice
+    model, progress = resumed.fit(*splits, backup_dir=str(backup))
+    stop = progress.summary["early_stopping"]
+    assert len(stop["history"]) == 3 and stop["epochs_run"] == 3  # rounds before the kill too
+    assert stop["best_epoch"] == 1 and int(np.argmin(stop["history"])) == 0
+    _, uninterrupted, _ = fit(config(epochs=1), arrays, validation)
+    for a, b in zip(model.network.weights, uninterrupted.network.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.name)
+    # The finished run removes its checkpoint files (Keras may leave the empty directory).
+    assert not backup.exists() or not {"best_weights.npz", "progress.json"} & set(
+        os.listdir(backup))
+
+
+def test_early_stopping_state_without_its_weights_is_refused():
+    from trainer.callbacks import MinRoundsEarlyStopping
+
+    stopper = MinRoundsEarlyStopping(patience=2, restore_best_weights=True)
+    state = {"wait": 1, "best": 0.5, "best_epoch": 0, "stopped_epoch": 0,
+             "has_best_weights": True}
+    with pytest.raises(ValueError, match=r"saved state has best weights, but best_weights.npz "
+                                         r"is missing from the checkpoint directory"):
+        stopper.restore(state, None)
+    stopper.restore({**state, "has_best_weights": False})
+    assert (stopper.wait, stopper.best, stopper.best_weights) == (1, 0.5, None)
+
+
 def test_min_epochs_keep_training_past_the_patience_and_still_restore_the_best_round():
     _, arrays, _ = fixtures.tiny_arrays(3000)
     validation = flipped(arrays)  # val loss rises from round 1: patience 1 would stop at 2

@@ -1,24 +1,31 @@
 """Keras callbacks of the training session: progress with ETA, divergence guard, checkpoints.
 
 * :class:`ProgressLogger`: a line every ``every`` steps (epoch, step of steps, loss terms,
-  examples/s, ETA of the run) and at each epoch end; measures throughput over the whole run,
-  a resumed run included (the counters travel with the checkpoint).
+  examples/s, ETA of the run) and at each epoch end; measures throughput and keeps the epoch
+  logs (the validation history) over the whole run, a resumed run included (the counters and
+  the history travel with the checkpoint).
 * :class:`DivergenceGuard`: stops at the first non-finite loss term naming the step and batch.
 * :class:`Checkpoints`: BackupAndRestore every ``train.checkpoint_every_steps`` steps AND at
   every epoch end (so a killed run never starts over), and on SIGTERM (what Kubernetes sends
   before it kills a pod): the state is saved at the next step and :class:`TrainingPreempted`
-  is raised; the same command started again resumes from there.
+  is raised; the same command started again resumes from there. Early stopping's state (its
+  best value, epoch and weights, its patience count) travels with the checkpoint too, so a
+  resumed run stops, and restores, as the uninterrupted run would have.
+* :class:`MinRoundsEarlyStopping`: Keras' EarlyStopping that never stops before a minimum
+  number of validation rounds, with its state saved and restored by :class:`Checkpoints`.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import signal
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from trainer.errors import TrainingDivergedError, TrainingPreempted
@@ -26,6 +33,7 @@ from trainer.errors import TrainingDivergedError, TrainingPreempted
 log = logging.getLogger(__name__)
 
 PROGRESS_FILE = "progress.json"
+BEST_WEIGHTS_FILE = "best_weights.npz"
 
 
 def fmt_logs(logs) -> str:
@@ -60,6 +68,7 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         self.every = every
         self.train_seconds = 0.0  # over the whole run, resumed parts included
         self.train_examples = 0
+        self.history: Dict[str, List[float]] = {}  # epoch logs, the resumed run's included
         self.summary: Dict[str, object] = {}
         self._first_batch = True
         self._epoch = 0
@@ -68,12 +77,15 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         """Counters of the run before a resume (from the checkpoint's ``progress.json``)."""
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.train_examples = int(state.get("train_examples", 0))
+        self.history = {k: [float(v) for v in values]
+                        for k, values in state.get("history", {}).items()}
 
-    def state(self) -> Dict[str, float]:
+    def state(self) -> Dict[str, object]:
         seconds = self.train_seconds + (time.perf_counter() - self._t0 if hasattr(self, "_t0")
                                         else 0.0)
         return {"train_seconds": seconds,
-                "train_examples": self.train_examples + self._steps * self.global_batch}
+                "train_examples": self.train_examples + self._steps * self.global_batch,
+                "history": self.history}
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -114,6 +126,9 @@ class ProgressLogger(tf.keras.callbacks.Callback):
             self.steps_per_epoch = self._steps
         self._steps = 0
         self._t0 = time.perf_counter()
+        for key, value in (logs or {}).items():
+            if not key.startswith("batch_"):
+                self.history.setdefault(key, []).append(float(value))
         log.info("epoch %d/%d done in %.1fs: %s", epoch + 1, self.epochs, seconds,
                  fmt_logs({k: v for k, v in (logs or {}).items()
                            if not k.startswith("batch_")}))
@@ -157,11 +172,18 @@ class Checkpoints(tf.keras.callbacks.BackupAndRestore):
       every_steps: Step interval.
       progress: The run's :class:`ProgressLogger`, whose counters are saved beside each
         checkpoint and restored on resume (throughput over the whole run).
+      stopper: The run's :class:`MinRoundsEarlyStopping`, if any: its state is saved in the
+        same file, its best weights in ``best_weights.npz`` (rewritten only when they change),
+        and both are restored on resume. Place it before this callback in the callback list
+        (its ``on_train_begin`` resets what this one restores).
     """
 
-    def __init__(self, backup_dir: str, every_steps: int, progress: ProgressLogger):
+    def __init__(self, backup_dir: str, every_steps: int, progress: ProgressLogger,
+                 stopper: Optional["MinRoundsEarlyStopping"] = None):
         super().__init__(backup_dir, save_freq=every_steps, delete_checkpoint=True)
         self.progress = progress
+        self.stopper = stopper
+        self._saved_best = None  # the best-weights list last written
         self._terminate = threading.Event()
         self._previous_handler = None
 
@@ -170,7 +192,17 @@ class Checkpoints(tf.keras.callbacks.BackupAndRestore):
         path = f"{self.backup_dir}/{PROGRESS_FILE}"
         if tf.io.gfile.exists(path):
             with tf.io.gfile.GFile(path) as f:
-                self.progress.restore(json.load(f))
+                state = json.load(f)
+            self.progress.restore(state)
+            if self.stopper is not None and "early_stopping" in state:
+                weights = None
+                weights_path = f"{self.backup_dir}/{BEST_WEIGHTS_FILE}"
+                if tf.io.gfile.exists(weights_path):
+                    with tf.io.gfile.GFile(weights_path, "rb") as f:
+                        stored = np.load(io.BytesIO(f.read()))
+                        weights = [stored[f"w{i}"] for i in range(len(stored.files))]
+                self.stopper.restore(state["early_stopping"], weights)
+                self._saved_best = self.stopper.best_weights
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -180,9 +212,25 @@ class Checkpoints(tf.keras.callbacks.BackupAndRestore):
 
     def _backup(self, epoch, batch=0):
         super()._backup(epoch, batch)
-        path = f"{self.backup_dir}/{PROGRESS_FILE}"
-        with tf.io.gfile.GFile(path + ".tmp", "w") as f:  # a kill mid-write leaves the
-            json.dump(self.progress.state(), f)              # previous counters whole
+        state = self.progress.state()
+        if self.stopper is not None:
+            best = self.stopper.best_weights
+            if best is not None and best is not self._saved_best:  # new best since last time
+                buffer = io.BytesIO()
+                np.savez(buffer, **{f"w{i}": w for i, w in enumerate(best)})
+                self._write(BEST_WEIGHTS_FILE, buffer.getvalue(), "wb")
+                self._saved_best = best
+            state["early_stopping"] = self.stopper.state()
+        # The weights first, then the state that points at them: a kill in between leaves
+        # the previous state, whose best is still what best_weights.npz held or better.
+        self._write(PROGRESS_FILE, json.dumps(state), "w")
+
+    def _write(self, name: str, content, mode: str) -> None:
+        """Writes ``backup_dir/name`` through a temporary file and a rename: a kill mid-write
+        leaves the previous file whole."""
+        path = f"{self.backup_dir}/{name}"
+        with tf.io.gfile.GFile(path + ".tmp", mode) as f:
+            f.write(content)
         tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -201,8 +249,9 @@ class Checkpoints(tf.keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        if self.delete_checkpoint and tf.io.gfile.exists(f"{self.backup_dir}/{PROGRESS_FILE}"):
-            tf.io.gfile.remove(f"{self.backup_dir}/{PROGRESS_FILE}")
+        for name in (PROGRESS_FILE, BEST_WEIGHTS_FILE):
+            if self.delete_checkpoint and tf.io.gfile.exists(f"{self.backup_dir}/{name}"):
+                tf.io.gfile.remove(f"{self.backup_dir}/{name}")
         self._restore_handler()
 
     def _restore_handler(self):
@@ -234,3 +283,24 @@ class MinRoundsEarlyStopping(tf.keras.callbacks.EarlyStopping):
         if self.model.stop_training and epoch + 1 < self.min_rounds:
             self.model.stop_training = False
             self.stopped_epoch = 0
+
+    def state(self) -> Dict[str, object]:
+        """What a resumed run needs besides the best weights (JSON-safe)."""
+        return {"wait": int(self.wait), "best": float(self.best),
+                "best_epoch": int(self.best_epoch), "stopped_epoch": int(self.stopped_epoch),
+                "has_best_weights": self.best_weights is not None}
+
+    def restore(self, state: Dict[str, object], best_weights=None) -> None:
+        """Puts back :meth:`state` and the best weights (after ``on_train_begin`` reset them).
+
+        Raises:
+          ValueError: The state says there were best weights and none are given.
+        """
+        if state.get("has_best_weights") and best_weights is None:
+            raise ValueError("early stopping's saved state has best weights, but "
+                             f"{BEST_WEIGHTS_FILE} is missing from the checkpoint directory")
+        self.wait = int(state["wait"])
+        self.best = float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        self.stopped_epoch = int(state["stopped_epoch"])
+        self.best_weights = list(best_weights) if best_weights is not None else None

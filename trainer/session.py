@@ -282,11 +282,12 @@ class TrainingSession:
             callbacks.append(tf.keras.callbacks.TensorBoard(log_dir, update_freq="epoch",
                                                             profile_batch=0, write_graph=False))
         if backup_dir:
-            callbacks.append(Checkpoints(backup_dir, cfg.train.checkpoint_every_steps, progress))
+            callbacks.append(Checkpoints(backup_dir, cfg.train.checkpoint_every_steps, progress,
+                                         stopper))
         model.fit(train_ds, validation_data=val_ds, epochs=fit_epochs,
                   steps_per_epoch=round_steps if rounds > 1 else None,
                   callbacks=callbacks, verbose=0)
-        history = model.history.history
+        history = progress.history  # every round's logs, those before a resume included
         monitor = cfg.train.early_stopping_monitor
         if stopper is not None and monitor not in history:
             raise ConfigError(f"train.early_stopping_monitor: {monitor!r} is not a training "
