@@ -83,6 +83,11 @@ def test_evaluate_skips_claims_on_runs_the_results_lack_and_renders_a_table():
     assert "| A beats B (A vs B) | ctr.auc | +0.0200, +0.0200, +0.0200 | +0.0200 |" in table
     assert "3/0 (p 0.25) | higher |" in table and "paired by train seed [1, 2, 3]" in table
     assert claims.markdown([], [1]) == ""
+    # Differences below 1e-4 (a stage that barely moves the model) stay visible.
+    tiny = claims.evaluate({"runs": [
+        {"label": "A", "metrics": {"ctr.auc": {"values": [0.70003, 0.70002]}}},
+        {"label": "B", "metrics": {"ctr.auc": {"values": [0.7, 0.7]}}}]}, listed[:1])
+    assert "| +3.0e-05, +2.0e-05 | +2.5e-05 |" in claims.markdown(tiny, [1, 2])
 
 
 def test_bench_report_rebuilds_table_and_claims_from_stored_results(tmp_path, capsys):

@@ -108,6 +108,13 @@ def evaluate(results: Mapping[str, Any], claims: Sequence[Mapping[str, str]]
     return out
 
 
+def _fmt(value: float) -> str:
+    """Signed, 4 decimals; differences too small for them (under 1e-4) in scientific form."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:+.4f}" if value == 0 or abs(value) >= 1e-4 else f"{value:+.1e}"
+
+
 def markdown(evaluated: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> str:
     """The claims as a Markdown table (empty string without claims)."""
     if not evaluated:
@@ -115,13 +122,13 @@ def markdown(evaluated: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> st
     lines = ["| claim | metric | run - base per seed | mean | 95% CI | sign (+/-) | verdict |",
              "|---|---|---|---:|---|---|---|"]
     for c in evaluated:
-        diffs = ", ".join("n/a" if math.isnan(d) else f"{d:+.4f}" for d in c["differences"])
+        diffs = ", ".join(_fmt(d) for d in c["differences"])
         ci = ("n/a" if math.isnan(c["ci_low"])
-              else f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]")
+              else f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]")
         sign = f"{c['positive']}/{c['negative']}" + (
             "" if math.isnan(c["sign_p"]) else f" (p {c['sign_p']:.2f})")
         lines.append(f"| {c['claim']} ({c['run']} vs {c['base']}) | {c['metric']} | {diffs} | "
-                     f"{c['mean']:+.4f} | {ci} | {sign} | {c['verdict']} |")
+                     f"{_fmt(c['mean'])} | {ci} | {sign} | {c['verdict']} |")
     lines.append(f"\npaired by train seed {list(seeds)}; 95% CI: Student t over the per-seed "
                  f"differences; sign test two-sided, exact")
     return "\n".join(lines)
