@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     for label, cfg in configs.items():
         with strategy.scope():
             model = build_model(cfg, info)
-            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
+                          jit_compile=cfg.train.jit_compile)  # as TrainingSession.build
         iterator = iter(strategy.experimental_distribute_dataset(ds))
         steppers[label] = (model.make_train_function(), iterator)
 

@@ -173,3 +173,18 @@ def test_result_of_parses_the_result_line_and_names_a_failing_child():
                          "sys.exit(3)"], "peer mmoe")
     with pytest.raises(SystemExit, match=r"quiet failed \(exit 0, no RESULT line\)"):
         bench.result_of([sys.executable, "-c", "print('hi')"], "quiet")
+
+
+def test_xla_cause_bench_times_each_piece_with_and_without_xla(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "xla_cause", os.path.join(ROOT, "benchmarks", "xla_cause.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "xla.json"
+    assert module.main(["--batch", "16", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["batch"] == 16 and len(report["rows"]) == 4
+    assert all(r["ms"] > 0 and r["xla_ms"] > 0 for r in report["rows"])
+    assert "| the same table frozen (gather, no gather gradient) |" in capsys.readouterr().out
