@@ -86,15 +86,14 @@ def test_a_run_killed_after_its_best_round_resumes_with_early_stoppings_state(
     info = fixtures.tiny_arrays(3000)[2]
     splits = (session_lib.SplitData(arrays=arrays), session_lib.SplitData(arrays=validation))
     monkeypatch.setattr(callbacks.Checkpoints, "on_epoch_end", killed_after_round_2)
-    first_try = session_lib.TrainingSession(cfg, SPEC, info,
-                                            tf.distribute.get_strategy())  # BackupAndRestore: no OneDevice
+    # TF's default strategy: Keras' BackupAndRestore refuses OneDeviceStrategy.
+    first_try = session_lib.TrainingSession(cfg, SPEC, info, tf.distribute.get_strategy())
     with pytest.raises(RuntimeError, match="killed"):
         first_try.fit(*splits, backup_dir=str(backup))
     assert {"best_weights.npz", "progress.json"} <= set(os.listdir(backup))
     monkeypatch.setattr(callbacks.Checkpoints, "on_epoch_end", original)
     tf.keras.backend.clear_session()
-    resumed = session_lib.TrainingSession(cfg, SPEC, info,
-                                          tf.distribute.get_strategy())  # BackupAndRestore: no OneDevice
+    resumed = session_lib.TrainingSession(cfg, SPEC, info, tf.distribute.get_strategy())
     model, progress = resumed.fit(*splits, backup_dir=str(backup))
     stop = progress.summary["early_stopping"]
     assert len(stop["history"]) == 3 and stop["epochs_run"] == 3  # rounds before the kill too

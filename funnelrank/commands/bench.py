@@ -17,7 +17,7 @@ A grid file (YAML) names the runs::
     selections:                  # optional: per seed, the run a validation metric prefers
       - {label: "best MMoE on validation", among: ["MMoE + BCE", "MMoE + PWiseR"],
          metric: validation.ctcvr.auc}      # (funnelrank.commands.selection)
-    claims:                      # optional: paired per-seed comparisons (funnelrank.commands.claims)
+    claims:                      # optional: paired per-seed comparisons (commands/claims.py)
       - {claim: "PWiseR keeps CTCVR AUC", run: "MMoE + PWiseR", base: "MMoE + BCE",
          metric: ctcvr.auc}
 
