@@ -31,8 +31,8 @@ go to ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png`` (the q
 with error bars), with the selection rows, the claims' paired per-seed differences (mean, 95%
 interval, sign test) in the JSON's ``claims`` and under the table, and per seed each run's
 learned task weights, meta query-loss trajectory and validation history (``details``); the
-generated data and every run's model go to ``work/bench/<name>/``. ``report`` rebuilds the
-table and the claims from a stored ``<name>.json`` without training.
+generated data and every run's model go to ``work/bench/<name>/``. ``report_stored`` (``bench
+--report``) rebuilds the table and the claims from a stored ``<name>.json`` without training.
 """
 from __future__ import annotations
 
