@@ -77,10 +77,7 @@ def paired_difference(run_values: Sequence[float], base_values: Sequence[float],
     nonzero = positive + negative
     out["sign_p"] = (float(stats.binomtest(positive, nonzero, 0.5).pvalue) if nonzero
                      else float("nan"))
-    if n == 0:
-        return {**out, "mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                "verdict": "fewer than 2 seeds"}
-    mean = sum(finite) / n
+    mean = sum(finite) / n if n else float("nan")
     if n < 2:
         return {**out, "mean": mean, "ci_low": float("nan"), "ci_high": float("nan"),
                 "verdict": "fewer than 2 seeds"}

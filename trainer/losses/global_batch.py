@@ -88,27 +88,6 @@ def _unpack(matrix: tf.Tensor, layout: list) -> Tuple[tf.Tensor, ...]:
     return tuple(out)
 
 
-def gather_rows_and_offset(*tensors) -> Tuple[Tuple[tf.Tensor, ...], tf.Tensor]:
-    """:func:`gather_rows`, plus the index of this replica's first row in the gathered order
-    (0 without peers)."""
-    tensors = tuple(tf.convert_to_tensor(t) for t in tensors)
-    ctx = peer_context()
-    if ctx is None:
-        return tensors, tf.zeros([], tf.int32)
-    rows = tf.shape(tensors[0])[0]
-    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
-    sizes = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                           tf.one_hot(replica, ctx.num_replicas_in_sync, dtype=tf.int32) * rows)
-    offset = tf.reduce_sum(sizes[:replica])
-    total = tf.reduce_sum(sizes)
-    packed, layout = _pack(tensors)
-    # Each replica's rows at their place in a zero matrix of the global batch; the summed
-    # matrices are the gathered rows. ``all_reduce``'s gradient is the all-reduced upstream
-    # gradient, so each replica's slice gets every replica's gradient of its rows.
-    placed = tf.pad(packed, [[offset, total - offset - rows], [0, 0]])
-    return _unpack(ctx.all_reduce(tf.distribute.ReduceOp.SUM, placed), layout), offset
-
-
 def gather_rows(*tensors) -> Tuple[tf.Tensor, ...]:
     """Each tensor's rows of every replica, concatenated in replica order (axis 0).
 
@@ -119,7 +98,22 @@ def gather_rows(*tensors) -> Tuple[tf.Tensor, ...]:
     (the row counts, then the rows) and one backward, whatever the number of tensors. Without
     peers the tensors come back unchanged.
     """
-    return gather_rows_and_offset(*tensors)[0]
+    tensors = tuple(tf.convert_to_tensor(t) for t in tensors)
+    ctx = peer_context()
+    if ctx is None:
+        return tensors
+    rows = tf.shape(tensors[0])[0]
+    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
+    sizes = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                           tf.one_hot(replica, ctx.num_replicas_in_sync, dtype=tf.int32) * rows)
+    offset = tf.reduce_sum(sizes[:replica])  # this replica's first row in the gathered order
+    total = tf.reduce_sum(sizes)
+    packed, layout = _pack(tensors)
+    # Each replica's rows at their place in a zero matrix of the global batch; the summed
+    # matrices are the gathered rows. ``all_reduce``'s gradient is the all-reduced upstream
+    # gradient, so each replica's slice gets every replica's gradient of its rows.
+    placed = tf.pad(packed, [[offset, total - offset - rows], [0, 0]])
+    return _unpack(ctx.all_reduce(tf.distribute.ReduceOp.SUM, placed), layout)
 
 
 def num_replicas() -> int:
