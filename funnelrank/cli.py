@@ -157,7 +157,10 @@ def cmd_bench(args) -> int:
     if args.report:
         bench.report_stored(grid, out)
     else:
-        bench.run_grid(grid, out)
+        from funnelrank.commands.run_cache import RunCache
+
+        cache = None if args.no_cache else RunCache(args.cache_dir)
+        bench.run_grid(grid, out, cache=cache)
     return 0
 
 
@@ -309,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(paired per-seed differences) from the stored <out>/<name>.json")
     p.add_argument("--out", help="results directory (default benchmarks/results/<name>); "
                                   "--throughput: the JSON file")
+    p.add_argument("--cache-dir", default=os.path.join("work", "bench", "cache"),
+                   help="with --grid: finished runs are kept here and read back instead of "
+                        "trained again when config, data bytes and code are the same "
+                        "(default work/bench/cache)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="with --grid: train every run, read and store nothing in the cache")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("export", help="export `funnelrank train` output for TF Serving")

@@ -31,7 +31,10 @@ go to ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>.png`` (the q
 with error bars), with the selection rows, the claims' paired per-seed differences (mean, 95%
 interval, sign test) in the JSON's ``claims`` and under the table, and per seed each run's
 learned task weights, meta query-loss trajectory and validation history (``details``); the
-generated data and every run's model go to ``work/bench/<name>/``. ``report_stored`` (``bench
+generated data and every run's model go to ``work/bench/<name>/``. ``bench`` keeps every
+finished run in ``work/bench/cache`` (``run_cache``; ``--no-cache`` trains all): a killed grid
+resumes with its finished runs, and a run two grids share (same config, data bytes and code)
+trains once. ``report_stored`` (``bench
 --report``) rebuilds the table and the claims from a stored ``<name>.json`` without training.
 """
 from __future__ import annotations
@@ -55,6 +58,7 @@ from funnelrank.commands import baseline as baseline_cmd
 from funnelrank.commands import claims as claims_lib
 from funnelrank.commands import selection as selection_lib
 from funnelrank.commands import train as train_local
+from funnelrank.commands.run_cache import RunCache
 from schemas import config as config_lib
 from trainer import baselines
 
@@ -155,7 +159,8 @@ def _metric(result: Mapping, dotted: str) -> float:
     return float(result["heads"].get(head, {}).get(name, float("nan")))
 
 
-def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[str, Any]:
+def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None,
+             cache: Optional[RunCache] = None) -> Dict[str, Any]:
     """Runs every (run, seed); returns the summary and writes it to ``out_dir``.
 
     Args:
@@ -163,6 +168,8 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
       out_dir: Where ``<name>.json`` and ``<name>.md`` go (small files, meant to be committed).
       work_dir: Generated data, prepared splits and each run's model and metrics (large);
         default ``work/bench/<name>``.
+      cache: Finished runs (``run_cache``): a (run, seed) found there is read back, not
+        trained, and every trained one is stored as soon as it ends. None: train everything.
     """
     os.makedirs(out_dir, exist_ok=True)
     work_dir = work_dir or os.path.join("work", "bench", grid.name)
@@ -183,16 +190,16 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
             if grid.adapter is not None:
                 overrides["data.adapter"] = grid.adapter
             cfg = config_lib.load(run["config"], overrides)
-            t0 = time.perf_counter()
-            tf.keras.backend.clear_session()
-            out = os.path.join(work_dir, "runs", _slug(run["label"]), f"seed{seed}")
-            if run.get("baseline") is not None:
-                result = baseline_cmd.run(cfg, baselines.parse(run["baseline"],
-                                                               f"runs[{run['label']!r}].baseline"),
-                                          out)
+            material = (cache.material(config_lib.to_dict(cfg), run.get("baseline"))
+                        if cache is not None else None)
+            result = cache.get(material) if cache is not None else None
+            if result is not None:
+                log.info("%s seed %d: finished run read back from %s", run["label"], seed,
+                         cache.cache_dir)
             else:
-                result = train_local.train(cfg, out)
-            log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
+                result = _train_one(run, cfg, seed, work_dir)
+                if cache is not None:
+                    cache.put(material, result)
             per_seed.append({m: _metric(result, m) for m in grid.metrics})
             details.append({key: result[key] for key in DETAILS if key in result})
         summary = {m: _summary([r[m] for r in per_seed]) for m in grid.metrics}
@@ -203,6 +210,19 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None) -> Dict[s
             entry["baseline"] = run["baseline"]
         results["runs"].append(entry)
     return report(grid, results, out_dir)
+
+
+def _train_one(run: Mapping[str, Any], cfg, seed: int, work_dir: str) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    tf.keras.backend.clear_session()
+    out = os.path.join(work_dir, "runs", _slug(run["label"]), f"seed{seed}")
+    if run.get("baseline") is not None:
+        result = baseline_cmd.run(cfg, baselines.parse(run["baseline"],
+                                                       f"runs[{run['label']!r}].baseline"), out)
+    else:
+        result = train_local.train(cfg, out)
+    log.info("%s seed %d: %.0fs", run["label"], seed, time.perf_counter() - t0)
+    return result
 
 
 def report(grid: Grid, results: Dict[str, Any], out_dir: str) -> Dict[str, Any]:
