@@ -44,6 +44,7 @@ SYNTHETIC_MODES = ("default", "hard", "clean")
 SPARSE_OPTIMIZERS = ("adam", "lazy_adam", "adagrad")  # trainer.optimizers.OPTIMIZERS
 LR_SCHEDULES = ("constant", "cosine", "linear")  # trainer.optimizers.SCHEDULES
 EMBEDDING_L2_MODES = ("table", "batch")
+WIDE_INITS = ("logistic",)
 DEFAULT_CONFIG = "configs/synthetic_mmoe.yaml"
 
 
@@ -176,6 +177,15 @@ class ModelConfig:
       wide_cross_buckets: Most rows of a cross's table; larger products are hashed.
       wide_l2: L2 on the wide rows the batch looked up (the ``embedding_l2_mode: batch``
         form).
+      wide_init: ``null`` (the wide weights start at 0) or ``logistic``: before training,
+        fit the one-hot logistic regression baseline per task on the train split (``C``
+        chosen on the validation LogLoss among ``wide_init_C``, the wide crosses as its
+        crosses) and start from it: its weights in the wide tables, its intercept as the
+        logit's bias and the deep logit's kernel at 0, so the untrained network predicts
+        exactly what the regression does and training learns what it misses
+        (``trainer.wide_init``). Needs ``wide: true`` and the train split in memory.
+      wide_init_C: Candidates of the regression's ``C`` (inverse L2 strength).
+      wide_frozen: Keep the wide weights where ``wide_init`` put them (not trained).
       cross_layers: DCN-v2 cross layers (``tfrs.layers.dcn.Cross``) applied to the
         concatenated embeddings before the backbone, any backbone (0: none); see
         ``trainer.layers.dcn``. The ``dcn`` backbone has its own.
@@ -201,6 +211,9 @@ class ModelConfig:
     wide_crosses: Tuple[Tuple[str, ...], ...] = ()
     wide_cross_buckets: int = 100_000
     wide_l2: float = 0.0
+    wide_init: Optional[str] = None
+    wide_init_C: Tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    wide_frozen: bool = False
     cross_layers: int = 0
     cross_projection_dim: Optional[int] = None
 
@@ -619,6 +632,18 @@ def _validate(cfg: ExperimentConfig) -> None:
     if m.wide_crosses and not m.wide:
         raise ConfigError("model.wide_crosses needs model.wide: true (the crosses are weights "
                           "of the wide part)")
+    if m.wide_init is not None:
+        checks.check_choice("model.wide_init", m.wide_init, WIDE_INITS, error=err)
+        if not m.wide:
+            raise ConfigError("model.wide_init needs model.wide: true (it sets the wide "
+                              "part's weights)")
+    if not m.wide_init_C or any(isinstance(c, bool) or not isinstance(c, (int, float))
+                                or not c > 0 for c in m.wide_init_C):
+        raise ConfigError(f"model.wide_init_C: expected a non-empty list of numbers > 0, got "
+                          f"{checks.short_repr(m.wide_init_C)}")
+    if m.wide_frozen and m.wide_init is None:
+        raise ConfigError("model.wide_frozen needs model.wide_init (frozen at 0 the wide part "
+                          "would add nothing)")
     if m.wide and m.hke:
         raise ConfigError("model.wide with model.hke: the HKE heads have two logit paths "
                           "(original and extended sub-towers); a wide part is not defined for "

@@ -33,7 +33,7 @@ from schemas import tasks as tasks_lib
 from schemas.config import ConfigError, ExperimentConfig
 from trainer import data as data_lib
 from trainer import tracing
-from trainer import warm_start
+from trainer import baselines, warm_start, wide_init
 from trainer.callbacks import (Checkpoints, DivergenceGuard, MinRoundsEarlyStopping,
                                ProgressLogger)
 from trainer.evaluation import evaluate_heads, format_report
@@ -153,6 +153,8 @@ class TrainingSession:
         self.cfg, self.spec, self.info = cfg, spec, info
         self.warm_start_from = warm_start_from
         self.warm_start_report: Optional[Dict] = None
+        self.wide_start: Optional[baselines.FittedBaseline] = None  # model.wide_init
+        self.wide_init_report: Optional[Dict] = None
         log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
         # Before any dataset exists: a shuffle's order depends on the global seed too.
         tf.keras.utils.set_random_seed(cfg.train.seed)
@@ -205,6 +207,16 @@ class TrainingSession:
             log.info("train split parsed into memory: %d rows in %.1fs", train.rows,
                      time.perf_counter() - t0)
         steps = None if train.rows is None else -(-train.rows // self.global_batch)
+        if self.cfg.model.wide_init is not None and self.warm_start_from is None:
+            if train.arrays is None:
+                raise ConfigError(
+                    f"model.wide_init: {self.cfg.model.wide_init} fits on the train split in "
+                    f"memory, but it streams (rows x columns over train.memory_budget_mb="
+                    f"{self.cfg.train.memory_budget_mb}); raise the budget, set "
+                    f"train.in_memory: true, or set model.wide_init: null")
+            self.wide_start = wide_init.fit_logistic(
+                self.cfg, self.spec, self.info.vocab_sizes, train.arrays,
+                validation.in_memory(self.columns).arrays)
         meta_arrays = None
         if self.cfg.meta.enabled:
             meta_arrays = lambda: train.in_memory(self.columns).arrays  # noqa: E731
@@ -224,6 +236,12 @@ class TrainingSession:
                 if self.warm_start_from is not None:
                     self.warm_start_report = warm_start.apply(model.network,
                                                               self.warm_start_from)
+                elif cfg.model.wide_init is not None:
+                    if self.wide_start is None:
+                        raise ConfigError("model.wide_init needs TrainingSession.fit (the "
+                                          "train and validation rows), not ready datasets")
+                    self.wide_init_report = wide_init.apply(model.network, self.wide_start,
+                                                            cfg.model.wide_frozen)
                 model.compile(optimizer=tf.keras.optimizers.Adam(
                     learning_rate(cfg, cfg.train.learning_rate, steps_per_epoch)),
                     jit_compile=cfg.train.jit_compile)
@@ -304,6 +322,8 @@ class TrainingSession:
         progress.summary["steps"] = int(model.optimizer.iterations.numpy())
         if self.warm_start_report is not None:
             progress.summary["warm_start"] = self.warm_start_report
+        if self.wide_init_report is not None:
+            progress.summary["wide_init"] = self.wide_init_report
         report = model.objective.report()
         if report:
             progress.summary["objective"] = report
