@@ -657,6 +657,9 @@ def _validate(cfg: ExperimentConfig) -> None:
                           bool(cfg.data.features.action_labels), error=err,
                           recipe_labels=list(recipe_labels) if isinstance(recipe_labels, Mapping)
                           else [])
+    if m.wide_init is not None and tasks_lib.ACTIONS in cfg.tasks:
+        raise ConfigError(f"model.wide_init: {m.wide_init} has no regression for model.tasks "
+                          f"{list(cfg.tasks)} (KAML's per-action heads); set wide_init: null")
     for head, weight in cfg.loss.weights.items():
         checks.check_nonneg_number(f"loss.weights.{head}", weight, error=err)
     t = cfg.train

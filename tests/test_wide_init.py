@@ -160,6 +160,14 @@ def test_invalid_wide_init_settings_are_named(overrides, message):
         config_lib.load("configs/mmoe.yaml", overrides)
 
 
+def test_per_action_tasks_have_no_regression_to_start_from():
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"configs/kaml.yaml: model.wide_init: logistic has no regression "
+                             r"for model.tasks \['ctr', 'actions'\]"):
+        config_lib.load("configs/kaml.yaml", {"model.wide": True, "model.hke": False,
+                                               "model.wide_init": "logistic"})
+
+
 def test_wide_init_round_trips_through_the_config():
     cfg = config_lib.load("configs/mmoe.yaml", {"model.wide_init": "logistic",
                                                 "model.wide_init_C": [0.3],
