@@ -57,3 +57,27 @@ def test_rela_impr_is_kaml_eq_14():
     assert metrics.rela_impr(0.9133, 0.9116) == pytest.approx((0.4133 / 0.4116) - 1.0)
     assert metrics.rela_impr(0.6, 0.6) == 0.0
     assert np.isnan(metrics.rela_impr(0.7, 0.5))
+
+
+def test_ctr_head_scores_conversions_with_or_without_a_ctcvr_head():
+    """``auc_conversion`` (pCTR against converted impressions) for a funnel model and for a
+    single-task ctr model on the same labels; none when the data has no conversion label."""
+    from sklearn.metrics import roc_auc_score
+
+    from schemas import tasks as tasks_lib
+    from trainer.evaluation import score_heads
+
+    rng = np.random.default_rng(0)
+    click = (rng.random(400) < 0.3).astype(np.float64)
+    conversion = click * (rng.random(400) < 0.4)
+    p_ctr = np.clip(0.1 + 0.1 * click + 0.2 * conversion + 0.6 * rng.random(400), 0, 1)
+    labels = {"ctr": click, "cvr": conversion}
+    want = roc_auc_score(click * conversion, p_ctr)
+    funnel = score_heads({"ctr": p_ctr, "cvr": np.full(400, 0.3), "ctcvr": p_ctr * 0.3},
+                         labels, tasks_lib.heads(("ctr", "cvr"), True))
+    single = score_heads({"ctr": p_ctr}, labels, tasks_lib.heads(("ctr",), True))
+    assert funnel["ctr"]["auc_conversion"] == pytest.approx(want, abs=1e-12)
+    assert single["ctr"]["auc_conversion"] == pytest.approx(want, abs=1e-12)
+    assert want != pytest.approx(roc_auc_score(click, p_ctr), abs=1e-3)  # not the click AUC
+    only_clicks = score_heads({"ctr": p_ctr}, {"ctr": click}, tasks_lib.heads(("ctr",), True))
+    assert "auc_conversion" not in only_clicks["ctr"]

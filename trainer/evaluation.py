@@ -52,7 +52,8 @@ def evaluate_heads(network: tf.keras.Model, ds: tf.data.Dataset,
 
     In the funnel the ctr head also gets ``auc_conversion``: the AUC of pCTR against the
     conversion label over all impressions, i.e. how well the CTR ranking puts converting
-    impressions first (PWiseR's "conversion-weighted" view of CTR ranking).
+    impressions first (PWiseR's "conversion-weighted" view of CTR ranking); single-task ctr
+    models on data with a conversion label too (:func:`conversions`).
 
     Per-action models (KAML) are scored as the paper does: every sample only on its target
     action. ``cvr`` is then the overall entry (each clicked sample's target-action pCVR against
@@ -93,10 +94,24 @@ def score_heads(outputs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarr
                  "count": int(len(y_m)), "positives": int(np.sum(y_m > 0.5))}
         if "user" in labels:
             entry["gauc"] = offline.gauc(offline.masked(labels["user"], mask), y_m, p_m)
-        if head.name == tasks_lib.CTR and tasks_lib.CTCVR in targets:
-            entry["auc_conversion"] = offline.auc(targets[tasks_lib.CTCVR][0], probs)
+        converted = conversions(targets, labels) if head.name == tasks_lib.CTR else None
+        if converted is not None:
+            entry["auc_conversion"] = offline.auc(converted, probs)
         report[head.name] = entry
     return report
+
+
+def conversions(targets: Mapping[str, tuple], labels: Mapping[str, np.ndarray]
+                ) -> Optional[np.ndarray]:
+    """Per impression, 1 where it converted: the ``ctcvr`` head's label, or, for a model
+    without that head (a single-task ``[ctr]`` model on funnel data), ``ctr * cvr`` from the
+    labels when the data has both; None otherwise."""
+    if tasks_lib.CTCVR in targets:
+        return targets[tasks_lib.CTCVR][0]
+    if tasks_lib.CTR in labels and tasks_lib.CVR in labels:
+        return (np.asarray(labels[tasks_lib.CTR], np.float64)
+                * np.asarray(labels[tasks_lib.CVR], np.float64))
+    return None
 
 
 def format_report(report: Dict[str, Dict[str, float]]) -> str:
