@@ -214,9 +214,9 @@ class TrainingSession:
                     f"memory, but it streams (rows x columns over train.memory_budget_mb="
                     f"{self.cfg.train.memory_budget_mb}); raise the budget, set "
                     f"train.in_memory: true, or set model.wide_init: null")
+            validation = validation.in_memory(self.columns)  # parsed once, trained on below
             self.wide_start = wide_init.fit_logistic(
-                self.cfg, self.spec, self.info.vocab_sizes, train.arrays,
-                validation.in_memory(self.columns).arrays)
+                self.cfg, self.spec, self.info.vocab_sizes, train.arrays, validation.arrays)
         meta_arrays = None
         if self.cfg.meta.enabled:
             meta_arrays = lambda: train.in_memory(self.columns).arrays  # noqa: E731
