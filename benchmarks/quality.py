@@ -120,7 +120,8 @@ def run_baseline(cfg, spec, vocab_sizes, arrays, split: str, baseline) -> Dict[s
 
 
 def load_variants(path: str) -> Dict[str, Any]:
-    """Reads and checks a variants file (``{config: FILE, runs: [{label, overrides | baseline}]}``).
+    """Reads and checks a variants file (``{config: FILE, overrides: {...}, runs: [{label,
+    overrides | baseline}]}``; the file's ``overrides`` go under every trained run's own).
 
     Every run's overrides must give a valid config on top of ``config`` and every baseline must
     parse, so that a typo fails here and not after hours of earlier runs.
@@ -131,10 +132,18 @@ def load_variants(path: str) -> Dict[str, Any]:
     """
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
-    unknown = sorted(set(raw) - {"config", "runs"})
+    unknown = sorted(set(raw) - {"config", "runs", "overrides"})
     if unknown or not raw.get("runs"):
         raise config_lib.ConfigError(f"{path}: expected keys 'config' and 'runs' (a non-empty "
-                                     f"list); got {sorted(raw)}")
+                                     f"list), optionally 'overrides'; got {sorted(raw)}")
+    shared = raw.get("overrides") or {}
+    if not isinstance(shared, dict):
+        raise config_lib.ConfigError(f"{path}: overrides must map config keys to values (they "
+                                     f"apply to every run), got {shared!r}")
+    if shared:  # under every run's own overrides (baselines read only the data keys)
+        raw["runs"] = [{**run, "overrides": {**shared, **dict(run.get("overrides") or {})}}
+                       if isinstance(run, dict) and "baseline" not in run else run
+                       for run in raw["runs"]]
     base = raw.get("config", "configs/mmoe.yaml")
     check_runs(path, [{"config": base, **run} if isinstance(run, dict) else run
                       for run in raw["runs"]])

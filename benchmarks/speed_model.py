@@ -12,7 +12,8 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SAME_MODEL_AS_PEERS = {"model.wide": False, "model.embedding_feature_dropout": 0.0,
+SAME_MODEL_AS_PEERS = {"model.wide": False, "model.wide_init": None, "model.wide_frozen": False,
+                       "model.deep_max_vocabulary": None, "model.embedding_feature_dropout": 0.0,
                        "model.embedding_l2": 0.0, "train.sparse_optimizer": None,
                        "train.sparse_learning_rate": None}
 

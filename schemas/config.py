@@ -183,9 +183,22 @@ class ModelConfig:
         crosses) and start from it: its weights in the wide tables, its intercept as the
         logit's bias and the deep logit's kernel at 0, so the untrained network predicts
         exactly what the regression does and training learns what it misses
-        (``trainer.wide_init``). Needs ``wide: true`` and the train split in memory.
+        (``trainer.wide_init``). Needs ``wide: true``.
       wide_init_C: Candidates of the regression's ``C`` (inverse L2 strength).
+      wide_init_max_rows: The regression is fitted on at most this many train rows (a
+        seeded sample of the in-memory split; a train split that streams gives its first
+        rows, one from each file in turn).
       wide_frozen: Keep the wide weights where ``wide_init`` put them (not trained).
+      deep_exclude: Features (sparse or dense, raw names) the deep part does not read: no
+        embedding, no input to the backbone; the wide part still reads them. E.g. the
+        high-cardinality ids (``[user_id, item_id]``), so that their per-id effects live in
+        the wide part only and the deep part models the low-cardinality fields (Wide & Deep
+        Sec. 3: memorisation in the wide part, generalisation in the deep part). Needs
+        ``wide: true``.
+      deep_max_vocabulary: ``null`` or a number of rows: sparse features whose vocabulary
+        (OOV buckets included) has more rows than this are read by the wide part only, as
+        if named in ``deep_exclude``; decided per data set from its vocabularies. Needs
+        ``wide: true``.
       cross_layers: DCN-v2 cross layers (``tfrs.layers.dcn.Cross``) applied to the
         concatenated embeddings before the backbone, any backbone (0: none); see
         ``trainer.layers.dcn``. The ``dcn`` backbone has its own.
@@ -213,7 +226,10 @@ class ModelConfig:
     wide_l2: float = 0.0
     wide_init: Optional[str] = None
     wide_init_C: Tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    wide_init_max_rows: int = 1_000_000
     wide_frozen: bool = False
+    deep_exclude: Tuple[str, ...] = ()
+    deep_max_vocabulary: Optional[int] = None
     cross_layers: int = 0
     cross_projection_dim: Optional[int] = None
 
@@ -271,8 +287,9 @@ class TrainConfig:
         best round is still tracked from the first one and restored; 0: stop whenever the
         patience runs out. On a small validation split the first rounds are noisy enough to
         stop a run before it has learned anything (docs/benchmarks.md, issue 16).
-      early_stopping_monitor: Keras log key, e.g. ``val_loss`` (minimised) or
-        ``val_ctcvr_auc`` (maximised: keys ending in ``auc`` are maximised).
+      early_stopping_monitor: Keras log key, e.g. ``val_loss`` (minimised; it includes the
+        weight priors' term ``regularization``), ``val_ctcvr_auc`` or ``val_mean_auc`` (the
+        mean of the heads' validation AUCs); keys ending in ``auc`` are maximised.
       validations_per_epoch: Validate (and count early stopping's patience) this many times
         per pass over the train split instead of once; needs the train row count.
       jit_compile: Compile the train step with XLA. Losses that gather pairs with dynamic
@@ -641,9 +658,29 @@ def _validate(cfg: ExperimentConfig) -> None:
                                 or not c > 0 for c in m.wide_init_C):
         raise ConfigError(f"model.wide_init_C: expected a non-empty list of numbers > 0, got "
                           f"{checks.short_repr(m.wide_init_C)}")
+    checks.check_positive_int("model.wide_init_max_rows", m.wide_init_max_rows, error=err)
     if m.wide_frozen and m.wide_init is None:
         raise ConfigError("model.wide_frozen needs model.wide_init (frozen at 0 the wide part "
                           "would add nothing)")
+    dense_names = list(cfg.data.features.dense)
+    for i, name in enumerate(m.deep_exclude):
+        if name not in sparse_names + dense_names:
+            raise ConfigError(f"model.deep_exclude[{i}]: {checks.short_repr(name)} is not a "
+                              f"feature; expected one of {sparse_names + dense_names}")
+    if len(set(m.deep_exclude)) != len(m.deep_exclude):
+        raise ConfigError(f"model.deep_exclude: names repeat in {list(m.deep_exclude)}")
+    if m.deep_exclude and not m.wide:
+        raise ConfigError("model.deep_exclude needs model.wide: true (without a wide part the "
+                          "excluded features would be read by nothing; drop them from "
+                          "data.features instead)")
+    if m.deep_max_vocabulary is not None:
+        checks.check_positive_int("model.deep_max_vocabulary", m.deep_max_vocabulary, error=err)
+        if not m.wide:
+            raise ConfigError("model.deep_max_vocabulary needs model.wide: true (the larger "
+                              "vocabularies are left to the wide part)")
+    if m.deep_exclude and set(m.deep_exclude) >= set(sparse_names + dense_names):
+        raise ConfigError(f"model.deep_exclude: every feature is excluded "
+                          f"({list(m.deep_exclude)}); the deep part needs at least one")
     if m.wide and m.hke:
         raise ConfigError("model.wide with model.hke: the HKE heads have two logit paths "
                           "(original and extended sub-towers); a wide part is not defined for "

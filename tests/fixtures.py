@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from schemas import config as config_lib
 from schemas import features
@@ -124,3 +125,18 @@ def write_census_csv(path: str, rows: int = 3000, seed: int = 0) -> str:
     """``census_frame`` as a CSV: empty strings and NaN become empty cells, commas quoted."""
     census_frame(rows, seed).to_csv(path, index=False, na_rep="")
     return path
+
+
+def write_gzipped_examples(arrays, path, columns):
+    """Writes the rows of transformed ``arrays`` as gzipped tf.Examples (a TFX Transform
+    output stand-in): float columns as float lists, the others as int64 lists."""
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for i in range(len(arrays[columns[0]])):
+            feature = {}
+            for k in columns:
+                value = arrays[k].reshape(-1)[i]
+                feature[k] = (tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                              if arrays[k].dtype.kind == "f" else
+                              tf.train.Feature(int64_list=tf.train.Int64List(value=[value])))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                         .SerializeToString())

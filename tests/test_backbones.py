@@ -10,7 +10,7 @@ from schemas import config as config_lib
 from tests import fixtures
 from trainer.data import from_arrays, predict
 from trainer.model import BACKBONES
-from trainer.session import fit_model
+from trainer.session import SplitData, TrainingSession
 
 CONFIGS = sorted(p for p in glob.glob("configs/*.yaml") if "ali_ccp" not in p)
 
@@ -35,10 +35,12 @@ def test_config_trains_and_predicts_its_heads(path):
         cfg = config_lib.load(path, {"train.batch_size": 200, "train.epochs": 1,
                                      "meta.steps": 2, "meta.support_size": 8,
                                      "meta.query_size": 8, "meta.partition_key": "item"})
-    ds = from_arrays(arrays, info.input_names, spec, 200, shuffle=True)
-    model, _ = fit_model(cfg, info, ds, ds, tf.distribute.OneDeviceStrategy("/cpu:0"),
-                         spec=spec, meta_arrays=lambda: arrays)
+    # TrainingSession.fit, as both training paths run it: the shipped configs fit their
+    # wide part's logistic regression on the train rows first (model.wide_init).
+    session = TrainingSession(cfg, spec, info, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    model, _ = session.fit(SplitData(arrays=arrays), SplitData(arrays=arrays))
     assert np.isfinite(model.history.history["loss"]).all()
+    assert (session.wide_init_report is not None) == (cfg.model.wide_init is not None)
     outputs, _ = predict(model.network, from_arrays(arrays, info.input_names, spec, 600))
     if cfg.adm.enabled:
         expected = {"ctr"} | {f"cvr_{j}" for j in range(info.num_actions)}

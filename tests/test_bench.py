@@ -20,7 +20,7 @@ def test_shipped_grid_loads_and_every_run_config_is_valid(path):
     labels = [run["label"] for run in grid.runs]
     assert len(set(labels)) == len(labels), labels
     for run in grid.runs:
-        overrides = {"data.path": "x.csv", **dict(run.get("overrides") or {})}
+        overrides = {"data.path": "x.csv", **grid.overrides, **dict(run.get("overrides") or {})}
         config_lib.load(run["config"], overrides)  # raises on a bad key or value
 
 
@@ -50,6 +50,35 @@ def test_grid_synthetic_mode_is_checked_and_reaches_the_generator(tmp_path, monk
     monkeypatch.setattr(synthetic, "write_csv", stop)
     with pytest.raises(RuntimeError, match="generate 10 rows, seed 7, mode clean"):
         bench.run_grid(bench.load_grid(str(path)), str(tmp_path / "out"), str(tmp_path / "w"))
+
+
+def test_grid_overrides_apply_to_every_run_under_its_own(tmp_path, monkeypatch):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\nseeds: [1]\nmetrics: [ctr.auc]\nrows: 10\ndata: x.csv\n"
+                    "overrides: {train.early_stopping_patience: 3, model.embedding_dim: 4}\n"
+                    "runs:\n  - {label: A, config: configs/mmoe.yaml}\n"
+                    "  - {label: B, config: configs/mmoe.yaml, overrides: "
+                    "{model.embedding_dim: 6}}\n")
+    seen = {}
+
+    def record(run, cfg, seed, work_dir):
+        seen[run["label"]] = (cfg.train.early_stopping_patience, cfg.model.embedding_dim)
+        raise StopIteration
+
+    monkeypatch.setattr(bench, "_train_one", record)
+    grid = bench.load_grid(str(path))
+    for label in ("A", "B"):
+        with pytest.raises(StopIteration):
+            bench.run_grid(bench.load_grid(str(path), only=[label]), str(tmp_path / "o"),
+                           str(tmp_path / "w"))
+    assert grid.overrides == {"train.early_stopping_patience": 3, "model.embedding_dim": 4}
+    assert seen == {"A": (3, 4), "B": (3, 6)}
+    path.write_text("name: g\nseeds: [1]\nmetrics: [ctr.auc]\noverrides: [1]\n"
+                    "runs:\n  - {label: A, config: configs/mmoe.yaml}\n")
+    with pytest.raises(config_lib.ConfigError, match=r"g.yaml: overrides must map config keys "
+                                                     r"to values \(they apply to every run\), "
+                                                     r"got \[1\]"):
+        bench.load_grid(str(path))
 
 
 def test_tiny_grid_writes_table_and_json(tmp_path):

@@ -95,26 +95,13 @@ def test_a_missing_column_is_named(numbered):
         from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 64)
 
 
-def _write_gzipped_examples(arrays, path, columns):
-    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
-        for i in range(len(arrays[columns[0]])):
-            feature = {}
-            for k in columns:
-                value = arrays[k].reshape(-1)[i]
-                feature[k] = (tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-                              if arrays[k].dtype.kind == "f" else
-                              tf.train.Feature(int64_list=tf.train.Int64List(value=[value])))
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
-                         .SerializeToString())
-
-
 def test_load_transformed_reads_every_row_back_and_feeds_the_same_rows(numbered, tmp_path):
     """``train.in_memory``: the TFRecords parsed once hold the rows from_transformed reads."""
     arrays, info = numbered
     columns = sorted(arrays)
-    _write_gzipped_examples({k: v[:600] for k, v in arrays.items()}, tmp_path / "p-0.gz",
+    fixtures.write_gzipped_examples({k: v[:600] for k, v in arrays.items()}, tmp_path / "p-0.gz",
                             columns)
-    _write_gzipped_examples({k: v[600:] for k, v in arrays.items()}, tmp_path / "p-1.gz",
+    fixtures.write_gzipped_examples({k: v[600:] for k, v in arrays.items()}, tmp_path / "p-1.gz",
                             columns)
     spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
             for k in columns}
@@ -135,6 +122,22 @@ def test_load_transformed_reads_every_row_back_and_feeds_the_same_rows(numbered,
     assert sorted(direct) == sorted(via_memory)
     for k in direct:
         np.testing.assert_array_equal(direct[k], via_memory[k])
+
+
+def test_load_transformed_reads_at_most_max_rows(numbered, tmp_path):
+    arrays, _ = numbered
+    columns = sorted(arrays)
+    for i, part in enumerate((slice(0, 600), slice(600, None))):
+        fixtures.write_gzipped_examples({k: v[part] for k, v in arrays.items()},
+                                        tmp_path / f"p-{i}.gz", columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    loaded = load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128, max_rows=300)
+    assert {len(v) for v in loaded.values()} == {300}
+    rows = np.searchsorted(arrays["price_xf"].reshape(-1), loaded["price_xf"])  # row ids
+    assert len(set(rows)) == 300 and rows.min() < 600 and rows.max() >= 600  # both files
+    for k in columns:
+        np.testing.assert_array_equal(loaded[k], arrays[k].reshape(-1)[rows])
 
 
 def test_load_transformed_names_missing_columns(tmp_path):

@@ -49,3 +49,22 @@ def test_invalid_variant_file_is_refused_naming_file_and_run(quality, tmp_path, 
     with pytest.raises(ConfigError) as err:
         quality.load_variants(str(path))
     assert str(path) in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_file_overrides_go_under_every_trained_runs_own(quality, tmp_path, monkeypatch):
+    import yaml
+    monkeypatch.chdir(ROOT)
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump({
+        "config": "configs/mmoe.yaml",
+        "overrides": {"train.early_stopping_patience": 2, "model.embedding_dim": 4},
+        "runs": [{"label": "a"}, {"label": "b", "overrides": {"model.embedding_dim": 6}},
+                 {"label": "lr", "baseline": {"name": "logistic"}}]}))
+    runs = quality.load_variants(str(path))["runs"]
+    assert runs[0]["overrides"] == {"train.early_stopping_patience": 2, "model.embedding_dim": 4}
+    assert runs[1]["overrides"] == {"train.early_stopping_patience": 2, "model.embedding_dim": 6}
+    assert "overrides" not in runs[2]
+    path.write_text(yaml.safe_dump({"config": "configs/mmoe.yaml", "overrides": [1],
+                                    "runs": [{"label": "a"}]}))
+    with pytest.raises(ConfigError, match=r"overrides must map config keys to values"):
+        quality.load_variants(str(path))

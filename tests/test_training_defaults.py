@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from schemas import config as config_lib
 from tests import fixtures
+from trainer import model as model_lib
 from trainer import session as session_lib
 from trainer.data import from_arrays
 from trainer.optimizers import LazyAdam, WarmupDecay
@@ -62,6 +63,28 @@ def test_early_stopping_restores_the_best_weights_when_validation_loss_rises():
     val_ds = from_arrays(validation, model.network.input_names, SPEC, 4096)
     restored = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
     assert restored == pytest.approx(min(history), rel=1e-4)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_early_stopping_on_the_mean_validation_auc_keeps_its_best_round(replicas, request):
+    _, arrays, info = fixtures.tiny_arrays(3000)
+    validation = flipped(arrays)  # what the model learns ranks validation rows the wrong way
+    cfg = config(epochs=4, early_stopping_patience=1, early_stopping_monitor="val_mean_auc")
+    strategy = (tf.distribute.OneDeviceStrategy("/cpu:0") if replicas == 1
+                else request.getfixturevalue("two_cpu_strategy"))
+    s = session_lib.TrainingSession(cfg, SPEC, info, strategy)
+    model, progress = s.fit(session_lib.SplitData(arrays=arrays),
+                            session_lib.SplitData(arrays=validation))
+    stop, history = progress.summary["early_stopping"], progress.history
+    heads = ("val_ctr_auc", "val_cvr_auc", "val_ctcvr_auc")
+    np.testing.assert_allclose(history["val_mean_auc"],  # the mean, not a sum over replicas
+                               np.mean([history[h] for h in heads], axis=0), rtol=1e-6)
+    assert max(history["val_mean_auc"]) < 1
+    best = int(np.argmax(stop["history"]))  # maximised: the key ends in "auc"
+    assert stop["best_epoch"] == best + 1 and stop["epochs_run"] == best + 2
+    val_ds = from_arrays(validation, model.network.input_names, SPEC, 4096)
+    restored = model.evaluate(val_ds, verbose=0, return_dict=True)
+    assert restored["mean_auc"] == pytest.approx(max(stop["history"]), abs=1e-6)
 
 
 def test_a_run_killed_after_its_best_round_resumes_with_early_stoppings_state(
@@ -228,7 +251,62 @@ def test_wide_part_from_the_config_starts_at_the_deep_network_and_reloads(tmp_pa
         np.testing.assert_allclose(reloaded(x)[head].numpy(), values.numpy(), atol=1e-6)
 
 
+def test_deep_exclude_leaves_features_to_the_wide_part_and_reloads(tmp_path):
+    _, arrays, info = fixtures.tiny_arrays(1000)
+    cfg = config(model={"wide": True})  # the tiny spec's names are not the preset's: set the
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(  # exclusion past the check
+        cfg.model, deep_exclude=("user", "price")))
+    net = session_lib.build_model(cfg, info).network
+    embed = net.get_layer("embedding")
+    assert list(embed.sparse_vocab_sizes) == ["item_xf"] and embed.dense_keys == []
+    assert embed.output.shape[-1] == 4  # item's embedding (dim 4) and nothing else
+    wide = net.get_layer("wide")
+    assert set(wide.sparse_vocab_sizes) == {"user_xf", "item_xf"}
+    assert wide.dense_keys == ["price_xf"]
+    x = {k: arrays[k][:64] for k in info.input_names}
+    other = dict(x, user_xf=np.roll(x["user_xf"], 7), price_xf=x["price_xf"] + 3.0)
+    for head, values in net(x).items():  # wide weights at 0: user and price change nothing
+        np.testing.assert_array_equal(net(other)[head].numpy(), values.numpy())
+    for v in wide.weights:
+        v.assign(tf.random.normal(v.shape, seed=1))
+    moved = net(other)["ctr"].numpy() - net(x)["ctr"].numpy()
+    assert np.abs(moved).max() > 1e-3  # ... through the wide part they do
+    net.save(str(tmp_path / "m"), save_format="tf")
+    reloaded = tf.keras.models.load_model(str(tmp_path / "m"))
+    for head, values in net(x).items():
+        np.testing.assert_allclose(reloaded(x)[head].numpy(), values.numpy(), atol=1e-6)
+
+
+def test_deep_max_vocabulary_leaves_the_larger_vocabularies_to_the_wide_part():
+    _, _, info = fixtures.tiny_arrays(1000)
+    small, large = sorted(info.vocab_sizes, key=info.vocab_sizes.get)
+    assert info.vocab_sizes[small] < info.vocab_sizes[large]
+    cfg = config(model={"wide": True, "deep_max_vocabulary": info.vocab_sizes[small]})
+    assert model_lib.deep_features(cfg.model, info) == (
+        {small: info.vocab_sizes[small]}, ["price"])
+    net = session_lib.build_model(cfg, info).network
+    assert list(net.get_layer("embedding").sparse_vocab_sizes) == [f"{small}_xf"]
+    assert set(net.get_layer("wide").sparse_vocab_sizes) == {"user_xf", "item_xf"}
+    none_left = dataclasses.replace(cfg.model, deep_max_vocabulary=1, deep_exclude=("price",))
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"leave no feature for the deep part \(deep_exclude \['price'\], "
+                             r"deep_max_vocabulary 1; vocabulary sizes"):
+        model_lib.deep_features(none_left, info)
+
+
 @pytest.mark.parametrize("section, values, message", [
+    ("model", {"wide": True, "deep_max_vocabulary": 0},
+     r"`model.deep_max_vocabulary` must be a positive int"),
+    ("model", {"deep_max_vocabulary": 100}, r"model.deep_max_vocabulary needs model.wide: true"),
+    ("model", {"wide": True, "deep_exclude": ["user_id", "shop"]},
+     r"model.deep_exclude\[1\]: 'shop' is not a feature; expected one of \['user_id'"),
+    ("model", {"wide": True, "deep_exclude": ["price", "price"]},
+     r"model.deep_exclude: names repeat in \['price', 'price'\]"),
+    ("model", {"deep_exclude": ["user_id"]}, r"model.deep_exclude needs model.wide: true"),
+    ("model", {"wide": True, "deep_exclude": [
+        "user_id", "item_id", "category_id", "advertiser_id", "ad_task_id", "target_action",
+        "device", "hour", "user_segment", "user_activity", "item_quality", "price", "ad_bid"]},
+     r"model.deep_exclude: every feature is excluded"),
     ("model", {"wide_cross_buckets": 0}, r"`model.wide_cross_buckets` must be a positive int"),
     ("model", {"wide_l2": -1.0}, r"`model.wide_l2` must be a finite number >= 0"),
     ("model", {"wide": True, "wide_crosses": [["user_id", "shop"]]},
@@ -281,15 +359,28 @@ MAIN = ["configs/mmoe.yaml", "configs/ple.yaml", "configs/synthetic_mmoe.yaml",
 def test_shipped_config_trains_with_the_chosen_defaults(path):
     cfg = config_lib.load(os.path.join(ROOT, path))
     train, model = cfg.train, cfg.model
-    assert train.early_stopping_patience == 2, path
+    assert train.early_stopping_patience == 8, path  # validation rounds: 2 epochs
     assert train.epochs == 5, path  # a maximum: early stopping picks the epoch
     assert train.validations_per_epoch == 4, path
-    assert train.early_stopping_monitor == "val_loss", path
+    assert train.early_stopping_monitor == "val_mean_auc", path
     assert train.early_stopping_min_epochs == 1, path  # one whole pass before it may stop
     assert (train.sparse_optimizer, train.sparse_learning_rate) == ("lazy_adam", 0.01), path
     assert model.wide and model.wide_crosses == (), path  # no generator-specific cross
-    assert model.embedding_feature_dropout == 0.1, path
-    assert (model.embedding_l2, model.embedding_l2_mode) == (0.0001, "table"), path
+    assert (model.wide_init, model.wide_frozen) == ("logistic", True), path  # round 12
+    assert model.deep_max_vocabulary == 100 and model.deep_exclude == (), path  # no names
+    assert model.embedding_feature_dropout == 0.0, path
+    assert model.embedding_l2 == 0.0, path
+
+
+@pytest.mark.parametrize("path", ["configs/kaml.yaml", "configs/star.yaml", "configs/taml.yaml",
+                                  "configs/man.yaml", "configs/aitm.yaml"], ids=os.path.basename)
+def test_kaml_man_and_aitm_keep_round_two_regularisation(path):
+    """HKE heads have no wide part to start from; MAN was not tried with the LR start; AITM's
+    free ctcvr head broke ctcvr <= ctr from two separately fitted regressions: they keep the
+    defaults of round 2 (their tables ran with them)."""
+    model = config_lib.load(os.path.join(ROOT, path)).model
+    assert (model.wide_init, model.wide_frozen, model.deep_max_vocabulary) == (None, False, None)
+    assert (model.embedding_feature_dropout, model.embedding_l2) == (0.1, 0.0001), path
 
 
 def test_every_shipped_config_early_stops():
@@ -314,3 +405,5 @@ def test_dataclass_defaults_stay_neutral():
     assert cfg.train.early_stopping_min_epochs == 0
     assert not cfg.model.wide and cfg.model.embedding_l2 == 0.0
     assert cfg.model.embedding_feature_dropout == 0.0
+    assert cfg.model.wide_init is None and cfg.model.deep_max_vocabulary is None
+    assert cfg.train.early_stopping_monitor == "val_loss"

@@ -9,7 +9,7 @@ from schemas import config as config_lib
 from tests import fixtures
 from trainer import baselines, wide_init
 from trainer import session as session_lib
-from trainer.data import from_arrays
+from trainer.data import from_arrays, load_transformed
 
 SPEC = fixtures.TINY_SPEC
 
@@ -117,21 +117,47 @@ def test_under_two_replicas_the_start_is_the_regression(two_cpu_strategy):
                                       wide_init.wide_weights(fitted, wide)["tables"]["user_xf"])
 
 
-def test_paths_that_cannot_fit_the_regression_say_so(tmp_path):
-    info, train, validation, _ = data()
-    cfg = config()
-    session = session_lib.TrainingSession(cfg, SPEC, info)
+def test_ready_datasets_cannot_fit_the_regression_and_say_so():
+    info = data()[0]
+    session = session_lib.TrainingSession(config(), SPEC, info)
     with pytest.raises(config_lib.ConfigError,
                        match="model.wide_init needs TrainingSession.fit .*not ready datasets"):
         session.build()
-    streaming = session_lib.SplitData(files=[str(tmp_path / "x.gz")], feature_spec={},
+
+
+def test_a_large_train_split_gives_the_regression_a_seeded_sample():
+    info, train, _, _ = data()
+    assert wide_init.sample_rows(train, 3000, seed=1) is train  # small enough: all of it
+    a, b = (wide_init.sample_rows(train, 1000, seed=1) for _ in range(2))
+    assert {len(v) for v in a.values()} == {1000}
+    for k in train:
+        np.testing.assert_array_equal(a[k], b[k])
+    c = wide_init.sample_rows(train, 1000, seed=2)
+    assert not np.array_equal(a["user_xf"], c["user_xf"])
+
+
+def test_a_streaming_train_split_fits_the_regression_on_its_first_rows(tmp_path, caplog):
+    info, train, validation, _ = data()
+    columns = sorted(train)
+    half = len(train[columns[0]]) // 2
+    for i, part in enumerate((slice(0, half), slice(half, None))):
+        fixtures.write_gzipped_examples({k: v[part] for k, v in train.items()},
+                                        tmp_path / f"t-{i}.gz", columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if train[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    streaming = session_lib.SplitData(files=[str(tmp_path / "t-*.gz")], feature_spec=spec,
                                       count=None)
-    cfg = config(in_memory=False)
-    with pytest.raises(config_lib.ConfigError,
-                       match=r"model.wide_init: logistic fits on the train split in memory, "
-                             r"but it streams .*train.in_memory: true"):
-        session_lib.TrainingSession(cfg, SPEC, info).fit(
-            streaming, session_lib.SplitData(arrays=validation))
+    cfg = config({"wide_init_max_rows": 800}, in_memory=False)
+    session = session_lib.TrainingSession(cfg, SPEC, info)
+    with caplog.at_level("WARNING"):
+        session.fit(streaming, session_lib.SplitData(arrays=validation))
+    assert ("the train split streams; the regression is fitted on its first 800 rows (one row "
+            "from each file in turn)") in caplog.text
+    first = load_transformed(str(tmp_path / "t-*.gz"), spec, session.columns, max_rows=800)
+    direct = wide_init.fit_logistic(cfg, SPEC, info.vocab_sizes, first, validation)
+    for task, model in direct.models.items():
+        np.testing.assert_allclose(session.wide_start.models[task].coef_, model.coef_,
+                                   rtol=1e-6, atol=1e-8)
 
 
 def test_wide_features_must_be_the_regressions():
@@ -153,7 +179,9 @@ def test_wide_features_must_be_the_regressions():
      r"model.wide_init needs model.wide: true"),
     ({"model.wide_init_C": []}, r"model.wide_init_C: expected a non-empty list of numbers > 0"),
     ({"model.wide_init_C": [0.1, -1]}, r"model.wide_init_C: expected .* got \(0.1, -1.0\)"),
-    ({"model.wide_frozen": True}, r"model.wide_frozen needs model.wide_init"),
+    ({"model.wide_init": None, "model.wide_frozen": True},
+     r"model.wide_frozen needs model.wide_init"),
+    ({"model.wide_init_max_rows": 0}, r"`model.wide_init_max_rows` must be a positive int"),
 ])
 def test_invalid_wide_init_settings_are_named(overrides, message):
     with pytest.raises(config_lib.ConfigError, match=r"configs/mmoe.yaml: " + message):

@@ -7,7 +7,7 @@ written by the TFX Transform component, and in-memory arrays from ``transform.pr
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -104,16 +104,25 @@ def _transformed_files(file_pattern):
 
 
 def load_transformed(file_pattern, feature_spec: Dict, columns: Sequence[str],
-                     chunk: int = 8192) -> Dict[str, np.ndarray]:
+                     chunk: int = 8192, max_rows: Optional[int] = None
+                     ) -> Dict[str, np.ndarray]:
     """Reads gzipped transformed tf.Examples into one array per ``<key>_xf`` column of
-    ``columns`` (files read in parallel, records interleaved), for :func:`from_arrays`."""
+    ``columns`` (files read in parallel, records interleaved), for :func:`from_arrays`;
+    with ``max_rows``, only the first that many records of a round-robin read (one record
+    from each file in turn), so that the rows come from every file."""
     missing = [k for k in columns if k not in feature_spec]
     if missing:
         raise KeyError(f"load_transformed: columns {missing} are not in the transformed "
                        f"feature spec (have {sorted(feature_spec)})")
     spec = {k: feature_spec[k] for k in columns}
-    ds = tf.data.TFRecordDataset(_transformed_files(file_pattern), compression_type="GZIP",
-                                 num_parallel_reads=tf.data.AUTOTUNE)
+    files = _transformed_files(file_pattern)
+    if max_rows is None:
+        ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                     num_parallel_reads=tf.data.AUTOTUNE)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+            cycle_length=len(files), block_length=1, deterministic=True).take(max_rows)
     ds = ds.batch(chunk).map(lambda s: tf.io.parse_example(s, spec),
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     parts: Dict[str, list] = {k: [] for k in columns}

@@ -10,7 +10,8 @@ Labels arrive as ``{task: [B]}`` (plus ``user``, ``actions``, ``adm_*``; see
 ``trainer.data.features_and_labels``); each head's label and mask come from its
 ``schemas.tasks.Head``. Per-head AUCs are streaming metrics of the validation step; in the
 train step they cost up to a fifth of the step on small models, so they are updated only
-every ``auc_every`` steps (0: never, the default).
+every ``auc_every`` steps (0: never, the default). ``mean_auc`` (``val_mean_auc`` on the
+validation split) is the mean of the heads' AUCs, one early-stopping monitor for every head.
 """
 from __future__ import annotations
 
@@ -20,6 +21,30 @@ import tensorflow as tf
 
 from schemas import tasks as tasks_lib
 from trainer.objectives import Objective
+
+MEAN_AUC = "mean_auc"
+
+
+class MeanOfResults(tf.keras.metrics.Metric):
+    """The mean of other metrics' results (no state of its own; they update and reset
+    themselves). A ``Metric``, so that Keras reads it across replicas as it reads them."""
+
+    def __init__(self, parts, name: str = MEAN_AUC, **kwargs):
+        super().__init__(name=name, **kwargs)
+        parts = tuple(parts)
+        if not parts:
+            raise ValueError(f"MeanOfResults {name!r}: expected at least one metric")
+        self._results = lambda: [m.result() for m in parts]  # a closure: not tracked
+
+    def update_state(self, *args, **kwargs):
+        return None
+
+    def result(self):
+        results = self._results()
+        return tf.add_n(results) / len(results)
+
+    def reset_state(self):
+        return None
 
 
 def head_label(labels, head: tasks_lib.Head):
@@ -86,13 +111,17 @@ class FunnelModel(tf.keras.Model):
             n: tf.keras.metrics.Mean(name=n) for n in names}
         self.aucs = {h.name: tf.keras.metrics.AUC(num_thresholds=1000, name=f"{h.name}_auc")
                      for h in self.heads if not h.name.startswith(tasks_lib.action_head(""))}
+        # One number for early stopping on every head (val_mean_auc).
+        self.mean_auc = MeanOfResults(list(self.aucs.values()), name=MEAN_AUC) if self.aucs \
+            else None
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
 
     @property
     def metrics(self):
-        return [self.loss_tracker, *self.term_trackers.values(), *self.aucs.values()]
+        mean = [self.mean_auc] if self.mean_auc is not None else []
+        return [self.loss_tracker, *self.term_trackers.values(), *self.aucs.values(), *mean]
 
     def loss_terms(self, labels, outputs) -> Dict[str, tf.Tensor]:
         terms = dict(self.objective(labels, outputs))

@@ -17,7 +17,8 @@ Otherwise (``loss.name: bce``) every task is an independent head named after it.
 
 With ``model.wide`` every task's logit is its deep logit plus a linear ("wide") logit over
 the sparse ids, configured id crosses and dense features (``trainer.layers.wide.WideLogits``,
-Wide & Deep eq. 1).
+Wide & Deep eq. 1); ``model.deep_exclude`` and ``model.deep_max_vocabulary`` leave features to
+the wide part alone (:func:`deep_features`).
 
 Everything the inference path needs is in it, nothing training-only (losses and their
 weights live in ``trainer.funnel_model.FunnelModel``). Loss recipes that read intermediate
@@ -133,6 +134,26 @@ def backbone_tasks(cfg: ModelConfig, info: FeatureInfo) -> List[str]:
     return [tasks_lib.CTR] + [tasks_lib.action_head(j) for j in range(info.num_actions)]
 
 
+def deep_features(cfg: ModelConfig, info: FeatureInfo) -> Tuple[Dict[str, int], List[str]]:
+    """The sparse features (with their vocabulary sizes) and dense features the deep part
+    reads: all but ``model.deep_exclude`` and the sparse ones with more rows than
+    ``model.deep_max_vocabulary``.
+
+    Raises:
+      ConfigError: Nothing left for the deep part.
+    """
+    limit = cfg.deep_max_vocabulary
+    sparse = {k: v for k, v in info.vocab_sizes.items()
+              if k not in cfg.deep_exclude and (limit is None or v <= limit)}
+    dense = [k for k in info.dense_keys if k not in cfg.deep_exclude]
+    if not sparse and not dense:
+        raise ConfigError(
+            f"model.deep_exclude / deep_max_vocabulary leave no feature for the deep part "
+            f"(deep_exclude {list(cfg.deep_exclude)}, deep_max_vocabulary {limit}; "
+            f"vocabulary sizes {dict(info.vocab_sizes)}, dense {list(info.dense_keys)})")
+    return sparse, dense
+
+
 def _probability(logit, name: str):
     # Output layers are named after their head, so output_names == head names.
     # float32 from here on, also under a mixed_float16 policy: the losses need the precision.
@@ -192,15 +213,17 @@ def build_networks(cfg: ModelConfig, info: FeatureInfo, seed: int = 42,
         name = features.transformed_name(key)
         inputs[name] = tf.keras.Input(shape=(1,), dtype=tf.float32, name=name)
     batch_l2 = cfg.embedding_l2_mode == "batch"
+    deep_sparse, deep_dense = deep_features(cfg, info)
     embed = FeatureEmbedding(
-        {features.transformed_name(k): v for k, v in info.vocab_sizes.items()},
-        [features.transformed_name(k) for k in info.dense_keys],
+        {features.transformed_name(k): v for k, v in deep_sparse.items()},
+        [features.transformed_name(k) for k in deep_dense],
         embedding_dim=cfg.embedding_dim,
         embeddings_regularizer_l2=0.0 if batch_l2 else cfg.embedding_l2,
         l2_batch_rows=cfg.embedding_l2 if batch_l2 else 0.0, dropout=cfg.embedding_dropout,
         feature_dropout=cfg.embedding_feature_dropout, fused_tables=cfg.embedding_fused,
         name="embedding")
-    x = embed(inputs)
+    x = embed({name: t for name, t in inputs.items()
+               if name in embed.sparse_vocab_sizes or name in embed.dense_keys})
     wide = None
     if cfg.wide:  # Wide & Deep: a linear logit per task, added to the deep logit below
         wide = WideLogits(

@@ -208,15 +208,18 @@ class TrainingSession:
                      time.perf_counter() - t0)
         steps = None if train.rows is None else -(-train.rows // self.global_batch)
         if self.cfg.model.wide_init is not None and self.warm_start_from is None:
-            if train.arrays is None:
-                raise ConfigError(
-                    f"model.wide_init: {self.cfg.model.wide_init} fits on the train split in "
-                    f"memory, but it streams (rows x columns over train.memory_budget_mb="
-                    f"{self.cfg.train.memory_budget_mb}); raise the budget, set "
-                    f"train.in_memory: true, or set model.wide_init: null")
+            limit = self.cfg.model.wide_init_max_rows
+            if train.arrays is None:  # streams: the regression's rows are read once
+                log.warning("model.wide_init: the train split streams; the regression is "
+                            "fitted on its first %d rows (one row from each file in turn)",
+                            limit)
+                sample = data_lib.load_transformed(train.files, train.feature_spec,
+                                                   self.columns, max_rows=limit)
+            else:
+                sample = wide_init.sample_rows(train.arrays, limit, self.cfg.train.seed)
             validation = validation.in_memory(self.columns)  # parsed once, trained on below
             self.wide_start = wide_init.fit_logistic(
-                self.cfg, self.spec, self.info.vocab_sizes, train.arrays, validation.arrays)
+                self.cfg, self.spec, self.info.vocab_sizes, sample, validation.arrays)
         meta_arrays = None
         if self.cfg.meta.enabled:
             meta_arrays = lambda: train.in_memory(self.columns).arrays  # noqa: E731

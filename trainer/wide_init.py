@@ -55,6 +55,19 @@ def fit_logistic(cfg: ExperimentConfig, spec: features.DatasetSpec,
     return fitted
 
 
+def sample_rows(arrays: Mapping[str, np.ndarray], max_rows: int, seed: int
+                ) -> Mapping[str, np.ndarray]:
+    """``arrays`` itself when it has at most ``max_rows`` rows, else ``max_rows`` of its rows
+    drawn without replacement (seeded; kept in their order)."""
+    rows = len(next(iter(arrays.values())))
+    if rows <= max_rows:
+        return arrays
+    keep = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+    log.info("model.wide_init: the regression is fitted on %d of the %d train rows "
+             "(model.wide_init_max_rows)", max_rows, rows)
+    return {k: v[keep] for k, v in arrays.items()}
+
+
 def wide_weights(fitted: baselines.FittedBaseline, wide: WideLogits
                  ) -> Dict[str, Any]:
     """The wide layer's weights and each task's logit bias from a fitted LR.

@@ -9,6 +9,7 @@ A grid file (YAML) names the runs::
     data: null                   # optional CSV/dir instead of generated rows
     synthetic_mode: default      # optional world of the generated rows (default, hard, clean)
     adapter: synthetic           # optional; ali_ccp for the real sample
+    overrides: {train.early_stopping_patience: 2}  # optional: under every run's overrides
     metrics: [ctr.auc, ctcvr.auc]
     runs:
       - {label: "MMoE + BCE", config: configs/mmoe.yaml}
@@ -80,6 +81,7 @@ class Grid:
     data: Optional[str] = None
     adapter: Optional[str] = None
     synthetic_mode: Optional[str] = None
+    overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
     selections: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     claims: List[Dict[str, str]] = dataclasses.field(default_factory=list)
 
@@ -124,13 +126,17 @@ def load_grid(path: str, rows: Optional[int] = None, seeds: Optional[List[int]] 
     if mode is not None and mode not in config_lib.SYNTHETIC_MODES:
         raise config_lib.ConfigError(f"{path}: synthetic_mode must be one of "
                                      f"{list(config_lib.SYNTHETIC_MODES)}, got {mode!r}")
+    if not isinstance(raw.get("overrides") or {}, dict):
+        raise config_lib.ConfigError(f"{path}: overrides must map config keys to values (they "
+                                     f"apply to every run), got {raw['overrides']!r}")
     labels = [run["label"] for run in raw.get("runs") or []]
     selections = raw.get("selections") or []
     selection_lib.check_selections(path, selections, labels, raw.get("metrics") or [])
     claims_lib.check_claims(path, raw.get("claims") or [],
                             labels + [sel["label"] for sel in selections],
                             raw.get("metrics") or [])
-    grid = Grid(**{**raw, "claims": raw.get("claims") or [], "selections": selections})
+    grid = Grid(**{**raw, "claims": raw.get("claims") or [], "selections": selections,
+                   "overrides": raw.get("overrides") or {}})
     if only:
         labels = [run["label"] for run in grid.runs]
         missing = [label for label in only if label not in labels]
@@ -183,7 +189,7 @@ def run_grid(grid: Grid, out_dir: str, work_dir: Optional[str] = None,
     for run in grid.runs:
         per_seed, details = [], []
         for seed in grid.seeds:
-            overrides = {"data.path": data_path, "train.seed": seed,
+            overrides = {"data.path": data_path, "train.seed": seed, **grid.overrides,
                          **dict(run.get("overrides") or {})}
             if grid.epochs is not None:
                 overrides["train.epochs"] = grid.epochs
