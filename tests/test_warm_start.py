@@ -86,6 +86,25 @@ def test_warm_start_under_two_replicas(tmp_path, two_cpu_strategy):
             np.testing.assert_array_equal(value.numpy(), old[variable.name], err_msg=variable.name)
 
 
+def _warm_started_on_new_vocabularies(tmp_path, cfg):
+    """A network of ``cfg`` trained on one frame, and the session of a new run on data with a
+    new user id and another frequency order of the vocabularies, warm-started from it.
+
+    Returns:
+      ``(previous network, its preprocessor, the new preprocessor, the new run's network
+      without warm start, the new run's session)``.
+    """
+    previous, old_pre, path = _trained(tmp_path, cfg)
+    frame = fixtures.tiny_frame(1200, seed=5)
+    frame.loc[:40, "user"] = 999
+    new_pre = preprocess.fit(frame, fixtures.TINY_SPEC)
+    assert new_pre.vocabularies["user"] != old_pre.vocabularies["user"]
+    source = WarmStart(path, {features.transformed_name(k): vocab_row_map(
+        old_pre.vocabularies[k], v, NUM_OOV_BUCKETS) for k, v in new_pre.vocabularies.items()})
+    cold = _session(cfg, new_pre).build().network
+    return previous, old_pre, new_pre, cold, _session(cfg, new_pre, source)
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["per-feature tables", "fused table"])
 def test_embedding_rows_follow_their_vocabulary_entries(tmp_path, fused):
     cfg = fixtures.tiny_config(epochs=1)
@@ -95,16 +114,7 @@ def test_embedding_rows_follow_their_vocabulary_entries(tmp_path, fused):
         raw = config_lib.to_dict(cfg)
         raw["model"]["embedding_fused"] = True
         cfg = config_lib.from_dict(raw)
-    previous, old_pre, path = _trained(tmp_path, cfg)
-    # New data: a new user id, and another frequency order of the vocabularies.
-    frame = fixtures.tiny_frame(1200, seed=5)
-    frame.loc[:40, "user"] = 999
-    new_pre = preprocess.fit(frame, fixtures.TINY_SPEC)
-    assert new_pre.vocabularies["user"] != old_pre.vocabularies["user"]
-    source = WarmStart(path, {features.transformed_name(k): vocab_row_map(
-        old_pre.vocabularies[k], v, NUM_OOV_BUCKETS) for k, v in new_pre.vocabularies.items()})
-    cold = _session(cfg, new_pre).build().network
-    session = _session(cfg, new_pre, source)
+    previous, old_pre, new_pre, cold, session = _warm_started_on_new_vocabularies(tmp_path, cfg)
     network = session.build().network
     embedding = network.get_layer("embedding")
     old_embedding = previous.get_layer("embedding")
@@ -129,6 +139,36 @@ def test_embedding_rows_follow_their_vocabulary_entries(tmp_path, fused):
         np.testing.assert_array_equal(new_table[-1], old_table[-1])  # the OOV row
     assert session.warm_start_report["new_rows"] == 1  # user 999
     assert len(session.warm_start_report["remapped_tables"]) == (1 if fused else 2)
+
+
+def test_wide_rows_follow_their_vocabulary_entries_and_a_moved_cross_starts_fresh(tmp_path):
+    """Before, the wide tables were copied by position: after a vocabulary change an id's
+    regression weight went to another id."""
+    import dataclasses
+
+    cfg = fixtures.tiny_config(epochs=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(  # the tiny spec's names are not
+        cfg.model, wide=True, wide_crosses=(("user", "item"),)))  # the preset's: past the check
+    previous, old_pre, new_pre, cold, session = _warm_started_on_new_vocabularies(tmp_path, cfg)
+    cold = cold.get_layer("wide")
+    wide = session.build().network.get_layer("wide")
+    old_wide = previous.get_layer("wide")
+    for key in ("user", "item"):
+        name = features.transformed_name(key)
+        new_table = wide.tables[name].embeddings.numpy()
+        old_table = old_wide.tables[name].embeddings.numpy()
+        old_vocab = old_pre.vocabularies[key]
+        for i, entry in enumerate(new_pre.vocabularies[key]):
+            want = (old_table[old_vocab.index(entry)] if entry in old_vocab
+                    else cold.tables[name].embeddings.numpy()[i])
+            np.testing.assert_array_equal(new_table[i], want, err_msg=f"{key} {entry}")
+    report = session.warm_start_report
+    assert {n for n in report["remapped_tables"] if n.startswith("wide/")} == {
+        "wide/wide/user_xf/embeddings:0", "wide/wide/item_xf/embeddings:0"}
+    cross = wide.cross_tables["user_xf_x_item_xf"].embeddings
+    assert report["kept_initial"][cross.name] == "the previous vocabulary is unknown"
+    np.testing.assert_array_equal(cross.numpy(), cold.cross_tables["user_xf_x_item_xf"]
+                                  .embeddings.numpy())
 
 
 def test_changed_layers_keep_their_initialisation_and_are_reported(tmp_path):
@@ -200,7 +240,17 @@ def test_cli_train_warm_starts_from_a_previous_output(tmp_path, capsys):
     started = metrics["warm_start"]
     assert started["from"] == os.path.join(str(first), "model")
     assert started["restored"] > 0 and not started["kept_initial"]
-    assert len(started["remapped_tables"]) == 9  # every sparse feature of the synthetic data
+    # The 9 wide tables (every sparse feature of the synthetic data) and the deep part's 5
+    # (deep_max_vocabulary 100: category, device, hour, target action, user segment).
+    tables = started["remapped_tables"]
+    assert len([t for t in tables if t.startswith("wide/")]) == 9 and len(tables) == 14, tables
+    for out in (first, second):  # a mean of AUCs (not summed over the 2 replicas)
+        metrics = json.load(open(out / "metrics.json"))
+        stop = metrics["early_stopping"]
+        assert stop["monitor"] == "val_mean_auc" and 0.5 < stop["best"] < 1
+        heads = metrics["validation_heads"]
+        assert stop["best"] == pytest.approx(  # Keras' 1,000-threshold AUCs, 9 conversions
+            np.mean([heads[h]["auc"] for h in ("ctr", "cvr", "ctcvr")]), abs=0.03)
     assert "warm start from" in capsys.readouterr().out
     assert cli.main(common + ["--out", str(tmp_path / "third"), "--warm-start",
                               str(tmp_path / "none")]) == 2

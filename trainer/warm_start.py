@@ -9,8 +9,9 @@ Variables are matched by name (names are stable: every layer and sub-layer is na
 are refitted on every run's train split, so an embedding row's meaning changes between runs
 whenever the vocabulary does (it is ordered by frequency): an embedding table with a
 :class:`RowMap` is copied row by row, each entry known to both runs taking its previous row
-and new entries keeping their fresh initialisation. Variables the previous model lacks, or
-whose shapes differ, keep their initialisation and are listed in the report.
+and new entries keeping their fresh initialisation; the wide part's per-id tables likewise,
+and a wide cross whose features' rows moved starts fresh. Variables the previous model lacks,
+or whose shapes differ, keep their initialisation and are listed in the report.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import tensorflow as tf
 
 from schemas.errors import UserError
 from trainer.layers.embedding import FUSED_TABLE, FeatureEmbedding
+from trainer.layers.wide import WideLogits, cross_name
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,12 @@ class RowMap:
 
     rows: np.ndarray
     old_rows: Optional[int]
+
+    @property
+    def is_identity(self) -> bool:
+        """Every row stays where it was (the vocabulary did not change)."""
+        return (self.old_rows == len(self.rows)
+                and bool(np.array_equal(self.rows, np.arange(len(self.rows)))))
 
     @classmethod
     def fresh(cls, rows: int) -> "RowMap":
@@ -101,6 +109,8 @@ def _table_maps(network: tf.keras.Model, row_maps: Mapping[str, RowMap]
         return {}
     out = {}
     for layer in network.layers:
+        if isinstance(layer, WideLogits):
+            out.update(_wide_maps(layer, row_maps))
         if not isinstance(layer, FeatureEmbedding):
             continue
         sizes = layer.sparse_vocab_sizes
@@ -123,6 +133,22 @@ def _table_maps(network: tf.keras.Model, row_maps: Mapping[str, RowMap]
             parts.append(np.where(rm.rows >= 0, rm.rows + old_offset, -1))
             old_offset += rm.old_rows
         out[fused] = RowMap(np.concatenate(parts), old_offset)
+    return out
+
+
+def _wide_maps(wide: WideLogits, row_maps: Mapping[str, RowMap]) -> Dict[str, RowMap]:
+    """The wide part's per-id tables map as the embedding tables do; a cross's rows are
+    joint (and possibly hashed) codes of two vocabularies, so a cross whose features' rows
+    moved starts fresh (its weights would land on other pairs)."""
+    out = {}
+    for name, table in wide.tables.items():
+        if name in row_maps:
+            out[table.embeddings.name] = row_maps[name]
+    for pair in wide.crosses:
+        moved = [n for n in pair if n in row_maps and not row_maps[n].is_identity]
+        if moved:
+            table = wide.cross_tables[cross_name(pair)]
+            out[table.embeddings.name] = RowMap.fresh(wide.cross_rows(pair))
     return out
 
 
@@ -176,8 +202,8 @@ def apply(network: tf.keras.Model, source: WarmStart) -> Dict:
             f"{[v.name for v in network.weights[:3]]}")
     report = {"from": source.model_dir, "restored": restored, "remapped_tables": remapped,
               "new_rows": new_rows, "kept_initial": kept}
-    log.info("warm start from %s: %d variables copied, %d embedding tables remapped to the new "
-             "vocabularies (%d new rows), %d kept their initialisation%s", source.model_dir,
+    log.info("warm start from %s: %d variables copied, %d embedding/wide tables remapped to the "
+             "new vocabularies (%d new rows), %d kept their initialisation%s", source.model_dir,
              restored, len(remapped), new_rows, len(kept),
              f": {sorted(kept)[:5]}" if kept else "")
     return report
