@@ -241,8 +241,10 @@ def test_a_worse_model_is_not_pushed(pipeline_run):
     cfg, first = pipeline_run
     assert first["pushed_model"]
     worse = config_lib.load("configs/synthetic_mmoe.yaml", {
-        # Both optimizers barely step: the shipped config trains the tables with their own.
+        # Both optimizers barely step: the shipped config trains the tables with their own;
+        # and no logistic-regression start (it alone would be a good model).
         **OVERRIDES, "train.epochs": 1, "train.learning_rate": 1e-9,
+        "model.wide_init": None, "model.wide_frozen": False,
         "train.sparse_learning_rate": 1e-9, "eval.min_auc": 0.0,
         "eval.max_auc_drop": 0.005, "pipeline.root": cfg.pipeline.root})
     before = sorted(os.listdir(os.path.join(cfg.pipeline.root, "serving")))
