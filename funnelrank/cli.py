@@ -92,10 +92,12 @@ def cmd_prepare(args) -> int:
 
 def cmd_train(args) -> int:
     from funnelrank.commands import train
-    from trainer.strategy import configure_cpu_replicas
+    from trainer.strategy import configure_cpu_replicas, configure_threads
 
     configure_cpu_replicas(args.cpu_replicas)
     cfg = _load_config(args)
+    # Before the data step runs TF ops: the thread pools are fixed once the runtime starts.
+    configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
     out = args.out or os.path.join("work", "train", cfg.name)
     _refuse_file(out, "--out")
     if args.baseline:
@@ -121,8 +123,12 @@ def cmd_train(args) -> int:
 
 def cmd_run(args) -> int:
     from pipeline import local_runner
+    from trainer.strategy import configure_threads
 
     cfg = _load_config(args)
+    # The in-process Trainer (LocalDagRunner) trains with them only when set before any
+    # component starts TF's runtime.
+    configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
     result = local_runner.run(cfg, progress=not args.quiet)
     for head, m in sorted(result["evaluation"].items()):
         if "auc" in m:

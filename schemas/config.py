@@ -296,6 +296,24 @@ class TrainConfig:
         shapes (PWiseR, KAML's ranking term) cannot be XLA-compiled and are refused.
       mixed_precision: Train in ``mixed_float16`` (float16 compute, float32 weights, dynamic
         loss scaling) when a GPU is present; ignored, with a log line, on CPU.
+      steps_per_execution: Train steps run by one call of the compiled train function
+        (Keras ``steps_per_execution``): Python and the callbacks run once per this many
+        steps instead of every step, which on a small model's CPU step is 25-40% of the
+        training time (docs/benchmarks.md, issue 18). Callbacks see every this-many steps:
+        progress lines, SIGTERM and divergence checks happen at those boundaries, and the
+        checkpoint interval rounds up to a multiple of it. 1: Keras' default. Used on one
+        replica; MirroredStrategy over several runs one step per call
+        (``trainer.session.steps_per_execution``).
+      intra_op_threads: Threads ONE TensorFlow op may use (TF's intra-op pool; 0: TF's
+        default, one per core). 1 (default): each op on one core, the cores running
+        independent ops side by side (experts, towers, the backward pass's branches). On the
+        zoo's small dense layers splitting one matmul costs more than it saves: on 2 cores
+        MMoE, PLE and DNN train 23-59% faster with 1 (docs/benchmarks.md, issue 18). A
+        process setting: applied when the training session starts, before TF's runtime does
+        (``trainer.strategy.configure_threads``); a process where TF already ran keeps its
+        setting and says so.
+      inter_op_threads: Independent ops run at once (TF's inter-op pool; 0: TF's default, one
+        per core).
       strategy: ``auto`` (MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
         MirroredStrategy over 2+ GPUs or logical CPU devices, no strategy on one device),
         ``mirrored`` (MirroredStrategy even over one device) or ``default``.
@@ -330,6 +348,9 @@ class TrainConfig:
     validations_per_epoch: int = 1
     jit_compile: bool = False
     mixed_precision: bool = False
+    steps_per_execution: int = 8
+    intra_op_threads: int = 1
+    inter_op_threads: int = 0
     strategy: str = "auto"
     log_every: int = 100
     train_auc_every: int = 0
@@ -701,9 +722,11 @@ def _validate(cfg: ExperimentConfig) -> None:
         checks.check_nonneg_number(f"loss.weights.{head}", weight, error=err)
     t = cfg.train
     for key in ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps",
-                "shuffle_buffer", "log_every", "memory_budget_mb", "validations_per_epoch"):
+                "shuffle_buffer", "log_every", "memory_budget_mb", "validations_per_epoch",
+                "steps_per_execution"):
         checks.check_positive_int(f"train.{key}", getattr(t, key), error=err)
-    for key in ("early_stopping_patience", "train_auc_every"):
+    for key in ("early_stopping_patience", "train_auc_every", "intra_op_threads",
+                "inter_op_threads"):
         checks.check_nonneg_int(f"train.{key}", getattr(t, key), error=err)
     checks.check_nonneg_number("train.early_stopping_min_epochs", t.early_stopping_min_epochs,
                                error=err)

@@ -1,4 +1,5 @@
-"""Test session setup: Keras 2, quiet TF logs, 2 logical CPU devices, AutoGraph as trained.
+"""Test session setup: Keras 2, quiet TF logs, 2 logical CPU devices, TF's thread pools and
+AutoGraph as trained.
 
 The logical devices must be configured before anything initialises TensorFlow's runtime, so
 MirroredStrategy tests really run 2 replicas on this CPU-only machine.
@@ -18,7 +19,12 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
+from schemas.config import TrainConfig  # noqa: E402
 from trainer import tracing  # noqa: E402
+from trainer.strategy import configure_threads  # noqa: E402
+
+# TF's thread pools as a training session sets them, before anything starts the runtime.
+configure_threads(TrainConfig.intra_op_threads, TrainConfig.inter_op_threads)
 
 # Every training session adds this rule; adding it up front makes a test's tracing independent
 # of whether a session ran before it in the same worker (test_tracing removes it to check it).

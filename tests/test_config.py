@@ -67,6 +67,8 @@ def test_funnel_labels_default_to_esmm_and_three_tasks_are_allowed():
     ({"train": {"epochs": True}}, r"train.epochs: expected an integer, got True"),
     ({"train": {"epochs": 0}}, r"`train.epochs` must be a positive integer, received: "
                                r"train.epochs=0"),
+    ({"train": {"intra_op_threads": -1}}, r"`train.intra_op_threads` must be an integer >= 0"
+                                          r", received: train.intra_op_threads=-1"),
     ({"train": {"learning_rate": -1}}, r"`train.learning_rate` must be a positive number, "
                                        r"received: train.learning_rate=-1"),
     ({"train": {"learning_rate": "fast"}}, r"train.learning_rate: expected a number, got "

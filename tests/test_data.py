@@ -36,6 +36,23 @@ def test_batches_keep_rows_together_with_their_labels(numbered):
         assert y["ctr"].shape == (64,) and x["item_xf"].shape == (64, 1)
 
 
+def test_columns_keep_their_dtype_and_shape_through_the_grouped_gather(numbered):
+    arrays, info = numbered
+    x, y = next(iter(from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 50)))
+    for k in info.input_names:
+        assert x[k].dtype == tf.as_dtype(arrays[k].dtype), k
+        assert x[k].shape == (50, *arrays[k].shape[1:]), k
+        np.testing.assert_array_equal(x[k].numpy(), arrays[k][:50])
+
+
+def test_columns_of_different_lengths_are_refused(numbered):
+    arrays, info = numbered
+    short = {**arrays, "price_xf": arrays["price_xf"][:10]}
+    with pytest.raises(ValueError, match=r"from_arrays: column 'price_xf' has 10 rows, "
+                                         r"expected 1000"):
+        from_arrays(short, info.input_names, fixtures.TINY_SPEC, 50)
+
+
 def test_unshuffled_keeps_order_and_the_last_partial_batch(numbered):
     arrays, info = numbered
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 300)

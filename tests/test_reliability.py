@@ -132,10 +132,12 @@ def test_a_killed_trainer_resumes_from_its_checkpoint_and_finishes_the_same_step
     settings = f", checkpoint_every_steps: {every}" if every else ""
     config = tmp_path / "c.yaml"
     # Two whole epochs, as the counts below assume: the shipped early stopping (which may end
-    # the run sooner) and its 4 validation rounds per epoch (Keras epochs) are turned off.
+    # the run sooner) and its 4 validation rounds per epoch (Keras epochs) are turned off;
+    # one step per call of the train function, so that the kill lands on the step named.
     config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\nname: killed\n"
                       f"data: {{generate_rows: 10000}}\ntrain: {{epochs: 2{settings}, "
-                      "early_stopping_patience: 0, validations_per_epoch: 1}\n")
+                      "early_stopping_patience: 0, validations_per_epoch: 1, "
+                      "steps_per_execution: 1}\n")
     out = tmp_path / "out"
     proc, _, _ = _paused(tmp_path, pause, _train_cmd(config, out)[3:])
     backup = out / "backup"
@@ -183,10 +185,12 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_same_command_resumes_there
     next step. Shipped checkpoint settings (500 steps, never reached here): only the SIGTERM
     checkpoint holds the first 5 steps."""
     config = tmp_path / "c.yaml"
-    # Two whole epochs, as the counts below assume (no early stopping, 1 validation / epoch).
+    # Two whole epochs, as the counts below assume (no early stopping, 1 validation / epoch),
+    # one step per call of the train function (SIGTERM is seen after the step named).
     config.write_text(f"base: {ROOT}/configs/synthetic_mmoe.yaml\nname: preempted\n"
                       "data: {generate_rows: 10000}\ntrain: {epochs: 2, "
-                      "early_stopping_patience: 0, validations_per_epoch: 1}\n")
+                      "early_stopping_patience: 0, validations_per_epoch: 1, "
+                      "steps_per_execution: 1}\n")
     out = tmp_path / "out"
     proc, marker, log = _paused(tmp_path, "step:0:4", _train_cmd(config, out)[3:])
     proc.send_signal(signal.SIGTERM)

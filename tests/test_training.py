@@ -100,21 +100,43 @@ def test_xla_train_step_trains_and_dynamic_shape_losses_are_refused():
 
 
 def test_mixed_precision_step_scales_the_loss_and_keeps_float32_weights():
-    from trainer.session import build_model, precision_policy
+    from trainer.optimizers import FusedAdam
+    from trainer.session import build_model, compile_model, precision_policy
 
     _, arrays, info = fixtures.tiny_arrays(1000)
     cfg = fixtures.tiny_config(mixed_precision=True)
     assert precision_policy(cfg) == "float32"  # no GPU here: the flag is ignored, logged
     tf.keras.mixed_precision.set_global_policy("mixed_float16")  # what a GPU run uses
     try:
-        model = build_model(cfg, info)
-        model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+        model = compile_model(build_model(cfg, info), cfg)  # as the session compiles it
     finally:
         tf.keras.mixed_precision.set_global_policy("float32")
     assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    assert isinstance(model.optimizer.inner_optimizer, FusedAdam)
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
     history = model.fit(ds, epochs=2, verbose=0).history
     assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
     assert all(w.dtype == tf.float32 for w in model.network.trainable_weights)
     outputs = model.network({k: arrays[k][:8] for k in info.input_names})
     assert outputs["ctr"].dtype == tf.float32  # heads stay float32 for the losses
+
+
+def test_steps_per_execution_trains_the_same_steps_as_one_step_per_call():
+    """``train.steps_per_execution`` only changes how often Python and the callbacks run: the
+    same batches, the same updates (8 steps per epoch here, so the last call of an epoch runs
+    the 2 steps left)."""
+    from trainer.session import build_model, compile_model
+
+    _, arrays, info = fixtures.tiny_arrays(1000)
+    weights, losses = {}, {}
+    for spe in (1, 3):
+        tf.keras.utils.set_random_seed(3)  # the same shuffles
+        cfg = fixtures.tiny_config(steps_per_execution=spe)
+        model = compile_model(build_model(cfg, info), cfg)
+        ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
+        losses[spe] = model.fit(ds, epochs=2, verbose=0).history["loss"]
+        assert int(model.optimizer.iterations.numpy()) == 2 * 8
+        weights[spe] = [w.numpy() for w in model.network.weights]
+    np.testing.assert_allclose(losses[3], losses[1], rtol=1e-5)
+    for a, b in zip(weights[3], weights[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -62,6 +62,9 @@ class ProgressLogger(tf.keras.callbacks.Callback):
     def __init__(self, global_batch: int, epochs: int, steps_per_epoch: Optional[int] = None,
                  every: int = 100):
         super().__init__()
+        # Batch logs stay tensors (read only for a progress line): Keras otherwise copies them
+        # to Python after every call, which waits for the step and stalls the next one.
+        self._supports_tf_logs = True
         self.global_batch = global_batch
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -92,15 +95,20 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         self._t0 = time.perf_counter()
         self._steps = 0
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = int(batch)  # the first step of this call (train.steps_per_execution)
+
     def on_train_batch_end(self, batch, logs=None):
+        begin = getattr(self, "_begin", batch)
         if self._first_batch:
             self._first_batch = False
-            if batch > 0 or self._epoch > 0:  # a checkpoint put us mid-run
-                self.summary["resumed_at"] = {"epoch": self._epoch + 1, "step": int(batch) + 1}
+            if begin > 0 or self._epoch > 0:  # a checkpoint put us mid-run
+                self.summary["resumed_at"] = {"epoch": self._epoch + 1, "step": int(begin) + 1}
                 log.info("resumed from a checkpoint at epoch %d, step %d", self._epoch + 1,
-                         batch + 1)
-        self._steps += 1
-        if self.every and self._steps % self.every == 0:
+                         begin + 1)
+        before = self._steps
+        self._steps += int(batch) + 1 - begin  # Keras may pass NumPy integers
+        if self.every and self._steps // self.every > before // self.every:
             elapsed = time.perf_counter() - self._t0
             rate = self._steps * self.global_batch / elapsed
             total = f"/{self.steps_per_epoch}" if self.steps_per_epoch else ""
@@ -146,6 +154,9 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = int(batch)
+
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         terms = {k: float(v) for k, v in logs.items()
@@ -157,8 +168,11 @@ class DivergenceGuard(tf.keras.callbacks.Callback):
         stats = ", ".join(f"{k[6:]}={int(v)}" for k, v in sorted(logs.items())
                           if k.startswith("batch_"))
         step = int(self.model.optimizer.iterations.numpy())
+        begin = getattr(self, "_begin", batch)
+        steps = f"step {batch + 1}" if begin == batch else \
+            f"one of steps {begin + 1}-{batch + 1} (train.steps_per_execution)"
         raise TrainingDivergedError(
-            f"training diverged at epoch {self._epoch + 1}, step {batch + 1} (optimizer step "
+            f"training diverged at epoch {self._epoch + 1}, {steps} (optimizer step "
             f"{step}): non-finite {bad}; loss terms {fmt_logs(terms)}; batch: {stats or 'n/a'}. "
             "Lower train.learning_rate or check the input; a checkpoint, if any, still holds "
             "the weights from before.")

@@ -136,11 +136,14 @@ class FunnelModel(tf.keras.Model):
                 y, weight = head_label(labels, head)
                 self.aucs[head.name].update_state(y, outputs[head.name], sample_weight=weight)
 
-    def _track(self, terms, total):
+    def _track(self, terms, total, aucs: bool = True):
+        """Updates the loss trackers; the step's logs (the AUCs' only when ``aucs``: a train
+        step that never updates them does not read their 1,000 thresholds every step)."""
         self.loss_tracker.update_state(total)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
-        return {m.name: m.result() for m in self.metrics}
+        metrics = self.metrics if aucs else [self.loss_tracker, *self.term_trackers.values()]
+        return {m.name: m.result() for m in metrics}
 
     @property
     def step_variables(self):
@@ -194,7 +197,7 @@ class FunnelModel(tf.keras.Model):
             tf.cond(self.optimizer.iterations % self.auc_every == 0,
                     lambda: self._update_aucs(labels, outputs) or tf.constant(True),
                     lambda: tf.constant(False))
-        logs = self._track(terms, total)
+        logs = self._track(terms, total, aucs=bool(self.auc_every))
         first = next(iter(labels.values()))
         logs["batch_rows"] = tf.shape(first)[0]
         for head in [h for h in self.heads if all(t in labels for t in h.label_tasks)][:2]:

@@ -1,5 +1,9 @@
 """Optimizers and learning-rate schedules of the training session.
 
+* :class:`FusedAdam`: tf-keras' Adam with each dense update as one kernel
+  (``ResourceApplyAdam``, as Keras 2's legacy Adam and DeepCTR's TF 2.10 Adam run it) instead
+  of about ten small ops per weight; the same maths and the same slots (checkpoints load in
+  either). The session's Adam.
 * :class:`LazyAdam`: Adam whose sparse (``tf.IndexedSlices``) updates touch only the rows in
   the batch. tf-keras' Adam decays the WHOLE first and second moment of an embedding table on
   every step and moves every row by ``m / sqrt(v)``, so a row keeps moving for many steps after
@@ -24,13 +28,41 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 
 @tf.keras.utils.register_keras_serializable(package="funnelrank")
-class LazyAdam(tf.keras.optimizers.Adam):
+class FusedAdam(tf.keras.optimizers.Adam):
+    """Adam (Kingma & Ba 2015, Algorithm 1 with the bias correction folded into the step)
+    whose dense updates run as ONE ``ResourceApplyAdam`` kernel per weight.
+
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
+    ``w <- w - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``: tf-keras' Adam computes
+    the same with about ten ops per weight, which on a small model's CPU step is a tenth of
+    the step in op dispatch (docs/benchmarks.md, issue 18). Sparse gradients and ``amsgrad``
+    keep tf-keras' Adam. Same variables and slots as ``tf.keras.optimizers.Adam``.
+    """
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+            return super().update_step(gradient, variable)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        key = self._var_key(variable)
+        m = self._momentums[self._index_dict[key]]
+        v = self._velocities[self._index_dict[key]]
+        return tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step), lr=tf.cast(self.learning_rate, dtype),
+            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype))
+
+
+@tf.keras.utils.register_keras_serializable(package="funnelrank")
+class LazyAdam(FusedAdam):
     """Adam with row-wise (lazy) updates for sparse gradients (see the module docstring).
 
     For a sparse gradient ``g`` of rows ``i`` (deduplicated by ``apply_gradients``):
     ``m_i <- b1 m_i + (1 - b1) g_i``, ``v_i <- b2 v_i + (1 - b2) g_i^2``,
     ``w_i <- w_i - lr sqrt(1 - b2^t) / (1 - b1^t) m_i / (sqrt(v_i) + eps)``; other rows, and
-    their moments, do not change. Dense gradients: ``tf.keras.optimizers.Adam``.
+    their moments, do not change. Dense gradients: :class:`FusedAdam`.
     """
 
     def update_step(self, gradient, variable):
@@ -107,7 +139,7 @@ def make_optimizer(name: str, learning_rate) -> tf.keras.optimizers.Optimizer:
     ``learning_rate`` (a number or a schedule)."""
     check_choice("optimizer", name, OPTIMIZERS)
     if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate)
+        return FusedAdam(learning_rate)
     if name == "lazy_adam":
         return LazyAdam(learning_rate)
     return tf.keras.optimizers.Adagrad(learning_rate)

@@ -40,8 +40,8 @@ from trainer.evaluation import evaluate_heads, format_report
 from trainer.funnel_model import FunnelModel
 from trainer.model import FeatureInfo, build_networks
 from trainer.objectives import build_objective
-from trainer.optimizers import WarmupDecay, make_optimizer
-from trainer.strategy import make_strategy
+from trainer.optimizers import FusedAdam, WarmupDecay, make_optimizer
+from trainer.strategy import configure_threads, make_strategy
 from trainer.warm_start import WarmStart
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,28 @@ def build_model(cfg: ExperimentConfig, info: FeatureInfo,
                        auc_every=cfg.train.train_auc_every, sparse_optimizer=sparse)
 
 
+def compile_model(model: FunnelModel, cfg: ExperimentConfig,
+                  steps_per_epoch: Optional[int] = None) -> FunnelModel:
+    """Compiles ``model`` as the session trains it: :class:`FusedAdam` at ``train``'s learning
+    rate (schedule), ``train.steps_per_execution`` steps per call, XLA when
+    ``train.jit_compile``. Call inside the strategy scope; the speed benchmarks call it too,
+    so that they time the step the product trains with."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    model.compile(optimizer=FusedAdam(learning_rate(cfg, cfg.train.learning_rate,
+                                                    steps_per_epoch)),
+                  steps_per_execution=steps_per_execution(cfg, replicas),
+                  jit_compile=cfg.train.jit_compile)
+    return model
+
+
+def steps_per_execution(cfg: ExperimentConfig, replicas: int) -> int:
+    """``train.steps_per_execution`` on one replica; 1 over several. Under MirroredStrategy a
+    cross-replica gather inside Keras' multi-step loop aborts when the last, partial batch
+    gives the replicas other shapes than the full ones before it ("Shape mismatch in the
+    collective instance"; seen on 2 logical CPU replicas)."""
+    return cfg.train.steps_per_execution if replicas == 1 else 1
+
+
 def learning_rate(cfg: ExperimentConfig, peak: float, steps_per_epoch: Optional[int] = None):
     """``peak``, or the ``train.lr_schedule`` schedule that reaches it after the warm-up.
 
@@ -156,6 +178,7 @@ class TrainingSession:
         self.wide_start: Optional[baselines.FittedBaseline] = None  # model.wide_init
         self.wide_init_report: Optional[Dict] = None
         log.info("config: %s", json.dumps(config_lib.to_dict(cfg), sort_keys=True))
+        configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
         # Before any dataset exists: a shuffle's order depends on the global seed too.
         tf.keras.utils.set_random_seed(cfg.train.seed)
         tracing.skip_tf_keras_conversion()  # before any model is built or traced
@@ -187,6 +210,12 @@ class TrainingSession:
         if split.arrays is not None:
             return data_lib.from_arrays(split.arrays, self.info.input_names, self.spec, batch,
                                         shuffle=training, seed=self.cfg.train.seed)
+        if training and tf.config.threading.get_intra_op_parallelism_threads() == 1:
+            log.warning("the train split streams from TFRecords with one intra-op thread "
+                        "(train.intra_op_threads: 1): tf.io.parse_example then parses each batch "
+                        "on one core, which made streaming 20-40% slower than TF's default "
+                        "pools on 2 cores (docs/benchmarks.md, issue 18); set "
+                        "train.intra_op_threads: 0 for a run that streams")
         return data_lib.from_transformed(split.files, split.feature_spec, self.info.input_names,
                                          self.spec, batch, shuffle=training,
                                          seed=self.cfg.train.seed,
@@ -245,9 +274,7 @@ class TrainingSession:
                                           "train and validation rows), not ready datasets")
                     self.wide_init_report = wide_init.apply(model.network, self.wide_start,
                                                             cfg.model.wide_frozen)
-                model.compile(optimizer=tf.keras.optimizers.Adam(
-                    learning_rate(cfg, cfg.train.learning_rate, steps_per_epoch)),
-                    jit_compile=cfg.train.jit_compile)
+                compile_model(model, cfg, steps_per_epoch)
         finally:  # the policy only matters while layers are built
             tf.keras.mixed_precision.set_global_policy("float32")
         return model
@@ -303,8 +330,11 @@ class TrainingSession:
             callbacks.append(tf.keras.callbacks.TensorBoard(log_dir, update_freq="epoch",
                                                             profile_batch=0, write_graph=False))
         if backup_dir:
-            callbacks.append(Checkpoints(backup_dir, cfg.train.checkpoint_every_steps, progress,
-                                         stopper))
+            # Keras counts the interval in calls of the train function (steps_per_execution
+            # steps each): the interval in steps, rounded up to a multiple of it.
+            every = -(-cfg.train.checkpoint_every_steps //
+                      steps_per_execution(cfg, self.replicas))
+            callbacks.append(Checkpoints(backup_dir, every, progress, stopper))
         model.fit(train_ds, validation_data=val_ds, epochs=fit_epochs,
                   steps_per_epoch=round_steps if rounds > 1 else None,
                   callbacks=callbacks, verbose=0)

@@ -64,6 +64,35 @@ def make_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     return strategy
 
 
+def configure_threads(intra_op: int, inter_op: int) -> bool:
+    """Sets TensorFlow's intra-op and inter-op thread pools (``train.intra_op_threads``,
+    ``train.inter_op_threads``; 0 is TF's default) for this process.
+
+    They can only change before TF's runtime starts (the first op or device listing); a
+    process where it already started (a test worker, a LocalDagRunner that ran Transform in
+    the same process) keeps the pools it has, with a warning that names both settings.
+
+    Returns:
+      Whether the process now runs with the requested pools.
+    """
+    threading = tf.config.threading
+    current = (threading.get_intra_op_parallelism_threads(),
+               threading.get_inter_op_parallelism_threads())
+    if current == (intra_op, inter_op):
+        return True
+    try:
+        threading.set_intra_op_parallelism_threads(intra_op)
+        threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as e:
+        log.warning("train.intra_op_threads=%d, inter_op_threads=%d not applied: TensorFlow's "
+                    "runtime already started in this process (%s); it keeps %d and %d "
+                    "(0: one per core)", intra_op, inter_op, e, *current)
+        return False
+    log.info("TensorFlow threads: intra-op %d, inter-op %d (0: one per core)", intra_op,
+             inter_op)
+    return True
+
+
 def configure_cpu_replicas(count: int) -> None:
     """Splits the CPU into ``count`` logical devices; call before TF initialises its runtime."""
     if count < 2:
