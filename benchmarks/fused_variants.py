@@ -39,9 +39,9 @@ def build_step(model_name: str, form: str, arrays, info, spec, batch: int, produ
     import tensorflow as tf
 
     from schemas import config as config_lib
-    from benchmarks.speed_model import speed_config
+    from benchmarks.speed_model import speed_config, steps_per_call
     from trainer.data import from_arrays
-    from trainer.session import build_model
+    from trainer.session import build_model, compile_model
     from trainer.strategy import make_strategy
 
     experts, table = FORMS[form]
@@ -54,12 +54,11 @@ def build_step(model_name: str, form: str, arrays, info, spec, batch: int, produ
         model = build_model(cfg, info)
         if not production:
             model.aucs = {}
-        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+        compile_model(model, cfg)
     cached = from_arrays(arrays, info.input_names, spec, batch, shuffle=True, seed=1,
                          drop_remainder=True).take(24).cache().repeat()
     iterator = iter(strategy.experimental_distribute_dataset(cached))
-    step = model.make_train_function()
-    return step, iterator
+    return model.make_train_function(), iterator, steps_per_call(cfg, strategy)
 
 
 def main(argv=None) -> int:
@@ -77,6 +76,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    from benchmarks.speed_model import configure_threads_as_trained
+
+    configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
     import runpy
 
     from trainer.bench import write_report
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
             print(f"{model_name} {form}: building ...", file=sys.stderr, flush=True)
             steps[form] = build_step(model_name, form, arrays, info, spec, args.batch,
                                      args.production)
-            step, iterator = steps[form]
+            step, iterator, _ = steps[form]
             for _ in range(args.warmup):
                 logs = step(iterator)
             float(logs["loss"])
@@ -102,12 +104,13 @@ def main(argv=None) -> int:
         cpu_blocks = {form: [] for form in forms}
         for b in range(args.blocks):
             for form in forms[b % len(forms):] + forms[:b % len(forms)]:
-                step, iterator = steps[form]
+                step, iterator, spe = steps[form]
+                calls = max(1, args.steps // spe)  # train.steps_per_execution steps per call
                 t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(args.steps):
+                for _ in range(calls):
                     logs = step(iterator)
                 float(logs["loss"])
-                examples = args.steps * args.batch
+                examples = calls * spe * args.batch
                 blocks[form].append(examples / (time.perf_counter() - t0))
                 cpu_blocks[form].append(examples / (time.process_time() - c0))
         for form in forms:

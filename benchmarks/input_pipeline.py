@@ -76,10 +76,13 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-    from benchmarks.speed_model import speed_config
+    from benchmarks.speed_model import configure_threads_as_trained
+
+    configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
+    from benchmarks.speed_model import speed_config, steps_per_call
     from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
     from trainer.model import FeatureInfo
-    from trainer.session import build_model
+    from trainer.session import build_model, compile_model
     from trainer.strategy import make_strategy
     from transform import preprocessor as preprocess
     from transform.ingest import synthetic
@@ -118,23 +121,25 @@ def main(argv=None) -> int:
         cfg = speed_config(name, args.batch)
         with strategy.scope():
             model = build_model(cfg, info)
-            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
-        train_fn = model.make_train_function()
+            compile_model(model, cfg)
+        train_fn, spe = model.make_train_function(), steps_per_call(cfg, strategy)
         infer_batches = [x for x, _ in from_arrays(keep, info.input_names, spec, batch)
                          .take(24)]
         forward = tf.function(lambda x: model.network(x, training=False))
 
         def run(kind: str, steps: int, iterator=None) -> float:
+            """Seconds per ``steps`` steps (a train call runs ``spe`` of them)."""
             t = time.perf_counter()
             if kind == "inference":
                 for i in range(steps):
                     out = forward(infer_batches[i % len(infer_batches)])
                 float(out["ctr"][0])
-            else:
-                for _ in range(steps):
-                    logs = train_fn(iterator)
-                float(logs["loss"])
-            return time.perf_counter() - t
+                return time.perf_counter() - t
+            calls = max(1, steps // spe)
+            for _ in range(calls):
+                logs = train_fn(iterator)
+            float(logs["loss"])
+            return (time.perf_counter() - t) * steps / (calls * spe)
 
         # One variant at a time, its iterator the only one alive: an idle iterator's
         # prefetch threads would refill in the background and slow the variant being timed.

@@ -18,9 +18,29 @@ SAME_MODEL_AS_PEERS = {"model.wide": False, "model.wide_init": None, "model.wide
                        "train.sparse_learning_rate": None}
 
 
-def speed_config(model_name: str, batch: int):
-    """``configs/<model_name>.yaml`` at ``batch`` rows per step, without the quality extras."""
+def speed_config(model_name: str, batch: int, overrides=None):
+    """``configs/<model_name>.yaml`` at ``batch`` rows per step, without the quality extras
+    (and with ``overrides``, ``--set`` style)."""
     from schemas import config as config_lib
 
     return config_lib.load(os.path.join(ROOT, "configs", f"{model_name}.yaml"),
-                           {"train.batch_size": batch, **SAME_MODEL_AS_PEERS})
+                           {"train.batch_size": batch, **SAME_MODEL_AS_PEERS,
+                            **(overrides or {})})
+
+
+def steps_per_call(cfg, strategy) -> int:
+    """Train steps one call of the compiled train function runs (``train.steps_per_execution``
+    as the session applies it): the step benchmarks count steps, not calls."""
+    from trainer.session import steps_per_execution
+
+    return steps_per_execution(cfg, strategy.num_replicas_in_sync)
+
+
+def configure_threads_as_trained(model_name: str = "mmoe") -> bool:
+    """TF's thread pools as ``funnelrank train`` sets them for ``configs/<model_name>.yaml``
+    (``train.intra_op_threads``, ``train.inter_op_threads``); call before TF's runtime
+    starts, as the CLI does."""
+    from trainer.strategy import configure_threads
+
+    train = speed_config(model_name, 2048).train
+    return configure_threads(train.intra_op_threads, train.inter_op_threads)

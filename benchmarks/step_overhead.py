@@ -60,14 +60,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, ROOT)
-    import tensorflow as tf
-
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    from benchmarks.speed_model import configure_threads_as_trained, steps_per_call
+
+    configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
     from schemas import config as config_lib
     from schemas import features
     from trainer.data import from_arrays
     from trainer.model import FeatureInfo
-    from trainer.session import build_model
+    from trainer.session import build_model, compile_model
     from trainer.strategy import make_strategy
     from transform import preprocessor as preprocess
     from transform.ingest import synthetic
@@ -93,18 +94,19 @@ def main(argv=None) -> int:
     for label, cfg in configs.items():
         with strategy.scope():
             model = build_model(cfg, info)
-            model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
-                          jit_compile=cfg.train.jit_compile)  # as TrainingSession.build
+            compile_model(model, cfg)  # as TrainingSession.build
         iterator = iter(strategy.experimental_distribute_dataset(ds))
-        steppers[label] = (model.make_train_function(), iterator)
+        steppers[label] = (model.make_train_function(), iterator,
+                           steps_per_call(cfg, strategy))
 
     def run(label: str, steps: int) -> float:
-        fn, iterator = steppers[label]
+        fn, iterator, spe = steppers[label]
+        calls = max(1, steps // spe)  # each call runs train.steps_per_execution steps
         t0 = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(calls):
             logs = fn(iterator)
         float(logs["loss"])  # wait for the last step
-        return (time.perf_counter() - t0) / steps
+        return (time.perf_counter() - t0) / (calls * spe)
 
     for label in steppers:
         run(label, args.warmup)

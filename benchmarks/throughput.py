@@ -10,6 +10,8 @@ dim 8, 9 sparse + 4 dense features), batch 2048, Adam, BCE on two heads:
   batches cached in memory: no input pipeline);
 * DeepCTR 0.9.3 (TensorFlow 2.10, the newest it imports under; Keras ``fit`` on the in-memory
   arrays, its usual use);
+* DeepCTR again with TF's intra-op pool as funnelrank sets it (``train.intra_op_threads``,
+  ``--peer-threads both``, the default; ``default`` runs only the peers' own setting);
 * torch-rechub 0.9.0 (PyTorch 2.13 CPU; plain DataLoader loop over in-memory tensors).
 
 Each peer is installed by this script into its own throwaway venv under ``--venv-dir``
@@ -107,10 +109,10 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.speed_model import speed_config
+    from benchmarks.speed_model import speed_config, steps_per_call
     from trainer.data import from_arrays
     from trainer.model import FeatureInfo
-    from trainer.session import build_model
+    from trainer.session import build_model, compile_model
     from trainer.strategy import make_strategy
 
     info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
@@ -118,7 +120,7 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     strategy = make_strategy()
     with strategy.scope():
         model = build_model(cfg, info)
-        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+        compile_model(model, cfg)
     times = []
 
     class Timer(tf.keras.callbacks.Callback):
@@ -135,15 +137,16 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     cached = from_arrays(arrays, info.input_names, spec, batch, shuffle=True, seed=1,
                          drop_remainder=True).take(24).cache().repeat()
     iterator = iter(strategy.experimental_distribute_dataset(cached))
-    step = model.make_train_function()
+    step, spe = model.make_train_function(), steps_per_call(cfg, strategy)
     for _ in range(20):
         logs = step(iterator)
     float(logs["loss"])
     t0 = time.perf_counter()
-    for _ in range(120):
+    calls = max(1, 120 // spe)
+    for _ in range(calls):
         logs = step(iterator)
     float(logs["loss"])
-    ideal = 120 * batch / (time.perf_counter() - t0)
+    ideal = calls * spe * batch / (time.perf_counter() - t0)
     forward = tf.function(lambda x: model.network(x, training=False))
     batches = [x for x, _ in from_arrays(arrays, info.input_names, spec, batch,
                                          drop_remainder=True).take(24)]  # one shape, one trace
@@ -215,13 +218,19 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peer-threads", choices=("default", "both"), default="both",
+                        help="both: DeepCTR also with funnelrank's train.intra_op_threads")
     parser.add_argument("--venv-dir", default=os.path.join(ROOT, "work", "peers"))
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                       "throughput.json"))
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    from benchmarks.speed_model import configure_threads_as_trained, speed_config
     from funnelrank.commands.bench import result_of
+
+    configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
+    intra = speed_config("mmoe", args.batch).train.intra_op_threads
 
     os.makedirs(args.venv_dir, exist_ok=True)
     data = os.path.join(args.venv_dir, "data.npz")
@@ -238,9 +247,13 @@ def main(argv=None) -> int:
                 script = os.path.join(ROOT, "benchmarks", "peers", PEERS[peer]["script"])
                 env = {k: v for k, v in os.environ.items()
                        if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-                results.append(result_of([pythons[peer], script, data, model, str(args.batch),
-                                          str(args.epochs)], f"{peer} {model}", env=env,
-                                         cwd=args.venv_dir))
+                settings = [{}]
+                if peer == "deepctr" and args.peer_threads == "both" and intra:
+                    settings.append({"PEER_INTRA_OP_THREADS": str(intra)})
+                for extra in settings:
+                    results.append(result_of(
+                        [pythons[peer], script, data, model, str(args.batch), str(args.epochs)],
+                        f"{peer} {model}", env={**env, **extra}, cwd=args.venv_dir))
         runs.append(results)
     results, ratios = median_runs(runs)
     report = {"benchmark": "throughput", "rows": args.rows, "batch": args.batch,

@@ -7,7 +7,9 @@ Runs INSIDE a throwaway venv with deepctr and tensorflow-cpu 2.10 (made by
 
 Prints one JSON line: training examples/second over the timed epochs (Keras ``fit`` on the
 in-memory arrays, DeepCTR's own usage; the first epoch, which traces, is not timed) and
-inference examples/second (the model's forward pass on in-memory batches).
+inference examples/second (the model's forward pass on in-memory batches). With
+``PEER_INTRA_OP_THREADS=N`` in the environment TF's intra-op pool has N threads (funnelrank's
+``train.intra_op_threads``), so that the two can be compared under the same thread setting.
 """
 import json
 import os
@@ -31,6 +33,9 @@ class EpochTimer(tf.keras.callbacks.Callback):
 
 
 def main(path, model_name, batch, epochs):
+    intra = int(os.environ.get("PEER_INTRA_OP_THREADS", "0"))
+    if intra:  # the thread setting funnelrank trains with (benchmarks/throughput.py --peer-threads)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
     data = np.load(path)
     meta = json.loads(str(data["meta"]))
     arch = meta["models"][model_name]
@@ -66,7 +71,8 @@ def main(path, model_name, batch, epochs):
     float(np.asarray(out[0])[0, 0])
     infer = 3 * len(batches) * batch / (time.perf_counter() - t0)
     params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    print("RESULT " + json.dumps({"peer": "DeepCTR 0.9.3 (TF " + tf.__version__ + ")",
+    threads = f", intra-op threads {intra}" if intra else ""
+    print("RESULT " + json.dumps({"peer": "DeepCTR 0.9.3 (TF " + tf.__version__ + threads + ")",
                                   "model": model_name, "train_examples_per_sec": train,
                                   "inference_examples_per_sec": infer,
                                   "trainable_parameters": params,
