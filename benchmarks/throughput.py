@@ -6,8 +6,9 @@ ids and z-scored dense values) go to three implementations of the same architect
 dim 8, 9 sparse + 4 dense features), batch 2048, Adam, BCE on two heads:
 
 * funnelrank: ``model.fit`` over ``trainer.data.from_arrays`` (the ``funnelrank train`` input
-  path) under the production MirroredStrategy, and the "ideal" (the same train step on 24
-  batches cached in memory: no input pipeline);
+  path) with the strategy, thread pools and compiled step the training session uses
+  (``trainer.session.compile_model``), and the "ideal" (the same train function on 24 batches
+  cached in memory: no input pipeline; its calls run ``train.steps_per_execution`` steps each);
 * DeepCTR 0.9.3 (TensorFlow 2.10, the newest it imports under; Keras ``fit`` on the in-memory
   arrays, its usual use);
 * DeepCTR again with TF's intra-op pool as funnelrank sets it (``train.intra_op_threads``,

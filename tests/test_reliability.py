@@ -27,14 +27,20 @@ from transform.ingest import synthetic
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_divergence_stops_training_naming_step_terms_and_batch():
+@pytest.mark.parametrize("steps_per_execution, where", [
+    (1, r"training diverged at epoch 1, step \d+ \(optimizer step \d+\): non-finite \['"),
+    (8, r"training diverged at epoch 1, one of steps \d+-\d+ \(train.steps_per_execution\) "
+        r"\(optimizer step \d+\): non-finite \['"),
+])
+def test_divergence_stops_training_naming_step_terms_and_batch(steps_per_execution, where):
     _, arrays, info = fixtures.tiny_arrays(1000)
-    cfg = fixtures.tiny_config(learning_rate=1e12, epochs=3)
+    cfg = fixtures.tiny_config(learning_rate=1e12, epochs=3,
+                               steps_per_execution=steps_per_execution)
     ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 100, shuffle=True)
     with pytest.raises(TrainingDivergedError) as err:
         fit_model(cfg, info, ds, None, tf.distribute.OneDeviceStrategy("/cpu:0"))
     text = str(err.value)
-    assert "training diverged at epoch 1, step" in text and "non-finite ['" in text
+    assert re.search(where, text), text
     batch = text.split("; batch: ")[1]
     assert re.match(r"ctr_positives=\d+, cvr_positives=\d+, rows=100\. ", batch), batch
     assert "Lower train.learning_rate" in text
