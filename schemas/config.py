@@ -308,10 +308,11 @@ class TrainConfig:
         default, one per core). 1 (default): each op on one core, the cores running
         independent ops side by side (experts, towers, the backward pass's branches). On the
         zoo's small dense layers splitting one matmul costs more than it saves: on 2 cores
-        MMoE, PLE and DNN train 23-59% faster with 1 (docs/benchmarks.md, issue 18). A
-        process setting: applied when the training session starts, before TF's runtime does
-        (``trainer.strategy.configure_threads``); a process where TF already ran keeps its
-        setting and says so.
+        MMoE, PLE and DNN trained 23-59% faster with 1 in A/B runs (one later run did not
+        reproduce it for MMoE; docs/benchmarks.md, issue 18). Streaming TFRecords prefers
+        0 (its parsing uses the pool). A process setting: applied when the training session
+        starts, before TF's runtime does (``trainer.strategy.configure_threads``); a process
+        where TF already ran keeps its setting and says so.
       inter_op_threads: Independent ops run at once (TF's inter-op pool; 0: TF's default, one
         per core).
       strategy: ``auto`` (MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
