@@ -39,15 +39,19 @@ class FusedAdam(tf.keras.optimizers.Adam):
     keep tf-keras' Adam. Same variables and slots as ``tf.keras.optimizers.Adam``.
     """
 
+    def _adam_state(self, variable):
+        """``(step t, beta_1, beta_2, m, v)`` of ``variable``, scalars in its dtype."""
+        dtype = variable.dtype
+        key = self._var_key(variable)
+        return (tf.cast(self.iterations + 1, dtype), tf.cast(self.beta_1, dtype),
+                tf.cast(self.beta_2, dtype), self._momentums[self._index_dict[key]],
+                self._velocities[self._index_dict[key]])
+
     def update_step(self, gradient, variable):
         if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             return super().update_step(gradient, variable)
         dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        key = self._var_key(variable)
-        m = self._momentums[self._index_dict[key]]
-        v = self._velocities[self._index_dict[key]]
+        step, beta_1, beta_2, m, v = self._adam_state(variable)
         return tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(beta_1, step),
             beta2_power=tf.pow(beta_2, step), lr=tf.cast(self.learning_rate, dtype),
@@ -69,13 +73,9 @@ class LazyAdam(FusedAdam):
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             return super().update_step(gradient, variable)
         dtype = variable.dtype
+        step, beta_1, beta_2, m, v = self._adam_state(variable)
         lr = tf.cast(self.learning_rate, dtype)
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-        key = self._var_key(variable)
-        m = self._momentums[self._index_dict[key]]
-        v = self._velocities[self._index_dict[key]]
         rows, values = gradient.indices, tf.cast(gradient.values, dtype)
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * values
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
