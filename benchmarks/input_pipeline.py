@@ -8,8 +8,8 @@ synthetic rows, preprocessed as ``funnelrank train`` does:
 * ``arrays``: ``trainer.data.from_arrays`` (the ``funnelrank train`` path: shuffle, batch,
   split features/labels, prefetch);
 * ``tfrecord``: ``trainer.data.from_transformed`` on gzipped tf.Example TFRecords in the layout
-  the Transform component writes (the TFX Trainer path: parallel reads, shuffle, batch, parallel
-  parse, prefetch);
+  the Transform component writes (the TFX Trainer path when it streams: files interleaved,
+  batch, parallel parse, rows permuted within ``train.shuffle_buffer`` windows, prefetch);
 * ``tfrecord_in_memory``: the TFX Trainer with ``train.in_memory``: the same TFRecords parsed
   once by ``trainer.data.load_transformed`` (its time is reported separately), then
   ``from_arrays``;

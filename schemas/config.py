@@ -270,11 +270,12 @@ class TrainConfig:
         needs a known train row count).
       lr_floor: Final learning rate of a decay, as a share of the peak.
       seed: Seed of weights, shuffling and dropout.
-      shuffle_buffer: Rows in the shuffle buffer (TFX Trainer reading TFRecords).
+      shuffle_buffer: TFX Trainer streaming TFRecords: rows permuted together, in windows of
+        this many rows rounded up to whole batches (the files in a new order every epoch).
       in_memory: TFX Trainer: parse the transformed train split once into memory and train
         from it as ``funnelrank train`` does (a full shuffle each epoch, no per-step parsing);
         ``null`` (default) does so when it fits in ``memory_budget_mb`` (about rows x columns
-        x 8 bytes), ``false`` streams the TFRecords (shuffle buffer ``shuffle_buffer``).
+        x 8 bytes), ``false`` streams the TFRecords (shuffled in ``shuffle_buffer`` windows).
       memory_budget_mb: The budget of ``in_memory: null``.
       checkpoint_every_steps: Checkpoint interval in steps (a checkpoint is also written at
         every epoch end); a killed run started again resumes from the last one.

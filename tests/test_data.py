@@ -166,3 +166,81 @@ def test_load_transformed_names_a_pattern_without_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no transformed examples match"):
         load_transformed(str(tmp_path / "missing-*.gz"),
                          {"click_xf": tf.io.FixedLenFeature([], tf.int64)}, ["click_xf"])
+
+
+def test_more_files_than_open_readers_still_gives_every_row_once(numbered, tmp_path):
+    """The streaming reader keeps at most 16 files open (``_records``): 20 shards of 50 rows
+    give each of the 1,000 rows exactly once, and the first batch mixes the first 16 files."""
+    arrays, info = numbered
+    columns = sorted(arrays)
+    for i in range(20):
+        part = slice(50 * i, 50 * (i + 1))
+        fixtures.write_gzipped_examples({k: v[part] for k, v in arrays.items()},
+                                        tmp_path / f"p-{i:02d}.gz", columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    ds = from_transformed(str(tmp_path / "p-*.gz"), spec, info.input_names, fixtures.TINY_SPEC,
+                          64)
+    got = _epoch_rows(ds)
+    np.testing.assert_array_equal(np.sort(got), np.arange(1000))
+    np.testing.assert_array_equal(got[:16] // 50, np.arange(16))  # one record per file in turn
+    loaded = load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128)
+    np.testing.assert_array_equal(np.sort(loaded["price_xf"]).astype(int), np.arange(1000))
+
+
+def _write_shards(arrays, tmp_path, shards):
+    columns = sorted(arrays)
+    rows = len(arrays["price_xf"])
+    for i, part in enumerate(np.array_split(np.arange(rows), shards)):
+        fixtures.write_gzipped_examples({k: v[part] for k, v in arrays.items()},
+                                        tmp_path / f"s-{i:02d}.gz", columns)
+    return str(tmp_path / "s-*.gz"), {
+        k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+        for k in columns}
+
+
+def test_shuffled_streaming_gives_every_row_once_per_epoch_with_its_columns(numbered, tmp_path):
+    arrays, info = numbered
+    pattern, spec = _write_shards(arrays, tmp_path, 3)
+    ds = from_transformed(pattern, spec, info.input_names, fixtures.TINY_SPEC, 64, shuffle=True,
+                          seed=3, shuffle_buffer=256).repeat(2)
+    batches = [(x, y) for x, y in ds]
+    sizes = [len(y["ctr"]) for _, y in batches]
+    assert sizes == ([64] * 15 + [40]) * 2  # whole batches, the remainder last in each epoch
+    got = np.concatenate([x["price_xf"].numpy().reshape(-1) for x, _ in batches]).astype(int)
+    first, second = got[:1000], got[1000:]
+    np.testing.assert_array_equal(np.sort(first), np.arange(1000))
+    np.testing.assert_array_equal(np.sort(second), np.arange(1000))
+    assert not np.array_equal(first, second)  # a new order every epoch
+    for x, y in batches:  # every row keeps its own columns and labels
+        rows = x["price_xf"].numpy().reshape(-1).astype(int)
+        np.testing.assert_array_equal(x["item_xf"].numpy().reshape(-1),
+                                      arrays["item_xf"].reshape(-1)[rows])
+        np.testing.assert_array_equal(y["ctr"].numpy(), arrays["click_xf"].reshape(-1)[rows])
+
+
+def test_streaming_shuffle_permutes_rows_within_a_window_of_shuffle_buffer_rows(numbered,
+                                                                                 tmp_path):
+    """One file read in order, 64-row batches, ``shuffle_buffer`` 100 (rounded up to two whole
+    batches): each pair of batches holds exactly the next 128 rows, permuted."""
+    arrays, info = numbered
+    pattern, spec = _write_shards(arrays, tmp_path, 1)
+    got = _epoch_rows(from_transformed(pattern, spec, info.input_names, fixtures.TINY_SPEC, 64,
+                                       shuffle=True, seed=5, shuffle_buffer=100))
+    for start in range(0, 1000, 128):
+        window = got[start:start + 128]
+        np.testing.assert_array_equal(np.sort(window),
+                                      np.arange(start, min(start + 128, 1000)))
+    assert not np.array_equal(got[:128], np.arange(128))
+
+
+def test_streaming_with_variable_length_features_shuffles_records(numbered, tmp_path):
+    """A spec with a VarLen feature (parsed as a SparseTensor) takes the per-record shuffle
+    buffer; every row still comes once, in a shuffled order."""
+    arrays, info = numbered
+    pattern, spec = _write_shards(arrays, tmp_path, 2)
+    spec["tags_xf"] = tf.io.VarLenFeature(tf.int64)  # absent from the records: empty rows
+    got = _epoch_rows(from_transformed(pattern, spec, info.input_names, fixtures.TINY_SPEC, 64,
+                                       shuffle=True, seed=5, shuffle_buffer=1000))
+    np.testing.assert_array_equal(np.sort(got), np.arange(1000))
+    assert not np.array_equal(got, np.arange(1000)) and len(got) == 1000

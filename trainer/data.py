@@ -133,11 +133,50 @@ def _transformed_files(file_pattern):
     return sorted(files)
 
 
+def _records(files: Sequence[str], cycle_length: int = 16,
+             shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """Serialized records of gzipped TFRecord ``files``, one record from each of up to
+    ``cycle_length`` open files in turn, read on tf.data's own thread; with ``shuffle_seed``,
+    the files in a new order every epoch.
+
+    Not ``TFRecordDataset(num_parallel_reads=...)``: its parallel interleave made the whole
+    streaming pipeline (read, shuffle, batch, parse) 3-4x slower on two cores, 49-56k against
+    163-245k examples/s (docs/benchmarks.md, issue 18); decompression is not the bottleneck.
+    """
+    names = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle_seed is not None:
+        names = names.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return names.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=max(1, min(len(files), cycle_length)), block_length=1,
+        deterministic=True)
+
+
+def _permuted_windows(parsed: tf.data.Dataset, batches: int, batch_size: int,
+                      seed: int) -> tf.data.Dataset:
+    """Rows of ``batches`` consecutive parsed batches permuted together (one random
+    permutation and one gather per column, per window), re-cut into ``batch_size`` rows.
+
+    What a shuffle buffer of ``batches x batch_size`` records does, without its per-record
+    cost: the streaming pipeline alone ran 250-280k examples/s with it against 160-230k with
+    ``Dataset.shuffle`` on the serialized records (docs/benchmarks.md, issue 18). Rows mix
+    within a window, not across windows; the file order changes every epoch.
+    """
+    def permute(window):
+        rows = {k: v.merge_dims(0, 1) for k, v in window.items()}  # [batches x B, ...]
+        first = next(iter(rows.values()))
+        order = tf.random.shuffle(tf.range(tf.shape(first)[0]), seed=seed)
+        return {k: tf.gather(v, order) for k, v in rows.items()}
+
+    return parsed.ragged_batch(batches).map(permute, num_parallel_calls=tf.data.AUTOTUNE,
+                                            deterministic=True).rebatch(batch_size)
+
+
 def load_transformed(file_pattern, feature_spec: Dict, columns: Sequence[str],
                      chunk: int = 8192, max_rows: Optional[int] = None
                      ) -> Dict[str, np.ndarray]:
     """Reads gzipped transformed tf.Examples into one array per ``<key>_xf`` column of
-    ``columns`` (files read in parallel, records interleaved), for :func:`from_arrays`;
+    ``columns`` (records interleaved across files), for :func:`from_arrays`;
     with ``max_rows``, only the first that many records of a round-robin read (one record
     from each file in turn), so that the rows come from every file."""
     missing = [k for k in columns if k not in feature_spec]
@@ -146,13 +185,7 @@ def load_transformed(file_pattern, feature_spec: Dict, columns: Sequence[str],
                        f"feature spec (have {sorted(feature_spec)})")
     spec = {k: feature_spec[k] for k in columns}
     files = _transformed_files(file_pattern)
-    if max_rows is None:
-        ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
-                                     num_parallel_reads=tf.data.AUTOTUNE)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-            cycle_length=len(files), block_length=1, deterministic=True).take(max_rows)
+    ds = _records(files) if max_rows is None else _records(files, len(files)).take(max_rows)
     ds = ds.batch(chunk).map(lambda s: tf.io.parse_example(s, spec),
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     parts: Dict[str, list] = {k: [] for k in columns}
@@ -167,14 +200,24 @@ def load_transformed(file_pattern, feature_spec: Dict, columns: Sequence[str],
 def from_transformed(file_pattern, feature_spec: Dict, input_names: Sequence[str],
                      spec: features.DatasetSpec, batch_size: int, shuffle: bool = False,
                      seed: int = 0, shuffle_buffer: int = 50_000) -> tf.data.Dataset:
-    """Reads gzipped transformed tf.Examples (TFX Transform output), parses in parallel."""
-    ds = tf.data.TFRecordDataset(_transformed_files(file_pattern), compression_type="GZIP",
-                                 num_parallel_reads=tf.data.AUTOTUNE)
-    if shuffle:
+    """Reads gzipped transformed tf.Examples (TFX Transform output) in batches, each batch of
+    records parsed whole (``tf.io.parse_example``), batches in parallel.
+
+    With ``shuffle``: the files in a new order every epoch, and the rows permuted within
+    windows of ``shuffle_buffer`` rows (rounded up to whole batches; see
+    :func:`_permuted_windows`); a spec with variable-length features falls back to a
+    per-record shuffle buffer of ``shuffle_buffer`` records.
+    """
+    files = _transformed_files(file_pattern)
+    dense = all(isinstance(f, tf.io.FixedLenFeature) for f in feature_spec.values())
+    ds = _records(files, shuffle_seed=seed if shuffle else None)
+    if shuffle and not dense:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda s: features_and_labels(tf.io.parse_example(s, feature_spec), input_names, spec),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda s: tf.io.parse_example(s, feature_spec),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle and dense:
+        ds = _permuted_windows(ds, max(1, -(-shuffle_buffer // batch_size)), batch_size, seed)
+    ds = ds.map(lambda d: features_and_labels(d, input_names, spec))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

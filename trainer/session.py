@@ -210,12 +210,6 @@ class TrainingSession:
         if split.arrays is not None:
             return data_lib.from_arrays(split.arrays, self.info.input_names, self.spec, batch,
                                         shuffle=training, seed=self.cfg.train.seed)
-        if training and tf.config.threading.get_intra_op_parallelism_threads() == 1:
-            log.warning("the train split streams from TFRecords with one intra-op thread "
-                        "(train.intra_op_threads: 1): tf.io.parse_example then parses each batch "
-                        "on one core, which made streaming 20-40% slower than TF's default "
-                        "pools on 2 cores (docs/benchmarks.md, issue 18); set "
-                        "train.intra_op_threads: 0 for a run that streams")
         return data_lib.from_transformed(split.files, split.feature_spec, self.info.input_names,
                                          self.spec, batch, shuffle=training,
                                          seed=self.cfg.train.seed,
