@@ -37,3 +37,15 @@ def test_a_session_adds_the_rule_before_it_builds(monkeypatch):
     TrainingSession(fixtures.tiny_config(), fixtures.TINY_SPEC, info,
                     tf.distribute.get_strategy())
     assert conversion.is_allowlisted(tf.keras.layers.Dense(1).call)
+
+
+def test_building_a_model_adds_the_rule(monkeypatch):
+    """The speed benchmarks build through ``build_model`` without a session: they trace as
+    the product does."""
+    from tests import fixtures
+    from trainer.session import build_model
+
+    _without_tf_keras_rule(monkeypatch)
+    _, _, info = fixtures.tiny_arrays(200)
+    build_model(fixtures.tiny_config(), info)
+    assert conversion.is_allowlisted(tf.keras.layers.Dense(1).call)

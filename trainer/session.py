@@ -87,7 +87,10 @@ def precision_policy(cfg: ExperimentConfig) -> str:
 def build_model(cfg: ExperimentConfig, info: FeatureInfo,
                 steps_per_epoch: Optional[int] = None) -> FunnelModel:
     """Network(s) + loss recipe (and its training-only layers), with the tables' optimizer
-    when ``train.sparse_optimizer`` is set; call inside a strategy scope."""
+    when ``train.sparse_optimizer`` is set; call inside a strategy scope. Leaves tf_keras's
+    own code to AutoGraph's do-not-convert list first (:mod:`trainer.tracing`), so that every
+    caller (the session, the speed benchmarks) traces the model as the product does."""
+    tracing.skip_tf_keras_conversion()
     objective = build_objective(cfg.loss, cfg.tasks)
     networks = build_networks(cfg.model, info, seed=cfg.train.seed, aux=objective.AUX,
                               funnel=cfg.funnel)
