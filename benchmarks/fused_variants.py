@@ -25,7 +25,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # form -> (fused_experts, fused embedding table)
@@ -76,12 +75,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-    from benchmarks.speed_model import configure_threads_as_trained
+    from benchmarks.speed_model import configure_threads_as_trained, timed_steps
 
     configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
     import runpy
 
-    from trainer.bench import write_report
+    from funnelrank.commands.bench import write_report
     from trainer.model import FeatureInfo
 
     os.makedirs(args.work, exist_ok=True)
@@ -95,24 +94,18 @@ def main(argv=None) -> int:
             print(f"{model_name} {form}: building ...", file=sys.stderr, flush=True)
             steps[form] = build_step(model_name, form, arrays, info, spec, args.batch,
                                      args.production)
-            step, iterator, _ = steps[form]
-            for _ in range(args.warmup):
-                logs = step(iterator)
-            float(logs["loss"])
+            step, iterator, spe = steps[form]
+            timed_steps(step, iterator, args.warmup * spe, spe)  # warm-up: --warmup calls
         forms = list(FORMS)
         blocks = {form: [] for form in forms}
         cpu_blocks = {form: [] for form in forms}
         for b in range(args.blocks):
             for form in forms[b % len(forms):] + forms[:b % len(forms)]:
                 step, iterator, spe = steps[form]
-                calls = max(1, args.steps // spe)  # train.steps_per_execution steps per call
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(calls):
-                    logs = step(iterator)
-                float(logs["loss"])
-                examples = calls * spe * args.batch
-                blocks[form].append(examples / (time.perf_counter() - t0))
-                cpu_blocks[form].append(examples / (time.process_time() - c0))
+                timed = timed_steps(step, iterator, args.steps, spe)
+                examples = timed.steps * args.batch
+                blocks[form].append(examples / timed.seconds)
+                cpu_blocks[form].append(examples / timed.cpu_seconds)
         for form in forms:
             ratio = lambda got: statistics.median(v / base for v, base in zip(got[form],
                                                                               got[BASE]))

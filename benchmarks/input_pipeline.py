@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     from benchmarks.speed_model import configure_threads_as_trained
 
     configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
-    from benchmarks.speed_model import speed_config, steps_per_call
+    from benchmarks.speed_model import speed_config, steps_per_call, timed_steps
     from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
     from trainer.model import FeatureInfo
     from trainer.session import build_model, compile_model
@@ -135,11 +135,8 @@ def main(argv=None) -> int:
                     out = forward(infer_batches[i % len(infer_batches)])
                 float(out["ctr"][0])
                 return time.perf_counter() - t
-            calls = max(1, steps // spe)
-            for _ in range(calls):
-                logs = train_fn(iterator)
-            float(logs["loss"])
-            return (time.perf_counter() - t) * steps / (calls * spe)
+            timed = timed_steps(train_fn, iterator, steps, spe)
+            return timed.seconds * steps / timed.steps
 
         # One variant at a time, its iterator the only one alive: an idle iterator's
         # prefetch threads would refill in the background and slow the variant being timed.

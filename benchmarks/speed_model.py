@@ -9,6 +9,8 @@ they time the same model as the peers (equal parameter counts) and as the issue-
 from __future__ import annotations
 
 import os
+import time
+from typing import NamedTuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,3 +46,22 @@ def configure_threads_as_trained(model_name: str = "mmoe") -> bool:
 
     train = speed_config(model_name, 2048).train
     return configure_threads(train.intra_op_threads, train.inter_op_threads)
+
+
+class Timed(NamedTuple):
+    """What :func:`timed_steps` measured."""
+    seconds: float  # wall time
+    cpu_seconds: float  # this process's CPU time
+    steps: int  # train steps run (calls x steps per call)
+
+
+def timed_steps(train_fn, iterator, steps: int, spe: int) -> Timed:
+    """Runs a compiled train function (``spe`` steps per call, ``train.steps_per_execution``)
+    for about ``steps`` steps, ``max(1, steps // spe)`` calls, and waits for the last one
+    (its loss read back) before stopping the clock."""
+    calls = max(1, steps // spe)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        logs = train_fn(iterator)
+    float(logs["loss"])
+    return Timed(time.perf_counter() - t0, time.process_time() - c0, calls * spe)

@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +60,8 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-    from benchmarks.speed_model import configure_threads_as_trained, steps_per_call
+    from benchmarks.speed_model import (configure_threads_as_trained, steps_per_call,
+                                        timed_steps)
 
     configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
     from schemas import config as config_lib
@@ -101,12 +101,8 @@ def main(argv=None) -> int:
 
     def run(label: str, steps: int) -> float:
         fn, iterator, spe = steppers[label]
-        calls = max(1, steps // spe)  # each call runs train.steps_per_execution steps
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            logs = fn(iterator)
-        float(logs["loss"])  # wait for the last step
-        return (time.perf_counter() - t0) / (calls * spe)
+        timed = timed_steps(fn, iterator, steps, spe)
+        return timed.seconds / timed.steps
 
     for label in steppers:
         run(label, args.warmup)

@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("production", "tf_default_threads", "one_step_per_call", "keras_adam",
@@ -61,7 +60,7 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.speed_model import speed_config, steps_per_call
+    from benchmarks.speed_model import speed_config, steps_per_call, timed_steps
     from trainer.data import from_arrays
     from transform.ingest import synthetic
     from trainer.model import FeatureInfo
@@ -90,16 +89,11 @@ def measure(variant: str, model_name: str, data: str, batch: int) -> dict:
                          drop_remainder=True).take(24).cache().repeat()
     iterator = iter(strategy.experimental_distribute_dataset(cached))
     step, spe = model.make_train_function(), steps_per_call(cfg, strategy)
-    for _ in range(20):
-        logs = step(iterator)
-    float(logs["loss"])
+    timed_steps(step, iterator, 20 * spe, spe)  # warm-up: 20 calls
     blocks = []
     for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(max(1, 40 // spe)):
-            logs = step(iterator)
-        float(logs["loss"])
-        blocks.append(max(1, 40 // spe) * spe * batch / (time.perf_counter() - t0))
+        timed = timed_steps(step, iterator, 40, spe)
+        blocks.append(timed.steps * batch / timed.seconds)
     return {"variant": variant, "model": model_name, "replicas": strategy.num_replicas_in_sync,
             "examples_per_sec": statistics.median(blocks), "blocks": blocks}
 

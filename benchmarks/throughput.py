@@ -110,7 +110,7 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.speed_model import speed_config, steps_per_call
+    from benchmarks.speed_model import speed_config, steps_per_call, timed_steps
     from trainer.data import from_arrays
     from trainer.model import FeatureInfo
     from trainer.session import build_model, compile_model
@@ -139,15 +139,9 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
                          drop_remainder=True).take(24).cache().repeat()
     iterator = iter(strategy.experimental_distribute_dataset(cached))
     step, spe = model.make_train_function(), steps_per_call(cfg, strategy)
-    for _ in range(20):
-        logs = step(iterator)
-    float(logs["loss"])
-    t0 = time.perf_counter()
-    calls = max(1, 120 // spe)
-    for _ in range(calls):
-        logs = step(iterator)
-    float(logs["loss"])
-    ideal = calls * spe * batch / (time.perf_counter() - t0)
+    timed_steps(step, iterator, 20 * spe, spe)  # warm-up: 20 calls
+    timed = timed_steps(step, iterator, 120, spe)
+    ideal = timed.steps * batch / timed.seconds
     forward = tf.function(lambda x: model.network(x, training=False))
     batches = [x for x, _ in from_arrays(arrays, info.input_names, spec, batch,
                                          drop_remainder=True).take(24)]  # one shape, one trace
