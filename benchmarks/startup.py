@@ -1,0 +1,89 @@
+"""Start-up: the first epoch (tracing the train and test steps) against the next ones (issue 18).
+
+One process per setting, since TensorFlow's thread pools are fixed once its runtime starts:
+builds ``configs/<model>.yaml`` as the speed benchmarks do (the peers' model), fits 3 epochs
+of ``--rows`` synthetic rows with validation on the same rows, and reports each epoch's
+seconds and the first epoch's extra time over the fastest later one.
+
+Usage::
+
+    .venv/bin/python benchmarks/startup.py [--model mmoe] [--rows 40000]
+        [--steps-per-execution 8] [--intra-op-threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mmoe")
+    parser.add_argument("--rows", type=int, default=40_000)
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--steps-per-execution", type=int, default=None,
+                        help="default: the config's train.steps_per_execution")
+    parser.add_argument("--intra-op-threads", type=int, default=None,
+                        help="default: the config's train.intra_op_threads (0: TF's)")
+    parser.add_argument("--out", default=None, help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
+    from benchmarks.speed_model import speed_config
+
+    overrides = {}
+    if args.steps_per_execution is not None:
+        overrides["train.steps_per_execution"] = args.steps_per_execution
+    if args.intra_op_threads is not None:
+        overrides["train.intra_op_threads"] = args.intra_op_threads
+    cfg = speed_config(args.model, args.batch, overrides)
+    from trainer.strategy import configure_threads
+
+    configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
+    import tensorflow as tf
+
+    from trainer.data import dataset_columns, from_arrays
+    from trainer.model import FeatureInfo
+    from trainer.session import build_model, compile_model
+    from transform import preprocessor as preprocess
+    from transform.ingest import synthetic
+
+    spec = synthetic.spec()
+    frame = synthetic.generate(args.rows, seed=7)[list(spec.columns)]
+    pre = preprocess.fit(frame, spec)
+    arrays = pre.transform(frame)
+    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
+    keep = {k: arrays[k] for k in dataset_columns(info.input_names, spec)}
+    model = compile_model(build_model(cfg, info), cfg)
+    times = []
+
+    class EpochTimer(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    model.fit(from_arrays(keep, info.input_names, spec, args.batch, shuffle=True, seed=1),
+              validation_data=from_arrays(keep, info.input_names, spec, args.batch),
+              epochs=3, verbose=0, callbacks=[EpochTimer()])
+    result = {"benchmark": "startup", "model": args.model, "rows": args.rows,
+              "batch": args.batch, "steps_per_execution": cfg.train.steps_per_execution,
+              "intra_op_threads": cfg.train.intra_op_threads, "epoch_seconds": times,
+              "first_epoch_extra_seconds": times[0] - min(times[1:])}
+    print(f"{args.model}: first epoch {times[0]:.1f} s, then "
+          f"{', '.join(f'{t:.2f}' for t in times[1:])} s (steps per call "
+          f"{cfg.train.steps_per_execution}, intra-op threads {cfg.train.intra_op_threads})")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
