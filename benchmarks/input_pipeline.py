@@ -79,20 +79,13 @@ def main(argv=None) -> int:
     from benchmarks.speed_model import configure_threads_as_trained
 
     configure_threads_as_trained()  # before TF's runtime starts, as `funnelrank train` does
-    from benchmarks.speed_model import speed_config, steps_per_call, timed_steps
-    from trainer.data import dataset_columns, from_arrays, from_transformed, load_transformed
-    from trainer.model import FeatureInfo
+    from benchmarks.speed_model import speed_config, steps_per_call, synthetic_rows, timed_steps
+    from trainer.data import from_arrays, from_transformed, load_transformed
     from trainer.session import build_model, compile_model
     from trainer.strategy import make_strategy
-    from transform import preprocessor as preprocess
-    from transform.ingest import synthetic
 
-    spec = synthetic.spec()
-    frame = synthetic.generate(args.rows, seed=7)[list(spec.columns)]
-    pre = preprocess.fit(frame, spec)
-    arrays = pre.transform(frame)
-    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
-    keep = {k: arrays[k] for k in dataset_columns(info.input_names, spec)}
+    data = synthetic_rows(args.rows)
+    spec, info, keep = data.spec, data.info, data.columns
     strategy = make_strategy()
     batch = args.batch * strategy.num_replicas_in_sync
     tmp = tempfile.mkdtemp(prefix="funnelrank-input-")

@@ -65,3 +65,43 @@ def timed_steps(train_fn, iterator, steps: int, spe: int) -> Timed:
         logs = train_fn(iterator)
     float(logs["loss"])
     return Timed(time.perf_counter() - t0, time.process_time() - c0, calls * spe)
+
+
+class SyntheticRows(NamedTuple):
+    """The speed benchmarks' data: synthetic rows preprocessed as ``funnelrank train`` does."""
+    spec: object  # schemas.features.DatasetSpec
+    pre: object  # the fitted transform.preprocessor
+    arrays: dict  # every transformed ``<key>_xf`` column
+    info: object  # trainer.model.FeatureInfo
+    columns: dict  # the columns the model and its labels read (``dataset_columns``)
+
+
+def synthetic_rows(rows: int, seed: int = 7) -> SyntheticRows:
+    """``rows`` rows of the synthetic generator (seed 7 in every speed benchmark), fitted
+    and transformed by the preprocessor."""
+    from trainer.data import dataset_columns
+    from trainer.model import FeatureInfo
+    from transform import preprocessor as preprocess
+    from transform.ingest import synthetic
+
+    spec = synthetic.spec()
+    frame = synthetic.generate(rows, seed=seed)[list(spec.columns)]
+    pre = preprocess.fit(frame, spec)
+    arrays = pre.transform(frame)
+    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
+    return SyntheticRows(spec, pre, arrays, info,
+                         {k: arrays[k] for k in dataset_columns(info.input_names, spec)})
+
+
+def epoch_timer(times: list):
+    """A Keras callback that appends each epoch's wall seconds to ``times``."""
+    import tensorflow as tf
+
+    class EpochTimer(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    return EpochTimer()

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,33 +44,18 @@ def main(argv=None) -> int:
     from trainer.strategy import configure_threads
 
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
-    import tensorflow as tf
 
-    from trainer.data import dataset_columns, from_arrays
-    from trainer.model import FeatureInfo
+    from benchmarks.speed_model import epoch_timer, synthetic_rows
+    from trainer.data import from_arrays
     from trainer.session import build_model, compile_model
-    from transform import preprocessor as preprocess
-    from transform.ingest import synthetic
 
-    spec = synthetic.spec()
-    frame = synthetic.generate(args.rows, seed=7)[list(spec.columns)]
-    pre = preprocess.fit(frame, spec)
-    arrays = pre.transform(frame)
-    info = FeatureInfo(pre.vocab_sizes, spec.dense_keys)
-    keep = {k: arrays[k] for k in dataset_columns(info.input_names, spec)}
+    data = synthetic_rows(args.rows)
+    spec, info, keep = data.spec, data.info, data.columns
     model = compile_model(build_model(cfg, info), cfg)
     times = []
-
-    class EpochTimer(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t0)
-
     model.fit(from_arrays(keep, info.input_names, spec, args.batch, shuffle=True, seed=1),
               validation_data=from_arrays(keep, info.input_names, spec, args.batch),
-              epochs=3, verbose=0, callbacks=[EpochTimer()])
+              epochs=3, verbose=0, callbacks=[epoch_timer(times)])
     result = {"benchmark": "startup", "model": args.model, "rows": args.rows,
               "batch": args.batch, "steps_per_execution": cfg.train.steps_per_execution,
               "intra_op_threads": cfg.train.intra_op_threads, "epoch_seconds": times,

@@ -84,13 +84,10 @@ def export_data(rows: int, path: str):
 
     from schemas import config as config_lib
     from schemas import features
-    from transform import preprocessor as preprocess
-    from transform.ingest import synthetic
+    from benchmarks.speed_model import synthetic_rows
 
-    spec = synthetic.spec()
-    frame = synthetic.generate(rows, seed=7)[list(spec.columns)]
-    pre = preprocess.fit(frame, spec)
-    arrays = pre.transform(frame)
+    data = synthetic_rows(rows)
+    spec, pre, arrays = data.spec, data.pre, data.arrays
     models = {}
     for name in ("mmoe", "ple"):
         cfg = config_lib.load(os.path.join(ROOT, "configs", f"{name}.yaml"))
@@ -110,7 +107,7 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.speed_model import speed_config, steps_per_call, timed_steps
+    from benchmarks.speed_model import epoch_timer, speed_config, steps_per_call, timed_steps
     from trainer.data import from_arrays
     from trainer.model import FeatureInfo
     from trainer.session import build_model, compile_model
@@ -123,16 +120,8 @@ def measure_ours(model_name: str, arrays, pre, spec, batch: int, epochs: int):
         model = build_model(cfg, info)
         compile_model(model, cfg)
     times = []
-
-    class Timer(tf.keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t0)
-
     ds = from_arrays(arrays, info.input_names, spec, batch, shuffle=True, seed=1)
-    model.fit(ds, epochs=epochs, verbose=0, callbacks=[Timer()])
+    model.fit(ds, epochs=epochs, verbose=0, callbacks=[epoch_timer(times)])
     rows = len(arrays["click_xf"])
     train = rows / float(np.median(times[1:]))
     cached = from_arrays(arrays, info.input_names, spec, batch, shuffle=True, seed=1,
