@@ -244,3 +244,23 @@ def test_streaming_with_variable_length_features_shuffles_records(numbered, tmp_
                                        shuffle=True, seed=5, shuffle_buffer=1000))
     np.testing.assert_array_equal(np.sort(got), np.arange(1000))
     assert not np.array_equal(got, np.arange(1000)) and len(got) == 1000
+
+
+def test_streaming_shuffle_is_new_each_epoch_and_repeatable_for_a_seed(numbered, tmp_path):
+    """Keras starts a new iterator every epoch: the windows' permutations must change with it
+    (a seeded stateful op in a map would repeat them), and the same seeds give the same
+    orders."""
+    arrays, info = numbered
+    pattern, spec = _write_shards(arrays, tmp_path, 1)
+
+    def two_epochs():
+        tf.random.set_seed(11)
+        ds = from_transformed(pattern, spec, info.input_names, fixtures.TINY_SPEC, 64,
+                              shuffle=True, seed=5, shuffle_buffer=256)
+        return _epoch_rows(ds), _epoch_rows(ds)  # two iterators, as two fit epochs
+
+    first, second = two_epochs()
+    assert not np.array_equal(first, second)
+    again = two_epochs()
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)

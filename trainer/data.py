@@ -160,16 +160,21 @@ def _permuted_windows(parsed: tf.data.Dataset, batches: int, batch_size: int,
     What a shuffle buffer of ``batches x batch_size`` records does, without its per-record
     cost: the streaming pipeline alone ran 250-280k examples/s with it against 160-230k with
     ``Dataset.shuffle`` on the serialized records (docs/benchmarks.md, issue 18). Rows mix
-    within a window, not across windows; the file order changes every epoch.
+    within a window, not across windows. Each window's permutation is a stateless shuffle
+    keyed by a number ``Dataset.random`` draws anew for every window and every pass (as in
+    :func:`from_arrays`): a new order every epoch, the same for the same ``seed`` and TF
+    global seed, whatever order the parallel map runs the windows in.
     """
-    def permute(window):
+    def permute(window, key):
         rows = {k: v.merge_dims(0, 1) for k, v in window.items()}  # [batches x B, ...]
         first = next(iter(rows.values()))
-        order = tf.random.shuffle(tf.range(tf.shape(first)[0]), seed=seed)
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(first)[0]), seed=tf.stack([key, tf.constant(seed, tf.int64)]))
         return {k: tf.gather(v, order) for k, v in rows.items()}
 
-    return parsed.ragged_batch(batches).map(permute, num_parallel_calls=tf.data.AUTOTUNE,
-                                            deterministic=True).rebatch(batch_size)
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((parsed.ragged_batch(batches), keys)).map(
+        permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).rebatch(batch_size)
 
 
 def load_transformed(file_pattern, feature_spec: Dict, columns: Sequence[str],
