@@ -264,3 +264,22 @@ def test_streaming_shuffle_is_new_each_epoch_and_repeatable_for_a_seed(numbered,
     again = two_epochs()
     np.testing.assert_array_equal(again[0], first)
     np.testing.assert_array_equal(again[1], second)
+
+
+def test_shuffled_streaming_distributes_over_two_replicas(numbered, tmp_path, two_cpu_strategy):
+    """MirroredStrategy splits each global batch of the windowed stream between the replicas:
+    every row arrives once per epoch, with its own labels."""
+    arrays, info = numbered
+    pattern, spec = _write_shards(arrays, tmp_path, 2)
+    ds = from_transformed(pattern, spec, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True,
+                          seed=2, shuffle_buffer=256)
+    rows, per_replica = [], []
+    for x, y in two_cpu_strategy.experimental_distribute_dataset(ds):
+        for xr, yr in zip(two_cpu_strategy.experimental_local_results(x),
+                          two_cpu_strategy.experimental_local_results(y)):
+            ids = xr["price_xf"].numpy().reshape(-1).astype(int)
+            np.testing.assert_array_equal(yr["ctr"].numpy(), arrays["click_xf"].reshape(-1)[ids])
+            rows.append(ids)
+            per_replica.append(len(ids))
+    np.testing.assert_array_equal(np.sort(np.concatenate(rows)), np.arange(1000))
+    assert max(per_replica) == 64  # the global batch of 128, halved
