@@ -5,6 +5,9 @@ do not have (issue 16: a wide part, whole-feature embedding dropout, an L2 prior
 table row each step, LazyAdam for the tables). The speed benchmarks (``throughput.py``,
 ``input_pipeline.py``, ``step_variants.py``, ``fused_variants.py``) switch them off so that
 they time the same model as the peers (equal parameter counts) and as the issue-9 tables.
+
+Also what they share to time it: the data (:func:`synthetic_rows`), the timed loop over a
+compiled train function (:func:`timed_steps`) and an epoch timer (:func:`epoch_timer`).
 """
 from __future__ import annotations
 
