@@ -168,26 +168,6 @@ def test_load_transformed_names_a_pattern_without_files(tmp_path):
                          {"click_xf": tf.io.FixedLenFeature([], tf.int64)}, ["click_xf"])
 
 
-def test_more_files_than_open_readers_still_gives_every_row_once(numbered, tmp_path):
-    """The streaming reader keeps at most 16 files open (``_records``): 20 shards of 50 rows
-    give each of the 1,000 rows exactly once, and the first batch mixes the first 16 files."""
-    arrays, info = numbered
-    columns = sorted(arrays)
-    for i in range(20):
-        part = slice(50 * i, 50 * (i + 1))
-        fixtures.write_gzipped_examples({k: v[part] for k, v in arrays.items()},
-                                        tmp_path / f"p-{i:02d}.gz", columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
-    ds = from_transformed(str(tmp_path / "p-*.gz"), spec, info.input_names, fixtures.TINY_SPEC,
-                          64)
-    got = _epoch_rows(ds)
-    np.testing.assert_array_equal(np.sort(got), np.arange(1000))
-    np.testing.assert_array_equal(got[:16] // 50, np.arange(16))  # one record per file in turn
-    loaded = load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128)
-    np.testing.assert_array_equal(np.sort(loaded["price_xf"]).astype(int), np.arange(1000))
-
-
 def _write_shards(arrays, tmp_path, shards):
     columns = sorted(arrays)
     rows = len(arrays["price_xf"])
@@ -197,6 +177,18 @@ def _write_shards(arrays, tmp_path, shards):
     return str(tmp_path / "s-*.gz"), {
         k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
         for k in columns}
+
+
+def test_more_files_than_open_readers_still_gives_every_row_once(numbered, tmp_path):
+    """The streaming reader keeps at most 16 files open (``_records``): 20 shards of 50 rows
+    give each of the 1,000 rows exactly once, and the first batch mixes the first 16 files."""
+    arrays, info = numbered
+    pattern, spec = _write_shards(arrays, tmp_path, 20)
+    got = _epoch_rows(from_transformed(pattern, spec, info.input_names, fixtures.TINY_SPEC, 64))
+    np.testing.assert_array_equal(np.sort(got), np.arange(1000))
+    np.testing.assert_array_equal(got[:16] // 50, np.arange(16))  # one record per file in turn
+    loaded = load_transformed(pattern, spec, sorted(arrays), chunk=128)
+    np.testing.assert_array_equal(np.sort(loaded["price_xf"]).astype(int), np.arange(1000))
 
 
 def test_shuffled_streaming_gives_every_row_once_per_epoch_with_its_columns(numbered, tmp_path):
