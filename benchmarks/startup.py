@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import funnelrank  # noqa: F401  selects Keras 2 before TensorFlow is imported
-    from benchmarks.speed_model import speed_config
+    from benchmarks.speed_model import epoch_timer, speed_config, synthetic_rows
 
     overrides = {}
     if args.steps_per_execution is not None:
@@ -45,7 +45,6 @@ def main(argv=None) -> int:
 
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
 
-    from benchmarks.speed_model import epoch_timer, synthetic_rows
     from trainer.data import from_arrays
     from trainer.session import build_model, compile_model
 
