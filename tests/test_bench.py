@@ -219,6 +219,24 @@ def test_xla_cause_bench_times_each_piece_with_and_without_xla(tmp_path, capsys)
     assert "| the same table frozen (gather, no gather gradient) |" in capsys.readouterr().out
 
 
+def test_info_nce_bench_times_the_project_loss_against_autodiff(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "info_nce", os.path.join(ROOT, "benchmarks", "info_nce.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "nce.json"
+    assert module.main(["--rows", "8", "--dim", "4", "--calls", "1", "--blocks", "2",
+                        "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["variant"] for r in report["results"]] == [
+        "info_nce_rows (project)", "reduce_logsumexp + autodiff", "the matmuls alone"]
+    assert all(len(r["blocks_ms"]) == 2 and r["ms"] > 0 for r in report["results"])
+    assert report["max_gradient_difference"] < 1e-6 and "machine" in report
+    assert "| info_nce_rows (project) |" in capsys.readouterr().out
+
+
 def test_timed_steps_counts_whole_calls_and_waits_for_the_last():
     """The speed benchmarks' timed loop: ``max(1, steps // spe)`` calls of ``spe`` steps, the
     last call's loss read back before the clock stops."""

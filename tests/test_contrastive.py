@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.losses.contrastive import (AdaptiveInfoNCE, info_nce_rows, representation_mse,
-                                        single_negative_contrast)
+from trainer.losses.contrastive import (AdaptiveInfoNCE, info_nce_rows, logsumexp_rows,
+                                        representation_mse, single_negative_contrast)
 
 NONE = tf.keras.losses.Reduction.NONE
 
@@ -66,6 +66,37 @@ def test_gradients_match_analytic_reference_float64(b, d):
     want_a, want_p = _reference_gradients(anchor, positive, tau)
     np.testing.assert_allclose(got_a.numpy(), want_a, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got_p.numpy(), want_p, rtol=1e-9, atol=1e-12)
+
+
+def _logsumexp_and_derivatives(fn, logits, upstream, direction):
+    """fn's value, its gradient under ``upstream`` and the derivative of that gradient along
+    ``direction`` (a Hessian-vector product: the second order MAML's outer step takes)."""
+    x = tf.Variable(logits)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            value = fn(x)
+            weighted = tf.reduce_sum(value * upstream)
+        grad = inner.gradient(weighted, x)
+        along = tf.reduce_sum(grad * direction)
+    return value.numpy(), grad.numpy(), outer.gradient(along, x).numpy()
+
+
+@pytest.mark.parametrize("b, cols, scale", [(1, 1, 1.0), (5, 7, 1.0), (64, 300, 400.0)])
+def test_logsumexp_rows_value_and_two_orders_of_gradient_match_tf(b, cols, scale):
+    rng = np.random.default_rng(b + cols)
+    logits = rng.normal(size=(b, cols)) * scale  # 400: exp overflows without the max shift
+    upstream, direction = rng.normal(size=b), rng.normal(size=(b, cols))
+    got = _logsumexp_and_derivatives(logsumexp_rows, logits, upstream, direction)
+    want = _logsumexp_and_derivatives(lambda x: tf.reduce_logsumexp(x, axis=-1), logits,
+                                      upstream, direction)
+    z = logits - logits.max(axis=1, keepdims=True)
+    softmax = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got[0], logits.max(axis=1) + np.log(np.exp(z).sum(axis=1)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(got[1], softmax * upstream[:, None], rtol=1e-9, atol=1e-15)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+    assert np.all(np.isfinite(got[0]))
 
 
 @pytest.mark.parametrize("reduction, reduce", [("auto", np.mean), ("sum_over_batch_size", np.mean),
