@@ -237,6 +237,27 @@ def test_info_nce_bench_times_the_project_loss_against_autodiff(tmp_path, capsys
     assert "| info_nce_rows (project) |" in capsys.readouterr().out
 
 
+def test_gate_mixing_bench_builds_the_einsum_form_only_under_its_patch(tmp_path, capsys):
+    import importlib.util
+
+    from trainer.layers import gates
+
+    spec = importlib.util.spec_from_file_location(
+        "gate_mixing", os.path.join(ROOT, "benchmarks", "gate_mixing.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    call = gates.SoftmaxGate.call
+    out = tmp_path / "gates.json"
+    assert module.main(["--models", "mmoe", "--rows", "2000", "--batch", "64", "--steps", "8",
+                        "--blocks", "1", "--out", str(out)]) == 0
+    assert gates.SoftmaxGate.call is call  # the patch is undone
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["form"], r["forward_einsum_ops"]) for r in rows] == [
+        ("mmoe", "einsum (before)", 2), ("mmoe", "weighted sum (new)", 0)]
+    assert all(r["train_examples_per_sec"] > 0 and len(r["blocks"]["train"]) == 1 for r in rows)
+    assert "| mmoe | weighted sum (new) |" in capsys.readouterr().out
+
+
 def test_timed_steps_counts_whole_calls_and_waits_for_the_last():
     """The speed benchmarks' timed loop: ``max(1, steps // spe)`` calls of ``spe`` steps, the
     last call's loss read back before the clock stops."""

@@ -65,6 +65,35 @@ def test_gate_weights_are_a_tempered_softmax():
                                atol=1e-6)
 
 
+def test_gate_mixes_a_list_of_experts_as_the_stacked_tensor_and_numpy():
+    """The sequence form (what the backbones pass, nothing stacked) and the ``[B, E, d]`` form
+    give the same mixture, ``sum_e g_e(x) * expert_e``."""
+    gate = SoftmaxGate(3, temperature=2.0)
+    x = lc.features()
+    experts = np.random.default_rng(5).normal(size=(lc.BATCH, 3, 4)).astype(np.float32)
+    gate((x, experts))
+    kernel = np.random.default_rng(6).normal(size=(lc.DIM, 3)).astype(np.float32)
+    gate.set_weights([kernel])
+    want = np.einsum("be,bed->bd", lc.np_softmax(x @ kernel / 2.0), experts)
+    as_list = gate((x, [tf.constant(experts[:, e]) for e in range(3)]))
+    np.testing.assert_allclose(as_list, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gate((x, experts)), want, rtol=1e-5, atol=1e-6)
+    one = SoftmaxGate(1)
+    np.testing.assert_allclose(one((x, [tf.constant(experts[:, 0])])), experts[:, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("experts, shapes", [
+    (lambda e: [e[:, 0], e[:, 1]], r"\[\(4, 4\), \(4, 4\)\]"),
+    (lambda e: e[:, :2], r"\(4, 2, 4\)"), (lambda e: e[:, 0], r"\(4, 4\)")],
+    ids=["short_list", "short_tensor", "rank_2"])
+def test_gate_names_the_expert_count_it_expected(experts, shapes):
+    gate = SoftmaxGate(3, name="ctr/gate")
+    stacked = np.zeros((4, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"SoftmaxGate\('ctr/gate'\) mixes num_experts=3 .*"
+                                         r"received: experts shape\(s\) " + shapes):
+        gate((np.zeros((4, lc.DIM), np.float32), experts(tf.constant(stacked))))
+
+
 def test_mlp_with_batch_norm_golden_at_inference():
     mlp = MLP([4, 3], use_batch_norm=True, name="mlp")
     x = lc.features()

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from schemas.checks import check_positive_int, check_rate, check_tasks, check_units
 from trainer.layers.common import build_sublayer, register
+from trainer.layers.gates import weighted_sum
 from trainer.layers.mlp import MLP
 
 
@@ -54,7 +55,7 @@ class AITModule(tf.keras.layers.Layer):
     def call(self, inputs):
         u = tf.stack(list(inputs), axis=1)
         weights = self.attention_weights(inputs)
-        return tf.einsum("bu,buk->bk", weights, self.h1(u))
+        return weighted_sum(weights, self.h1(u))
 
     def get_config(self):
         config = super().get_config()

@@ -20,9 +20,17 @@ from trainer.layers.common import build_sublayer, register
 class SoftmaxGate(tf.keras.layers.Layer):
     """``g(x) = softmax(W x / temperature)`` over ``num_experts``, then the weighted sum.
 
-    Call with ``(gate_input, experts)`` where ``experts`` is ``[B, E, d]``; returns the mixture
-    ``[B, d]``; ``gate_weights(gate_input)`` gives the ``[B, E]`` softmax weights. Sub-layer:
-    ``logits`` (a bias-free Dense, as in MMoE eq. 6).
+    Call with ``(gate_input, experts)`` where ``experts`` is ``[B, E, d]`` or a sequence of E
+    ``[B, d]`` expert outputs; returns the mixture ``[B, d]``, ``sum_e g_e(x) * expert_e``;
+    ``gate_weights(gate_input)`` gives the ``[B, E]`` softmax weights. Sub-layer: ``logits``
+    (a bias-free Dense, as in MMoE eq. 6).
+
+    The mixture is :func:`weighted_sum`, not an ``einsum("be,bed->bd")``: in a profile of the
+    default MMoE's CPU train step the oneDNN einsums of its two gates (forward and gradient)
+    took about a sixth of the step's op time for a few hundred thousand multiply-adds. With
+    the experts passed as a sequence (what MMoE, OMoE, CGC/PLE and TAML do) nothing is stacked
+    either: train step MMoE +21 %, PLE +16 % (``benchmarks/gate_mixing.py``,
+    docs/benchmarks.md, issue 18 round 4).
 
     Args:
       num_experts: Number of experts E the gate mixes.
@@ -55,13 +63,39 @@ class SoftmaxGate(tf.keras.layers.Layer):
 
     def call(self, inputs):
         gate_input, experts = inputs
-        weights = self.gate_weights(gate_input)
-        return tf.einsum("be,bed->bd", weights, experts)
+        if isinstance(experts, (list, tuple)):
+            count = len(experts)
+        else:
+            experts = tf.convert_to_tensor(experts)
+            count = experts.shape[1] if experts.shape.rank == 3 else -1
+        if count != self.num_experts:
+            shapes = ([tuple(tf.TensorShape(e.shape)) for e in experts]
+                      if isinstance(experts, (list, tuple)) else tuple(experts.shape))
+            raise ValueError(f"SoftmaxGate({self.name!r}) mixes num_experts={self.num_experts} "
+                             f"experts given as [B, E, d] or a list of E [B, d] tensors, "
+                             f"received: experts shape(s) {shapes}")
+        return weighted_sum(self.gate_weights(gate_input), experts)
 
     def get_config(self):
         config = super().get_config()
         config.update({"num_experts": self.num_experts, "temperature": self.temperature})
         return config
+
+
+def weighted_sum(weights, values):
+    """``sum_e weights[:, e] * values_e``: ``[B, E]`` weights mix ``[B, E, d]`` values (or a
+    sequence of E ``[B, d]`` tensors, never stacked) into ``[B, d]``.
+
+    The same as ``einsum("be,bed->bd", weights, values)`` up to float rounding, as a broadcast
+    multiply and sum: oneDNN's einsum of that form (and the two of its gradient) cost a sixth of
+    the default MMoE's CPU train step (docs/benchmarks.md, issue 18 round 4). Used by the gates
+    and by MAN's and AITM's attention.
+    """
+    if isinstance(values, (list, tuple)):
+        weights = tf.cast(weights, values[0].dtype)
+        terms = [weights[:, e:e + 1] * h for e, h in enumerate(values)]
+        return tf.add_n(terms) if len(terms) > 1 else terms[0]
+    return tf.reduce_sum(tf.cast(weights, values.dtype)[:, :, tf.newaxis] * values, axis=1)
 
 
 def batched_gate_weights(gates: Sequence[SoftmaxGate], gate_input) -> List[tf.Tensor]:
@@ -87,7 +121,7 @@ def mix_expert_major(weights, groups: Sequence[tf.Tensor]):
         mixing them in parts avoids concatenating the experts.
 
     Returns:
-      ``[B, d]``, equal to ``SoftmaxGate``'s ``einsum("be,bed->bd", weights, experts)``.
+      ``[B, d]``, equal to ``SoftmaxGate``'s mixture of the same experts.
     """
     sizes = [int(g.shape[0]) for g in groups]
     parts = tf.split(weights, sizes, axis=-1) if len(groups) > 1 else [weights]

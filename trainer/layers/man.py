@@ -13,6 +13,7 @@ import tensorflow as tf
 from schemas.checks import (check_bool, check_positive_int, check_positive_number, check_rate,
                             check_tasks, check_units)
 from trainer.layers.common import build_sublayer, register
+from trainer.layers.gates import weighted_sum
 from trainer.layers.ple import CGC, SHARED
 
 
@@ -83,7 +84,7 @@ class TaskAttention(tf.keras.layers.Layer):
         out = {}
         for task in self.tasks:
             weights, members = self._scores(inputs, task)
-            fused = tf.einsum("bn,bnd->bd", weights, self.value(members))
+            fused = weighted_sum(weights, self.value(members))
             out[task] = inputs[task] + fused if self.residual else fused
         return out
 

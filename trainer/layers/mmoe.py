@@ -70,7 +70,7 @@ class MMoE(tf.keras.layers.Layer):
             experts = self.experts(inputs, training=training)  # [E, B, d]
             weights = batched_gate_weights([self.gates[t] for t in self.tasks], inputs)
             return {t: mix_expert_major(w, [experts]) for t, w in zip(self.tasks, weights)}
-        experts = tf.stack([e(inputs, training=training) for e in self.experts], axis=1)
+        experts = [e(inputs, training=training) for e in self.experts]
         return {t: self.gates[t]((inputs, experts)) for t in self.tasks}
 
     def get_config(self):

@@ -66,7 +66,7 @@ class OMoE(tf.keras.layers.Layer):
             experts = self.experts(inputs, training=training)  # [E, B, d]
             mixture = mix_expert_major(self.gate.gate_weights(inputs), [experts])
         else:
-            experts = tf.stack([e(inputs, training=training) for e in self.experts], axis=1)
+            experts = [e(inputs, training=training) for e in self.experts]
             mixture = self.gate((inputs, experts))
         return {t: tf.identity(mixture) for t in self.tasks}
 

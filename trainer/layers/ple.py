@@ -126,10 +126,10 @@ class CGC(tf.keras.layers.Layer):
                                     training=training)
         shared = [e(x[SHARED], training=training) for e in self.shared_experts]
         own = {t: [e(x[t], training=training) for e in self.task_experts[t]] for t in self.tasks}
-        out = {t: self.gates[t]((x[t], tf.stack(own[t] + shared, axis=1))) for t in self.tasks}
+        out = {t: self.gates[t]((x[t], own[t] + shared)) for t in self.tasks}
         if self.shared_gate:
             everything = [h for t in self.tasks for h in own[t]] + shared
-            out[SHARED] = self.gates[SHARED]((x[SHARED], tf.stack(everything, axis=1)))
+            out[SHARED] = self.gates[SHARED]((x[SHARED], everything))
         return out
 
     def _call_fused(self, x, shared_input: bool, training=None):

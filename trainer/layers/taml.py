@@ -156,7 +156,7 @@ class TAML(tf.keras.layers.Layer):
             for l in range(self.num_learners):
                 key = f"{t}/learner_{l}"
                 own = [e(inputs, training=training) for e in self.learner_experts[key]]
-                mixed = self.gates[key]((inputs, tf.stack(own + general + shared, axis=1)))
+                mixed = self.gates[key]((inputs, own + general + shared))
                 tower = self.towers[key](mixed, training=training)
                 columns.append(self.logits[key](tower))
             out[t] = tf.concat(columns, axis=-1)
