@@ -83,8 +83,8 @@ class SoftmaxGate(tf.keras.layers.Layer):
 
 
 def weighted_sum(weights, values):
-    """``sum_e weights[:, e] * values_e``: ``[B, E]`` weights mix ``[B, E, d]`` values (or a
-    sequence of E ``[B, d]`` tensors, never stacked) into ``[B, d]``.
+    """``sum_e weights[:, e] * values_e`` (MMoE eq. 5's mixture): ``[B, E]`` weights mix
+    ``[B, E, d]`` values (or a sequence of E ``[B, d]`` tensors, never stacked) into ``[B, d]``.
 
     The same as ``einsum("be,bed->bd", weights, values)`` up to float rounding, as a broadcast
     multiply and sum: oneDNN's einsum of that form (and the two of its gradient) cost a sixth of
