@@ -204,13 +204,19 @@ def test_result_of_parses_the_result_line_and_names_a_failing_child():
         bench.result_of([sys.executable, "-c", "print('hi')"], "quiet")
 
 
-def test_xla_cause_bench_times_each_piece_with_and_without_xla(tmp_path, capsys):
+def _script(name: str):
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "xla_cause", os.path.join(ROOT, "benchmarks", "xla_cause.py"))
+        name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_xla_cause_bench_times_each_piece_with_and_without_xla(tmp_path, capsys):
+    module = _script("xla_cause")
     out = tmp_path / "xla.json"
     assert module.main(["--batch", "16", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -220,12 +226,7 @@ def test_xla_cause_bench_times_each_piece_with_and_without_xla(tmp_path, capsys)
 
 
 def test_info_nce_bench_times_the_project_loss_against_autodiff(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "info_nce", os.path.join(ROOT, "benchmarks", "info_nce.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("info_nce")
     out = tmp_path / "nce.json"
     assert module.main(["--rows", "8", "--dim", "4", "--calls", "1", "--blocks", "2",
                         "--out", str(out)]) == 0
@@ -238,14 +239,9 @@ def test_info_nce_bench_times_the_project_loss_against_autodiff(tmp_path, capsys
 
 
 def test_gate_mixing_bench_builds_the_einsum_form_only_under_its_patch(tmp_path, capsys):
-    import importlib.util
-
     from trainer.layers import gates
 
-    spec = importlib.util.spec_from_file_location(
-        "gate_mixing", os.path.join(ROOT, "benchmarks", "gate_mixing.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("gate_mixing")
     call = gates.SoftmaxGate.call
     out = tmp_path / "gates.json"
     assert module.main(["--models", "mmoe", "--rows", "2000", "--batch", "64", "--steps", "8",

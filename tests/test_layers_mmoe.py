@@ -51,13 +51,21 @@ def test_golden_one_gate_per_task():
     assert not np.allclose(out["click"], out["view"])
 
 
-def test_gate_weights_are_a_tempered_softmax():
-    gate = SoftmaxGate(4, temperature=0.5)
+def _gate_with_kernel(num_experts, temperature, width, seed):
+    """A built SoftmaxGate with a random logits kernel; returns (gate, x, experts, kernel)."""
+    gate = SoftmaxGate(num_experts, temperature=temperature)
     x = lc.features()
-    experts = np.random.default_rng(3).normal(size=(lc.BATCH, 4, 2)).astype(np.float32)
+    experts = np.random.default_rng(seed).normal(
+        size=(lc.BATCH, num_experts, width)).astype(np.float32)
     gate((x, experts))
-    kernel = np.random.default_rng(4).normal(size=(lc.DIM, 4)).astype(np.float32)
+    kernel = np.random.default_rng(seed + 1).normal(
+        size=(lc.DIM, num_experts)).astype(np.float32)
     gate.set_weights([kernel])
+    return gate, x, experts, kernel
+
+
+def test_gate_weights_are_a_tempered_softmax():
+    gate, x, experts, kernel = _gate_with_kernel(4, 0.5, 2, seed=3)
     weights = gate.gate_weights(x).numpy()
     np.testing.assert_allclose(weights, lc.np_softmax(x @ kernel / 0.5), atol=1e-6)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
@@ -68,12 +76,7 @@ def test_gate_weights_are_a_tempered_softmax():
 def test_gate_mixes_a_list_of_experts_as_the_stacked_tensor_and_numpy():
     """The sequence form (what the backbones pass, nothing stacked) and the ``[B, E, d]`` form
     give the same mixture, ``sum_e g_e(x) * expert_e``."""
-    gate = SoftmaxGate(3, temperature=2.0)
-    x = lc.features()
-    experts = np.random.default_rng(5).normal(size=(lc.BATCH, 3, 4)).astype(np.float32)
-    gate((x, experts))
-    kernel = np.random.default_rng(6).normal(size=(lc.DIM, 3)).astype(np.float32)
-    gate.set_weights([kernel])
+    gate, x, experts, kernel = _gate_with_kernel(3, 2.0, 4, seed=5)
     want = np.einsum("be,bed->bd", lc.np_softmax(x @ kernel / 2.0), experts)
     as_list = gate((x, [tf.constant(experts[:, e]) for e in range(3)]))
     np.testing.assert_allclose(as_list, want, rtol=1e-5, atol=1e-6)
