@@ -238,20 +238,27 @@ def test_info_nce_bench_times_the_project_loss_against_autodiff(tmp_path, capsys
     assert "| info_nce_rows (project) |" in capsys.readouterr().out
 
 
-def test_gate_mixing_bench_builds_the_einsum_form_only_under_its_patch(tmp_path, capsys):
+@pytest.mark.parametrize("change, forms, einsums", [
+    ("gates", ["einsum (before)", "weighted sum (new)"], [2, 0]),
+    ("sparse_adam", ["tf-keras sparse Adam (before)", "dense kernel (new)"], [0, 0])])
+def test_step_ab_bench_builds_the_old_form_only_under_its_patch(tmp_path, capsys, change, forms,
+                                                                einsums):
     from trainer.layers import gates
+    from trainer.optimizers import FusedAdam
 
-    module = _script("gate_mixing")
-    call = gates.SoftmaxGate.call
-    out = tmp_path / "gates.json"
-    assert module.main(["--models", "mmoe", "--rows", "2000", "--batch", "64", "--steps", "8",
-                        "--blocks", "1", "--out", str(out)]) == 0
-    assert gates.SoftmaxGate.call is call  # the patch is undone
-    rows = json.loads(out.read_text())["results"]
+    module = _script("step_ab")
+    patched = gates.SoftmaxGate.call, FusedAdam.update_step
+    out = tmp_path / "ab.json"
+    assert module.main(["--change", change, "--models", "mmoe", "--rows", "2000", "--batch",
+                        "64", "--steps", "8", "--blocks", "1", "--out", str(out)]) == 0
+    assert (gates.SoftmaxGate.call, FusedAdam.update_step) == patched  # patches undone
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    assert report["change"] == change
     assert [(r["model"], r["form"], r["forward_einsum_ops"]) for r in rows] == [
-        ("mmoe", "einsum (before)", 2), ("mmoe", "weighted sum (new)", 0)]
+        ("mmoe", form, n) for form, n in zip(forms, einsums)]
     assert all(r["train_examples_per_sec"] > 0 and len(r["blocks"]["train"]) == 1 for r in rows)
-    assert "| mmoe | weighted sum (new) |" in capsys.readouterr().out
+    assert f"| mmoe | {forms[1]} |" in capsys.readouterr().out
 
 
 def test_timed_steps_counts_whole_calls_and_waits_for_the_last():

@@ -67,19 +67,51 @@ def test_fused_adam_one_kernel_per_dense_weight():
     assert "AssignSubVariableOp" not in types  # tf-keras' unfused update writes the weight so
 
 
-def test_fused_adam_follows_a_schedule_and_leaves_sparse_gradients_to_keras_adam():
+def test_fused_adam_follows_a_schedule_like_keras_adam():
     schedule = WarmupDecay(0.1, "linear", warmup_steps=2, decay_steps=5)
     w0 = np.ones((4, 2), np.float32)
     out = {}
     for name, opt in (("fused", FusedAdam(schedule)), ("plain", tf.keras.optimizers.Adam(
             WarmupDecay(0.1, "linear", warmup_steps=2, decay_steps=5)))):
-        dense, table = tf.Variable(w0), tf.Variable(w0)
+        dense = tf.Variable(w0)
         for g in _dense_grads(5, (4, 2)):
-            sparse = tf.IndexedSlices(tf.constant(g[:1]), tf.constant([2]), tf.constant([4, 2]))
-            opt.apply_gradients([(tf.constant(g), dense), (sparse, table)])
-        out[name] = (dense.numpy(), table.numpy())
-    for a, b in zip(out["fused"], out["plain"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
+            opt.apply_gradients([(tf.constant(g), dense)])
+        out[name] = dense.numpy()
+    np.testing.assert_allclose(out["fused"], out["plain"], rtol=1e-5, atol=2e-6)
+
+
+def _sparse_steps():
+    """Per step the (rows, [n, 2] grads) of a 5-row table: duplicates, rows absent for a
+    while (their moments decay, they keep moving), an empty step."""
+    rng = np.random.default_rng(7)
+    rows = [[2, 0, 2], [4], [1, 1, 1, 3], [], [0, 4]]
+    return [(r, rng.normal(size=(len(r), 2)).astype(np.float32)) for r in rows]
+
+
+def test_fused_adam_sparse_gradients_are_keras_adams_dense_adam_in_one_kernel():
+    w0 = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+    fused_w, plain_w = tf.Variable(w0), tf.Variable(w0)
+    fused, plain = FusedAdam(0.05), tf.keras.optimizers.Adam(0.05)
+    dense_grads = []
+    for rows, grads in _sparse_steps():
+        for opt, var in ((fused, fused_w), (plain, plain_w)):
+            opt.apply_gradients([(tf.IndexedSlices(tf.constant(grads.reshape(-1, 2)),
+                                                   tf.constant(rows, tf.int64),
+                                                   tf.constant([5, 2], tf.int64)), var)])
+        dense = np.zeros((5, 2), np.float64)
+        np.add.at(dense, rows, grads)
+        dense_grads.append(dense)
+    np.testing.assert_allclose(fused_w.numpy(), plain_w.numpy(), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(fused_w.numpy(), numpy_adam(w0.astype(np.float64), dense_grads),
+                               rtol=1e-5, atol=1e-6)
+    for a, b in zip(fused.variables, plain.variables):  # slots too
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=2e-6)
+    var, opt = tf.Variable(w0), FusedAdam(0.05)
+    step = tf.function(lambda g: opt.apply_gradients([(g, var)]))
+    graph = step.get_concrete_function(tf.IndexedSlicesSpec(
+        [5, 2], tf.float32, indices_dtype=tf.int64, dense_shape_dtype=tf.int64)).graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("ResourceApplyAdam") == 1 and "ResourceScatterAdd" not in types
 
 
 def test_fused_adam_under_mirrored_strategy_matches_one_device():
@@ -100,6 +132,33 @@ def test_fused_adam_under_mirrored_strategy_matches_one_device():
     for g in grads:
         step(tf.constant(g))
     expected = numpy_adam(w0.astype(np.float64), grads)
+    for component in strategy.experimental_local_results(var):
+        np.testing.assert_allclose(component.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adam_sparse_gradients_under_mirrored_strategy_match_one_device():
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    strategy = tf.distribute.MirroredStrategy(
+        cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    w0 = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+    with strategy.scope():
+        var, opt = tf.Variable(w0), FusedAdam(0.05)
+
+    @tf.function
+    def step(rows, grads):
+        def replica_fn():  # replica i holds every other row of the step's gradient
+            i = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return opt.apply_gradients([(tf.IndexedSlices(
+                grads[i::2], rows[i::2], tf.constant([5, 2], tf.int64)), var)])
+        strategy.run(replica_fn)
+
+    dense_grads = []
+    for rows, grads in _sparse_steps():
+        step(tf.constant(rows, tf.int64), tf.constant(grads.reshape(-1, 2)))
+        dense = np.zeros((5, 2), np.float64)
+        np.add.at(dense, rows, grads)
+        dense_grads.append(dense)
+    expected = numpy_adam(w0.astype(np.float64), dense_grads)
     for component in strategy.experimental_local_results(var):
         np.testing.assert_allclose(component.numpy(), expected, rtol=1e-5, atol=1e-6)
 

@@ -35,8 +35,17 @@ class FusedAdam(tf.keras.optimizers.Adam):
     ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2``,
     ``w <- w - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``: tf-keras' Adam computes
     the same with about ten ops per weight, which on a small model's CPU step is a tenth of
-    the step in op dispatch (docs/benchmarks.md, issue 18). Sparse gradients and ``amsgrad``
-    keep tf-keras' Adam. Same variables and slots as ``tf.keras.optimizers.Adam``.
+    the step in op dispatch (docs/benchmarks.md, issue 18). Same variables and slots as
+    ``tf.keras.optimizers.Adam``; ``amsgrad`` keeps tf-keras' Adam.
+
+    Sparse gradients (``tf.IndexedSlices``, an embedding table's rows in the batch, summed per
+    row by ``apply_gradients``) are scattered into a dense gradient and take the same kernel:
+    tf-keras' Adam decays the moments of EVERY row and moves every row on each step (its
+    sparse path is dense Adam with zero gradient for the rows not in the batch, written as
+    five whole-table ops and two scatters), so the result is the same, with one pass over the
+    table instead of several. CPU train step with Adam on the tables: MMoE +3-10 %, PLE +1-9 %
+    (``benchmarks/step_ab.py --change sparse_adam``, docs/benchmarks.md, issue 18 round 4).
+    :class:`LazyAdam` is the optimizer that updates only the batch's rows.
     """
 
     def _adam_state(self, variable):
@@ -48,8 +57,11 @@ class FusedAdam(tf.keras.optimizers.Adam):
                 self._velocities[self._index_dict[key]])
 
     def update_step(self, gradient, variable):
-        if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+        if self.amsgrad:
             return super().update_step(gradient, variable)
+        if isinstance(gradient, tf.IndexedSlices):  # rows already unique (apply_gradients)
+            gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices,
+                                                    tf.shape(variable)[0])
         dtype = variable.dtype
         step, beta_1, beta_2, m, v = self._adam_state(variable)
         return tf.raw_ops.ResourceApplyAdam(

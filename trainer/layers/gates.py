@@ -29,7 +29,7 @@ class SoftmaxGate(tf.keras.layers.Layer):
     default MMoE's CPU train step the oneDNN einsums of its two gates (forward and gradient)
     took about a sixth of the step's op time for a few hundred thousand multiply-adds. With
     the experts passed as a sequence (what MMoE, OMoE, CGC/PLE and TAML do) nothing is stacked
-    either: train step MMoE +21 %, PLE +16 % (``benchmarks/gate_mixing.py``,
+    either: train step MMoE +21 %, PLE +16 % (``benchmarks/step_ab.py --change gates``,
     docs/benchmarks.md, issue 18 round 4).
 
     Args:

@@ -1,18 +1,28 @@
-"""The gates' expert mixture as an einsum over stacked experts (before) or as the sum of weighted
-experts (``trainer.layers.gates.SoftmaxGate`` since issue 18 round 4), in one process.
+"""A change of issue 18's round 4 against the code before it, side by side in one process.
 
-Both forms are built side by side for MMoE and PLE (the speed benchmarks' model:
-``benchmarks.speed_model.speed_config``, batch 2048, same seed, so the same initial weights);
-"before" patches back the old ``SoftmaxGate.call`` (``einsum("be,bed->bd")``) and the old
-``MMoE.call`` / ``CGC.call`` (experts stacked to ``[B, E, d]``) while its model is built and its
-functions traced. Each model then runs its compiled train function on 24 cached batches (the
-throughput benchmark's "ideal": no input pipeline) and its forward pass, in interleaved blocks
-(``--blocks`` rounds), so that a slow spell of the machine hits both alike; the table gives the
-median block. Writes ``--out`` (default ``benchmarks/results/gate_mixing.json``).
+``--change`` names what to compare:
+
+* ``gates``: the gates' expert mixture as an einsum over stacked experts (before) or as the sum
+  of weighted experts (``trainer.layers.gates.weighted_sum``, now). "before" patches back the
+  old ``SoftmaxGate.call`` (``einsum("be,bed->bd")``) and the old ``MMoE.call`` / ``CGC.call``
+  (experts stacked to ``[B, E, d]``).
+* ``sparse_adam``: ``FusedAdam`` with an embedding table's sparse gradient left to tf-keras'
+  Adam (before: whole-table ops and scatters) or scattered into a dense gradient for its one
+  ``ResourceApplyAdam`` kernel (now). The speed benchmarks' model trains its tables with Adam
+  (no LazyAdam), as the peers do.
+
+Both forms are built for MMoE and PLE (the speed benchmarks' model:
+``benchmarks.speed_model.speed_config``, batch 2048, same seed, so the same initial weights),
+"before" under its patch while its model is built and its functions traced. Each model then
+runs its compiled train function on 24 cached batches (the throughput benchmark's "ideal": no
+input pipeline) and its forward pass, in interleaved blocks (``--blocks`` rounds), so that a
+slow spell of the machine hits both alike; the table gives the median block. Writes ``--out``
+(default ``benchmarks/results/step_ab_<change>.json``).
 
 Usage::
 
-    .venv/bin/python benchmarks/gate_mixing.py [--models mmoe,ple] [--blocks 11]
+    .venv/bin/python benchmarks/step_ab.py --change gates|sparse_adam [--models mmoe,ple]
+        [--blocks 11]
 """
 from __future__ import annotations
 
@@ -64,16 +74,45 @@ def einsum_gates():
         gates.SoftmaxGate.call, mmoe.MMoE.call, ple.CGC.call = saved
 
 
+@contextlib.contextmanager
+def keras_sparse_adam():
+    """``FusedAdam`` handing sparse gradients to tf-keras' Adam, as before round 4."""
+    import tensorflow as tf
+
+    from trainer.optimizers import FusedAdam
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices):
+            return tf.keras.optimizers.Adam.update_step(self, gradient, variable)
+        return saved(self, gradient, variable)
+
+    saved = FusedAdam.update_step
+    FusedAdam.update_step = update_step
+    try:
+        yield
+    finally:
+        FusedAdam.update_step = saved
+
+
+CHANGES = {"gates": ({"einsum (before)": einsum_gates,
+                      "weighted sum (new)": contextlib.nullcontext}, "gate mixture"),
+           "sparse_adam": ({"tf-keras sparse Adam (before)": keras_sparse_adam,
+                            "dense kernel (new)": contextlib.nullcontext}, "table updates")}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--change", required=True, choices=sorted(CHANGES))
     parser.add_argument("--models", default="mmoe,ple")
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=80, help="train steps per block")
     parser.add_argument("--blocks", type=int, default=11)
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
-                                                      "gate_mixing.json"))
+    parser.add_argument("--out", default=None,
+                        help="default: benchmarks/results/step_ab_<change>.json")
     args = parser.parse_args(argv)
+    out_path = args.out or os.path.join(ROOT, "benchmarks", "results",
+                                        f"step_ab_{args.change}.json")
     sys.path.insert(0, ROOT)
     from benchmarks.speed_model import (configure_threads_as_trained, speed_config,
                                         steps_per_call, synthetic_rows, timed_steps)
@@ -91,7 +130,7 @@ def main(argv=None) -> int:
     cached = from_arrays(data.arrays, data.info.input_names, data.spec, args.batch,
                          shuffle=True, seed=1, drop_remainder=True).take(24).cache().repeat()
     batches = [x for x, _ in cached.take(8)]
-    forms = {"einsum (before)": einsum_gates, "weighted sum (new)": contextlib.nullcontext}
+    forms, what = CHANGES[args.change]
     rows = []
     for model_name in args.models.split(","):
         cfg = speed_config(model_name, args.batch)
@@ -126,12 +165,13 @@ def main(argv=None) -> int:
                          "inference_examples_per_sec": statistics.median(blocks["inference"]),
                          "blocks": blocks})
         tf.keras.backend.clear_session()
-    print("| model | gate mixture | train examples/s | inference examples/s |")
+    print(f"| model | {what} | train examples/s | inference examples/s |")
     print("|---|---|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['form']} | {r['train_examples_per_sec']:,.0f} | "
               f"{r['inference_examples_per_sec']:,.0f} |")
-    write_report(args.out, {"benchmark": "gate_mixing", "batch": args.batch,
+    write_report(out_path, {"benchmark": "step_ab", "change": args.change,
+                            "batch": args.batch,
                             "blocks": args.blocks, "steps_per_block": args.steps,
                             "results": rows})
     return 0
