@@ -81,26 +81,29 @@ def test_fused_adam_follows_a_schedule_like_keras_adam():
 
 
 def _sparse_steps():
-    """Per step the (rows, [n, 2] grads) of a 5-row table: duplicates, rows absent for a
-    while (their moments decay, they keep moving), an empty step."""
+    """Per step the (rows, [n, 2] grads, [5, 2] dense sum) of a 5-row table: duplicates, rows
+    absent for a while (their moments decay, they keep moving), an empty step."""
     rng = np.random.default_rng(7)
-    rows = [[2, 0, 2], [4], [1, 1, 1, 3], [], [0, 4]]
-    return [(r, rng.normal(size=(len(r), 2)).astype(np.float32)) for r in rows]
+    steps = []
+    for rows in [[2, 0, 2], [4], [1, 1, 1, 3], [], [0, 4]]:
+        grads = rng.normal(size=(len(rows), 2)).astype(np.float32)
+        dense = np.zeros((5, 2), np.float64)
+        np.add.at(dense, rows, grads)
+        steps.append((rows, grads, dense))
+    return steps
 
 
 def test_fused_adam_sparse_gradients_are_keras_adams_dense_adam_in_one_kernel():
     w0 = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
     fused_w, plain_w = tf.Variable(w0), tf.Variable(w0)
     fused, plain = FusedAdam(0.05), tf.keras.optimizers.Adam(0.05)
-    dense_grads = []
-    for rows, grads in _sparse_steps():
+    steps = _sparse_steps()
+    for rows, grads, _ in steps:
         for opt, var in ((fused, fused_w), (plain, plain_w)):
             opt.apply_gradients([(tf.IndexedSlices(tf.constant(grads.reshape(-1, 2)),
                                                    tf.constant(rows, tf.int64),
                                                    tf.constant([5, 2], tf.int64)), var)])
-        dense = np.zeros((5, 2), np.float64)
-        np.add.at(dense, rows, grads)
-        dense_grads.append(dense)
+    dense_grads = [dense for _, _, dense in steps]
     np.testing.assert_allclose(fused_w.numpy(), plain_w.numpy(), rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(fused_w.numpy(), numpy_adam(w0.astype(np.float64), dense_grads),
                                rtol=1e-5, atol=1e-6)
@@ -114,11 +117,15 @@ def test_fused_adam_sparse_gradients_are_keras_adams_dense_adam_in_one_kernel():
     assert types.count("ResourceApplyAdam") == 1 and "ResourceScatterAdd" not in types
 
 
-def test_fused_adam_under_mirrored_strategy_matches_one_device():
+def _two_cpu_strategy():
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(cpus) == 2, "tests/conftest.py configures 2 logical CPU devices"
-    strategy = tf.distribute.MirroredStrategy(
+    return tf.distribute.MirroredStrategy(
         cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def test_fused_adam_under_mirrored_strategy_matches_one_device():
+    strategy = _two_cpu_strategy()
     w0 = np.linspace(-1, 1, 6, dtype=np.float32).reshape(3, 2)
     grads = _dense_grads(3)
     with strategy.scope():
@@ -137,9 +144,7 @@ def test_fused_adam_under_mirrored_strategy_matches_one_device():
 
 
 def test_fused_adam_sparse_gradients_under_mirrored_strategy_match_one_device():
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    strategy = tf.distribute.MirroredStrategy(
-        cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    strategy = _two_cpu_strategy()
     w0 = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
     with strategy.scope():
         var, opt = tf.Variable(w0), FusedAdam(0.05)
@@ -152,13 +157,10 @@ def test_fused_adam_sparse_gradients_under_mirrored_strategy_match_one_device():
                 grads[i::2], rows[i::2], tf.constant([5, 2], tf.int64)), var)])
         strategy.run(replica_fn)
 
-    dense_grads = []
-    for rows, grads in _sparse_steps():
+    steps = _sparse_steps()
+    for rows, grads, _ in steps:
         step(tf.constant(rows, tf.int64), tf.constant(grads.reshape(-1, 2)))
-        dense = np.zeros((5, 2), np.float64)
-        np.add.at(dense, rows, grads)
-        dense_grads.append(dense)
-    expected = numpy_adam(w0.astype(np.float64), dense_grads)
+    expected = numpy_adam(w0.astype(np.float64), [dense for _, _, dense in steps])
     for component in strategy.experimental_local_results(var):
         np.testing.assert_allclose(component.numpy(), expected, rtol=1e-5, atol=1e-6)
 
