@@ -85,7 +85,8 @@ def cmd_prepare(args) -> int:
     cfg = _load_config(args)
     spec = features.spec_from_config(cfg.data, cfg.funnel)
     prepared = prepare.prepare(cfg.data, spec, f"{cfg.pipeline.root}/data")
-    print(f"prepared {prepared.rows} rows under {prepared.root}")
+    print(f"prepared {prepared.rows} rows under {prepared.root}"
+          + (" (the same content as before: kept as it was)" if prepared.reused else ""))
     print(prepare.describe_drops(prepared))
     return 0
 

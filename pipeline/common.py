@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any, Dict, Optional
 
@@ -38,6 +39,27 @@ class PipelinePaths:
 
     def serving_dir(self, cfg: config_lib.ExperimentConfig) -> str:
         return cfg.pipeline.serving_dir or f"{self.root}/serving"
+
+
+def schema_by_content(schema_path: str, folder: str) -> str:
+    """A copy of ``schema_path`` at ``<folder>/<first 16 hex of its sha256>/schema.pbtxt``.
+
+    ImportSchemaGen has no inputs, only the path as a parameter, so with ``enable_cache`` TFX
+    would reuse the schema it imported last time from the same path, even after the file
+    changed (new data, an edited user schema) and hand it to ExampleValidator, Transform and
+    the Trainer. A path that changes with the content keeps the cache honest.
+    """
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(schema_path, "rb") as f:
+        text = f.read()
+    target = f"{folder}/{hashlib.sha256(text).hexdigest()[:16]}/schema.pbtxt"
+    if not tf.io.gfile.exists(target):
+        tf.io.gfile.makedirs(os.path.dirname(target))
+        with tf.io.gfile.GFile(target + ".tmp", "wb") as f:
+            f.write(text)
+        tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
+    return target
 
 
 def prepare_data(cfg: config_lib.ExperimentConfig, paths: PipelinePaths):

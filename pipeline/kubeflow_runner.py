@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import tensorflow as tf
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline.common import PipelinePaths, pipeline_values
+from pipeline.common import PipelinePaths, pipeline_values, schema_by_content
 from pipeline.pipeline import create_pipeline
 from schemas import config as config_lib
 from schemas import features, storage
@@ -76,9 +77,12 @@ def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
                 f"type of {auto[:5]} to the data: run `funnelrank prepare` with the same config "
                 f"and root first") from None
     values = pipeline_values(cfg, spec, f"{paths.data_root}/{prepare.SCHEMA_FILE}")
+    schema_path = values.schema_path
+    if tf.io.gfile.exists(schema_path):  # prepared before compiling: see schema_by_content
+        schema_path = schema_by_content(schema_path, f"{paths.root}/data/schemas")
     pipeline = create_pipeline(
         pipeline_name=cfg.pipeline.name, pipeline_root=paths.pipeline_root,
-        data_root=paths.data_root, schema_path=values.schema_path,
+        data_root=paths.data_root, schema_path=schema_path,
         custom_config=values.custom_config, evaluation=values.evaluation,
         serving_model_dir=paths.serving_dir(cfg), metadata_connection_config=None,
         beam_pipeline_args=list(cfg.pipeline.beam_args), adm_params=values.adm_params,

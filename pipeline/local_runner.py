@@ -12,7 +12,8 @@ from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
-from pipeline.common import PipelinePaths, pipeline_values, prepare_data
+from pipeline.common import (PipelinePaths, pipeline_values, prepare_data,
+                             schema_by_content)
 from pipeline.pipeline import create_pipeline
 from schemas import config as config_lib
 from schemas import storage
@@ -200,13 +201,15 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
         say(f"[prepare] validating, typing and splitting the data into {paths.data_root}")
         prepared = prepare_data(cfg, paths)
         say(f"[prepare] {prepared.rows} rows per split ({describe_drops(prepared)}) in "
-            f"{time.perf_counter() - t0:.0f} s")
+            f"{time.perf_counter() - t0:.0f} s"
+            + ("; the same data as the last run, kept as it was" if prepared.reused else ""))
         values = pipeline_values(cfg, prepared.spec, prepared.schema_path)
     serving_dir = os.path.abspath(paths.serving_dir(cfg))
     before = set(glob.glob(os.path.join(serving_dir, "*")))
     pipeline = create_pipeline(
         pipeline_name=cfg.pipeline.name, pipeline_root=paths.pipeline_root,
-        data_root=paths.data_root, schema_path=values.schema_path,
+        data_root=paths.data_root,
+        schema_path=schema_by_content(values.schema_path, f"{paths.root}/data/schemas"),
         custom_config=values.custom_config, evaluation=values.evaluation,
         serving_model_dir=serving_dir,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

@@ -18,6 +18,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from pipeline.anomaly_gate import AnomalyGate
+from schemas import config as config_lib
 from schemas import tasks as tasks_lib
 from transform.ingest.splits import SPLITS
 
@@ -114,7 +115,10 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         ``validation/`` and ``eval/`` sub-directories of gzipped TFRecords.
       schema_path: schema.pbtxt for ImportSchemaGen (the one ``prepare`` derived, or the
         user's), or None to infer one with SchemaGen.
-      custom_config: Experiment config and dataset spec for Transform and Trainer.
+      custom_config: Experiment config and dataset spec (``config.to_custom_config``): the
+        Trainer gets all of it, Transform only the dataset spec (all ``preprocessing_fn``
+        reads), so that a cached run reuses Transform when only model or training settings
+        changed.
       evaluation: The TFMA config (:func:`eval_config`); None only with
         ``through_transform_only``.
       serving_model_dir: Pusher destination (``<dir>/<version>/``).
@@ -154,7 +158,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=examples, schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN, custom_config=custom_config,
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={config_lib.SPEC_KEY: custom_config[config_lib.SPEC_KEY]},
         splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
     transform.add_upstream_node(anomaly_gate)
     preprocessing = components + [statistics_gen, schema_gen, example_validator, anomaly_gate,

@@ -4,7 +4,9 @@ and read back exactly (``load_frames``)."""
 import csv
 import dataclasses
 import json
+import logging
 import os
+import re
 import shutil
 import uuid
 
@@ -754,6 +756,7 @@ def test_prepare_is_idempotent_and_replaces_stale_splits(tmp_path, ali_ccp_dir):
     first_frames = prepare.load_frames(first)
     again = _prepare(cfg, work)
     assert again.splits == first.splits and again.rows == first.rows
+    assert (first.reused, again.reused) == (False, True)
     # The same examples in the same order (not the same bytes: a tf.Example's features are a
     # protobuf map, serialised in no fixed order).
     assert {p: _examples(p) for p in records} == records
@@ -764,8 +767,61 @@ def test_prepare_is_idempotent_and_replaces_stale_splits(tmp_path, ali_ccp_dir):
     names = sorted(os.path.relpath(os.path.join(d, n), work) for d, _, ns in os.walk(work)
                    for n in ns)
     assert names == sorted([f"prepared/{s}/census.tfrecord.gz" for s in splits.SPLITS] +
-                           ["prepared/dataset_spec.json", "prepared/schema.pbtxt"])
-    assert sum(one.rows.values()) == 600
+                           ["prepared/dataset_spec.json", "prepared/schema.pbtxt",
+                            "prepared/content.sha256"])
+    assert sum(one.rows.values()) == 600 and not one.reused
+
+
+def _stamps(root):
+    """Every file under ``root``: relative path -> (inode, modification time in ns)."""
+    return {os.path.relpath(os.path.join(d, n), root): (os.stat(os.path.join(d, n)).st_ino,
+                                                        os.stat(os.path.join(d, n)).st_mtime_ns)
+            for d, _, names in os.walk(root) for n in names}
+
+
+def test_the_same_content_keeps_the_prepared_files_and_their_times(tmp_path, caplog):
+    """What a cached pipeline run needs (ImportExampleGen fingerprints its input by file sizes
+    and modification times): the same rows prepared again leave every file as it was, although
+    the examples' bytes differ from one process to the next; any change replaces them."""
+    csv_path = fixtures.write_census_csv(str(tmp_path / "census.csv"), rows=600, seed=2)
+    raw = json.loads(json.dumps(fixtures.CENSUS_CONFIG))
+    raw["data"]["path"] = csv_path
+    cfg = config_lib.from_dict(raw)
+    work = tmp_path / "w"
+    first = _prepare(cfg, work)
+    root = str(work / "prepared")
+    stamps = _stamps(root)
+    digest = open(os.path.join(root, "content.sha256")).read().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    # A file written beside the prepared data later (the ADM schema) does not count.
+    open(os.path.join(root, "schema_adm.pbtxt"), "w").write("x")
+    caplog.set_level(logging.INFO, logger="transform.ingest.prepare")
+    again = _prepare(cfg, work)
+    assert again.reused and again.splits == first.splits and again.rows == first.rows
+    assert _stamps(root) == {**stamps, "schema_adm.pbtxt": _stamps(root)["schema_adm.pbtxt"]}
+    assert f"(sha256 {digest[:12]}): kept it as it was" in caplog.text
+    assert not os.path.exists(work / ".staging-prepared")
+    # One cell changed: another digest, every file replaced.
+    lines = open(csv_path).read().splitlines()
+    column = lines[0].split(",").index("age")
+    at = next(i for i, line in enumerate(lines[1:], 1) if line.split(",")[column])
+    row = lines[at].split(",")
+    row[column] = str(float(row[column]) + 1)
+    lines[at] = ",".join(row)
+    open(csv_path, "w").write("\n".join(lines) + "\n")
+    changed = _prepare(cfg, work)
+    assert not changed.reused
+    assert open(os.path.join(root, "content.sha256")).read().strip() != digest
+    assert not os.path.exists(os.path.join(root, "schema_adm.pbtxt"))
+    assert all(_stamps(root)[name] != stamp for name, stamp in stamps.items())
+    # A stray file in a split folder (ImportExampleGen would read it), or no digest file
+    # (prepared by an older version): replaced although the rows are the same.
+    for mutate in (lambda: open(os.path.join(root, "train", "stray.tfrecord.gz"), "w").close(),
+                   lambda: os.remove(os.path.join(root, "content.sha256"))):
+        mutate()
+        assert not _prepare(cfg, work).reused
+        assert not os.path.exists(os.path.join(root, "train", "stray.tfrecord.gz"))
+        assert _prepare(cfg, work).reused
 
 
 def test_a_ram_work_dir_holds_the_same_prepared_data(tmp_path, ali_ccp_dir):

@@ -107,6 +107,14 @@ def test_compiled_spec_lists_every_component_and_entry_points(tmp_path):
     # pipeline.enable_cache is false by default and no Trainer input comes from the resolver.
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
     assert "base_model" not in tasks["Trainer"]["inputs"].get("artifacts", {})
+    # Transform gets only the dataset spec (all preprocessing_fn reads): a cached run reuses it
+    # when only model or training settings change; the Trainer gets the whole config.
+    custom = {name: json.loads(tasks[name]["inputs"]["parameters"]["custom_config"]
+                               ["runtimeValue"]["constantValue"]["stringValue"])
+              for name in ("Transform", "Trainer")}
+    assert set(custom["Transform"]) == {config_lib.SPEC_KEY}
+    assert set(custom["Trainer"]) == {config_lib.SPEC_KEY, config_lib.EXPERIMENT_KEY}
+    assert custom["Transform"][config_lib.SPEC_KEY] == custom["Trainer"][config_lib.SPEC_KEY]
     # The Pusher writes under the root, not to a path of this machine.
     assert f'{root}/serving' in text
 
@@ -122,7 +130,7 @@ def test_ram_root_prepare_then_compile_bakes_in_no_path_of_this_machine(tmp_path
     assert cli.main(["prepare", "--data", csv, "--root", root]) == 0
     prepared = f"{root}/data/prepared"
     assert sorted(tf.io.gfile.listdir(prepared)) == [
-        "dataset_spec.json", "eval", "schema.pbtxt", "train", "validation"]
+        "content.sha256", "dataset_spec.json", "eval", "schema.pbtxt", "train", "validation"]
     assert tf.io.gfile.glob(f"{prepared}/train/*.tfrecord.gz")
     assert sorted(os.listdir(tmp_path)) == ["data"]  # nothing like ./ram:/... written locally
 
@@ -135,6 +143,12 @@ def test_ram_root_prepare_then_compile_bakes_in_no_path_of_this_machine(tmp_path
     assert f"{root}/data/prepared" in paths and f"{root}/serving" in paths
     outside = sorted(p for p in paths if not p.startswith(root))
     assert not outside, outside
+    # ImportSchemaGen (cached by its path alone) reads the schema from a path named by its bytes.
+    schemas = [p for p in paths if re.fullmatch(
+        re.escape(f"{root}/data/schemas/") + r"[0-9a-f]{16}/schema\.pbtxt", p)]
+    assert len(schemas) == 1, sorted(paths)
+    assert tf.io.gfile.GFile(schemas[0]).read() == tf.io.gfile.GFile(
+        f"{prepared}/schema.pbtxt").read()
     text = json.dumps(spec)
     for local in (str(tmp_path), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
         assert local not in text

@@ -3,6 +3,7 @@ import glob
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ ROWS = 20_000  # enough for a trained model to beat an untrained one clearly
 # so the blessing can fail, and does for a model that did not train (the last test).
 MIN_AUC = 0.6
 OVERRIDES = {"data.generate_rows": ROWS, "train.epochs": 2, "train.batch_size": 256,
-             "eval.min_auc": MIN_AUC}
+             "eval.min_auc": MIN_AUC, "pipeline.enable_cache": True}
 
 
 def _examples(frame, spec, with_labels: bool):
@@ -39,17 +40,71 @@ def _examples(frame, spec, with_labels: bool):
     return out
 
 
+def _sets(overrides):
+    """``--set key=value`` arguments of the CLI for ``overrides``."""
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
+    """The default config through ``funnelrank run`` as a user starts it: a fresh process, no
+    TF log level set, ``pipeline.enable_cache`` on (a later run into the same root reuses what
+    did not change). Returns the config, the run's result as ``local_runner.run`` reports it
+    (read back from the root) and the finished process (its console output)."""
     root = tmp_path_factory.mktemp("e2e")
     cfg = config_lib.load("configs/synthetic_mmoe.yaml",
-                          {**OVERRIDES, "pipeline.root": str(root)})
-    return cfg, local_runner.run(cfg)
+                          {**OVERRIDES, "pipeline.root": str(root / "work")})
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "funnelrank.cli", "run", "--root", cfg.pipeline.root]
+        + _sets(OVERRIDES),
+        cwd=root, env=env, capture_output=True, text=True, timeout=1500)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert proc.returncode == 0, "\n".join(lines[-40:])
+    pipeline_root = os.path.join(cfg.pipeline.root, "pipeline")
+    served = glob.glob(os.path.join(cfg.pipeline.root, "serving", "*"))
+    result = {"pushed_model": max(served) if served else None,
+              "blessed": local_runner.blessed(pipeline_root),
+              "evaluation": local_runner.read_evaluation(pipeline_root),
+              "trainer": local_runner.read_trainer_metrics(pipeline_root)}
+    return cfg, result, lines
+
+
+def _executions(metadata_path):
+    """Component -> the states of its executions, oldest first (``COMPLETE``, ``CACHED``)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.orchestration import metadata
+
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(metadata_path))
+    names = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
+    out = {}
+    for e in sorted(store.get_executions(), key=lambda e: e.id):
+        state = metadata_store_pb2.Execution.State.Name(e.last_known_state)
+        out.setdefault(names[e.type_id], []).append(state)
+    return out
+
+
+@pytest.mark.slow
+def test_run_prints_at_most_60_lines_and_keeps_the_full_log(pipeline_run):
+    """What the user sees of the run above: a line per component and the result, not the
+    libraries' logs (those are in the log file under the root)."""
+    cfg, _, lines = pipeline_run
+    assert len(lines) <= 60, "\n".join(lines)
+    components = [line for line in lines if re.fullmatch(r"\[\d+/\d+\] \S+ done in \d+ s", line)]
+    assert len(components) == 10, "\n".join(lines)  # 9 components + the baseline resolver
+    assert any(line.startswith("pushed model: ") for line in lines)
+    log_line = [line for line in lines if "full log: " in line][-1]
+    log_file = log_line.split("full log: ")[1]
+    assert log_file.startswith(os.path.join(cfg.pipeline.root, "logs"))
+    text = open(log_file).read()
+    assert len(text.splitlines()) > 10 * len(lines)  # the libraries' output is there
 
 
 @pytest.mark.slow
 def test_pipeline_pushes_a_blessed_model_with_per_head_auc(pipeline_run):
-    cfg, result = pipeline_run
+    cfg, result, _ = pipeline_run
     assert result["blessed"] is True
     pushed = result["pushed_model"]
     assert pushed and os.path.exists(os.path.join(pushed, "saved_model.pb"))
@@ -78,14 +133,15 @@ def test_both_training_paths_write_one_metrics_shape_on_the_same_rows(pipeline_r
     with the same fields, the same heads and head fields, and the same split row counts (one
     split, made once by ``prepare``); their AUCs agree to within the noise of two runs whose
     input order differs (TFX reads its examples in its own order)."""
-    from funnelrank.commands import train as fast
-
-    cfg, result = pipeline_run
+    cfg, result, _ = pipeline_run
     tfx_metrics = result["trainer"]
-    fast_metrics = fast.train(config_lib.load("configs/synthetic_mmoe.yaml", OVERRIDES),
-                              str(tmp_path / "fast"))
-    assert json.load(open(tmp_path / "fast" / "metrics.json")) == json.loads(
-        json.dumps(fast_metrics))
+    # A fresh process as for the run above: one device (this worker has 2 logical CPUs).
+    proc = subprocess.run(
+        [sys.executable, "-m", "funnelrank.cli", "train", "--out", str(tmp_path / "fast")]
+        + _sets({**OVERRIDES, "pipeline.root": str(tmp_path / "work")}),
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fast_metrics = json.load(open(tmp_path / "fast" / "metrics.json"))
     assert set(fast_metrics) == set(tfx_metrics)
     assert set(fast_metrics["heads"]) == set(tfx_metrics["heads"]) == {"ctr", "cvr", "ctcvr"}
     for head in fast_metrics["heads"]:
@@ -103,7 +159,7 @@ def test_both_training_paths_write_one_metrics_shape_on_the_same_rows(pipeline_r
 
 @pytest.mark.slow
 def test_pushed_model_serves_examples_without_labels_in_a_fresh_process(pipeline_run, tmp_path):
-    cfg, result = pipeline_run
+    cfg, result, _ = pipeline_run
     spec = fixtures.synthetic_spec(cfg.data.num_actions)
     frame = synthetic.generate(50, seed=99)
     np.save(tmp_path / "with.npy", np.array(_examples(frame, spec, True), dtype=object))
@@ -146,7 +202,7 @@ def test_served_predictions_match_the_trained_network_on_beam_transformed_data(p
     and on every head, the network applied to the Transform component's Beam output. Beam may
     write rows in another order: each Beam row is matched to its raw row by its transformed
     values (the z-scored dense features identify a row), never by sorting predictions."""
-    cfg, _ = pipeline_run
+    cfg, _, _ = pipeline_run
     root = os.path.join(cfg.pipeline.root, "pipeline")
     model_dir = max(glob.glob(os.path.join(root, "Trainer", "model", "*", "Format-Serving")))
     transformed = glob.glob(os.path.join(root, "Transform", "transformed_examples", "*",
@@ -205,7 +261,7 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
     from trainer.tfx_trainer import run_fn
     from transform.ingest import prepare
 
-    cfg, _ = pipeline_run
+    cfg, _, _ = pipeline_run
     root = os.path.join(cfg.pipeline.root, "pipeline", "Transform")
     graph = sorted(glob.glob(os.path.join(root, "transform_graph", "*")))[-1]
     examples = sorted(glob.glob(os.path.join(root, "transformed_examples", "*")))[-1]
@@ -237,8 +293,10 @@ def test_man_two_stage_training_runs_inside_run_fn(pipeline_run, tmp_path, caplo
 def test_a_worse_model_is_not_pushed(pipeline_run):
     """A second run into the same root is evaluated against the last blessed model (resolved
     from ML Metadata); one that barely trained loses more than eval.max_auc_drop of ctr AUC,
-    is not blessed and is not pushed, whatever eval.min_auc says."""
-    cfg, first = pipeline_run
+    is not blessed and is not pushed, whatever eval.min_auc says. Only training settings
+    changed, so the cached run reuses everything up to Transform (the prepared data is kept
+    as it was, Transform gets only the dataset spec) and trains, evaluates and pushes anew."""
+    cfg, first, _ = pipeline_run
     assert first["pushed_model"]
     worse = config_lib.load("configs/synthetic_mmoe.yaml", {
         # Both optimizers barely step: the shipped config trains the tables with their own;
@@ -252,3 +310,9 @@ def test_a_worse_model_is_not_pushed(pipeline_run):
     assert result["blessed"] is False and result["pushed_model"] is None
     assert sorted(os.listdir(os.path.join(cfg.pipeline.root, "serving"))) == before
     assert result["evaluation"]["ctr"]["auc"] < first["evaluation"]["ctr"]["auc"] - 0.005
+    states = _executions(os.path.join(cfg.pipeline.root, "metadata.db"))
+    for name in ("ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+                 "AnomalyGate", "Transform"):
+        assert states[name] == ["COMPLETE", "CACHED"], (name, states)
+    for name in ("Trainer", "Evaluator", "Pusher"):
+        assert states[name] == ["COMPLETE", "COMPLETE"], (name, states)

@@ -1,10 +1,9 @@
 """A run you can watch: ``funnelrank run`` prints a line per component and its result, not the
-libraries' logs (those go to the log file under the root); ``-q`` and ``--log-level``."""
+libraries' logs (those go to the log file under the root); ``-q`` and ``--log-level``. The
+whole run as a user starts it is checked in test_pipeline_e2e.py (its module fixture)."""
 import logging
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -97,30 +96,3 @@ def test_progress_lines_come_from_the_runner_records_even_after_absl_flags_repar
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[1/2] Transform ..."
     assert re.fullmatch(r"\[1/2\] Transform done in \d+ s", out[1])
-
-
-@pytest.mark.slow
-def test_run_prints_at_most_60_lines_and_keeps_the_full_log(tmp_path):
-    """The default config on 3,000 rows, as a user starts it (no TF log level set)."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "funnelrank.cli", "run", "--rows", "3000", "--root",
-         str(tmp_path / "work"), "--set", "eval.min_auc=0.0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    assert proc.returncode == 0, "\n".join(lines[-40:])
-    assert len(lines) <= 60, "\n".join(lines)
-    components = [line for line in lines if re.fullmatch(r"\[\d+/\d+\] \S+ done in \d+ s", line)]
-    assert len(components) == 10, "\n".join(lines)  # 9 components + the baseline resolver
-    assert any(line.startswith("pushed model: ") for line in lines)
-    log_line = [line for line in lines if "full log: " in line][-1]
-    log_file = log_line.split("full log: ")[1]
-    assert log_file.startswith(str(tmp_path / "work" / "logs"))
-    text = open(log_file).read()
-    assert len(text.splitlines()) > 10 * len(lines)  # the libraries' output is there
-    assert "Component Pusher is finished." in text
-    assert re.search(r"trainer\.callbacks: epoch 1/\d+ done in ", text)  # the Trainer's progress
-    # TensorBoard logs in the Trainer's model run directory (fn_args.model_run_dir)
-    runs = tmp_path / "work" / "pipeline" / "Trainer" / "model_run"
-    for split in ("train", "validation"):
-        assert list(runs.glob(f"*/{split}/events.out.tfevents.*")), split

@@ -8,18 +8,25 @@ generator) into validated, typed, split examples under ``<work_dir>/prepared``::
     prepared/eval/<source>.tfrecord.gz
     prepared/dataset_spec.json                the completed DatasetSpec (types, optional keys)
     prepared/schema.pbtxt                     the TFDV schema derived from it
+    prepared/content.sha256                   a digest of the typed rows, splits and spec
 
 Steps: every header is checked against the roles before any row is read (a typo in a column
 name fails at once); sparse columns declared ``dtype: auto`` are typed by one pass over the data
 (integer when every value is an integer); then every row is validated and typed
 (:mod:`transform.ingest.validate`), assigned to a split (:mod:`transform.ingest.splits`) and
-written. Features with empty cells become optional. ``<work_dir>/prepared`` is replaced on
-every call (written beside, then moved: one rename locally, file by file on a bucket). Every file goes through ``tf.io.gfile``, so
-``work_dir`` may be ``gs://...`` (or ``ram://`` in tests).
+written. Features with empty cells become optional. ``<work_dir>/prepared`` is written beside,
+then moved in (one rename locally, file by file on a bucket), unless what is there already
+holds the same content: then it is left as it was, files and modification times, so that a
+cached pipeline run (``pipeline.enable_cache``) finds ImportExampleGen's input fingerprint
+(file sizes and modification times) unchanged and reuses everything up to Transform. The
+content is compared by digest, not by bytes: the same examples serialise in another feature
+order from one process to the next (a tf.Example's features are a protobuf map). Every file
+goes through ``tf.io.gfile``, so ``work_dir`` may be ``gs://...`` (or ``ram://`` in tests).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 PREPARED_DIR = "prepared"
 SPEC_FILE = "dataset_spec.json"
 SCHEMA_FILE = "schema.pbtxt"
+CONTENT_FILE = "content.sha256"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +57,7 @@ class PreparedData:
       stats: Source file -> its validation statistics.
       root: ``<work_dir>/prepared``; split ``s`` lives in ``<root>/<s>/``.
       hash_split: True when the rows were split by hash (no named split files).
+      reused: True when ``root`` already held the same content and was left as it was.
     """
 
     spec: features.DatasetSpec
@@ -57,6 +66,7 @@ class PreparedData:
     stats: Dict[str, validate.ValidationStats]
     root: str
     hash_split: bool
+    reused: bool = False
 
     @property
     def total_stats(self) -> validate.ValidationStats:
@@ -179,6 +189,7 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
     files: Dict[str, List[str]] = {s: [] for s in splits.SPLITS}
     missing: Dict[str, int] = {}
     used_names = set()
+    content = hashlib.sha256()
     for source_split, paths in sources.items():
         for path in paths:
             name = os.path.basename(path).split(".")[0] or "data"
@@ -201,6 +212,7 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
                     if split not in writers:
                         writers[split] = examples.SplitWriter(f"{staging}/{split}", name)
                     writers[split].write(examples.encode(part, spec))
+                    _digest_rows(content, split, name, part)
             for split, writer in writers.items():
                 files[split].append(writer.close())
                 rows[split] += writer.rows
@@ -217,12 +229,56 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
     with tf.io.gfile.GFile(f"{staging}/{SPEC_FILE}", "w") as f:
         json.dump(features.spec_to_dict(spec), f, indent=1)
     schema.write_schema(spec, f"{staging}/{SCHEMA_FILE}")
-    storage.replace_tree(staging, root)
+    for name in (SPEC_FILE, SCHEMA_FILE):
+        with tf.io.gfile.GFile(f"{staging}/{name}", "rb") as f:
+            content.update(name.encode() + b"\0" + f.read())
+    digest = content.hexdigest()
+    with tf.io.gfile.GFile(f"{staging}/{CONTENT_FILE}", "w") as f:
+        f.write(digest + "\n")
+    reused = _same_content(staging, root)
+    if reused:
+        tf.io.gfile.rmtree(staging)
+    else:
+        storage.replace_tree(staging, root)
     files = {s: [p.replace(staging, root, 1) for p in v] for s, v in files.items()}
-    log.info("prepared %s rows per split in %.1fs (optional features: %s)", rows,
-             time.perf_counter() - t0, list(optional) or "none")
+    log.info("prepared %s rows per split in %.1fs (optional features: %s)%s", rows,
+             time.perf_counter() - t0, list(optional) or "none",
+             f"; the same content as {root} held (sha256 {digest[:12]}): kept it as it was"
+             if reused else "")
     return PreparedData(spec=spec, splits=files, rows=rows, stats=stats, root=root,
-                        hash_split=hash_split)
+                        hash_split=hash_split, reused=reused)
+
+
+def _digest_rows(content, split: str, name: str, part: pd.DataFrame) -> None:
+    """Adds a chunk's typed rows (values, column names and dtypes) bound for ``split``'s file
+    ``name`` to the ``content`` digest."""
+    header = [split, name] + [f"{c}:{t}" for c, t in part.dtypes.items()]
+    content.update("\0".join(header).encode() + b"\0")
+    content.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+
+
+def _same_content(staging: str, root: str) -> bool:
+    """True when ``root`` holds the content digest ``staging`` holds, the same split files and
+    (at least) its top-level files; a top-level file written later beside them (the ADM
+    schema) does not count, a stray file in a split folder does (ImportExampleGen reads it)."""
+    import tensorflow as tf
+
+    def listing(folder):
+        files = [f"{d}/{n}"[len(folder) + 1:] for d, _, names in tf.io.gfile.walk(folder)
+                 for n in names]
+        return {f for f in files if "/" in f}, {f for f in files if "/" not in f}
+
+    def digest(folder):
+        path = f"{folder}/{CONTENT_FILE}"
+        if not tf.io.gfile.exists(path):
+            return None
+        with tf.io.gfile.GFile(path) as f:
+            return f.read()
+
+    if not tf.io.gfile.exists(root) or digest(root) != digest(staging):
+        return False
+    (root_splits, root_top), (new_splits, new_top) = listing(root), listing(staging)
+    return root_splits == new_splits and new_top <= root_top
 
 
 def load_frames(prepared: PreparedData) -> Dict[str, pd.DataFrame]:
