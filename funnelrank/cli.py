@@ -138,14 +138,22 @@ def cmd_run(args) -> int:
         gauc = m.get("gauc")
         if gauc is not None and gauc == gauc:  # not NaN
             print(f"trainer eval split {head} GAUC: {gauc:.4f} (AUC {m['auc']:.4f})")
+    ok = bool(result["pushed_model"])
     if result["pushed_model"]:
         print(f"pushed model: {result['pushed_model']}")
+    elif "Pusher" in result.get("cached", ()):
+        # Nothing changed since a run whose Trainer, Evaluator and Pusher TFX reused.
+        ok = result["blessed"]
+        print(f"nothing new to push: the model, its evaluation and its push came from the "
+              f"cache (an earlier run with the same data and settings; "
+              f"{'blessed' if ok else 'NOT blessed'}); the newest pushed "
+              f"model: {result['last_pushed_model']}")
     else:
         print(f"model NOT pushed: the Evaluator did not bless it (its {result['bless_head']} AUC "
               f"must exceed eval.min_auc={cfg.eval.min_auc} and not drop more than "
               f"eval.max_auc_drop={cfg.eval.max_auc_drop} below the last blessed model's)")
     print(f"pipeline wall time: {result['seconds']:.0f}s; full log: {result['log_file']}")
-    return 0 if result["pushed_model"] else EXIT_NOT_BLESSED
+    return 0 if ok else EXIT_NOT_BLESSED
 
 
 def cmd_bench(args) -> int:

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 from tfx import v1 as tfx
 
@@ -28,12 +28,14 @@ def _latest(pattern: str) -> Optional[str]:
     return max(found, key=lambda p: (os.path.getmtime(p), p)) if found else None
 
 
-def read_evaluation(pipeline_root: str) -> Dict[str, Dict[str, float]]:
-    """Overall-slice metrics per head of the candidate model from the newest Evaluator output
-    (the first run has no baseline and TFX then drops the model names)."""
+def read_evaluation(pipeline_root: str, uri: Optional[str] = None
+                    ) -> Dict[str, Dict[str, float]]:
+    """Overall-slice metrics per head of the candidate model from the Evaluator output at
+    ``uri`` (default: the newest under ``pipeline_root``; the first run has no baseline and
+    TFX then drops the model names)."""
     import tensorflow_model_analysis as tfma
 
-    uri = _latest(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
+    uri = uri or _latest(os.path.join(pipeline_root, "Evaluator", "evaluation", "*"))
     if uri is None:
         raise FileNotFoundError(f"no Evaluator output under {pipeline_root}")
     from pipeline.pipeline import CANDIDATE
@@ -53,12 +55,13 @@ def read_evaluation(pipeline_root: str) -> Dict[str, Dict[str, float]]:
     return heads
 
 
-def read_trainer_metrics(pipeline_root: str) -> Dict:
+def read_trainer_metrics(pipeline_root: str, uri: Optional[str] = None) -> Dict:
     """The Trainer's own eval-split report (``run_fn``'s metrics.json: AUC, LogLoss, GAUC per
-    head, learned recipe state), or {} when the run wrote none."""
+    head, learned recipe state) in its ``model_run`` output at ``uri`` (default: the newest
+    under ``pipeline_root``), or {} when the run wrote none."""
     import json
 
-    uri = _latest(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
+    uri = uri or _latest(os.path.join(pipeline_root, "Trainer", "model_run", "*"))
     path = os.path.join(uri, "metrics.json") if uri else None
     if not path or not os.path.exists(path):
         return {}
@@ -82,9 +85,44 @@ def component_seconds(metadata_path: str) -> Dict[str, float]:
     return out
 
 
-def blessed(pipeline_root: str) -> bool:
-    uri = _latest(os.path.join(pipeline_root, "Evaluator", "blessing", "*"))
+def blessed(pipeline_root: str, uri: Optional[str] = None) -> bool:
+    """Whether the Evaluator's blessing at ``uri`` (default: the newest) blessed the model."""
+    uri = uri or _latest(os.path.join(pipeline_root, "Evaluator", "blessing", "*"))
     return bool(uri) and os.path.exists(os.path.join(uri, "BLESSED"))
+
+
+class RunExecution(NamedTuple):
+    """One component's execution in a run, from ML Metadata."""
+    state: str  # "COMPLETE", "CACHED", "FAILED", ...
+    outputs: Dict[str, str]  # output key -> artifact URI (a cached run's: the reused ones)
+
+
+def run_executions(metadata_path: str, since_ms: int) -> Dict[str, RunExecution]:
+    """Each component's newest execution created at or after ``since_ms`` (epoch ms): its
+    state and output URIs. A component TFX took from the cache has a CACHED execution of its
+    own whose outputs are the earlier run's artifacts, which need not be the newest
+    directories under the pipeline root (run A, run B with other settings, A again)."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
+    newest = {}
+    for execution in sorted(store.get_executions(), key=lambda e: e.id):
+        if execution.create_time_since_epoch >= since_ms:
+            newest[types.get(execution.type_id, str(execution.type_id))] = execution
+    events = store.get_events_by_execution_ids([e.id for e in newest.values()])
+    uris = {a.id: a.uri for a in store.get_artifacts_by_id(
+        sorted({e.artifact_id for e in events}))}
+    keys = {}
+    for event in events:
+        if event.type == metadata_store_pb2.Event.OUTPUT and event.path.steps:
+            keys.setdefault(event.execution_id, {})[event.path.steps[0].key] = \
+                uris[event.artifact_id]
+    return {name: RunExecution(metadata_store_pb2.Execution.State.Name(e.last_known_state),
+                               keys.get(e.id, {}))
+            for name, e in newest.items()}
 
 
 def local_beam_args(args) -> list:
@@ -107,6 +145,7 @@ class ComponentProgress(logging.Handler):
     (``[3/9] Transform ... 42 s``), from the runner's own log records."""
 
     PATTERN = re.compile(r"Component (\S+) is (running|finished)\.")
+    CACHED = re.compile(r"A cached execution \d+ is used\.")
 
     def __init__(self, total: int, out=None):
         super().__init__(level=logging.INFO)
@@ -114,20 +153,27 @@ class ComponentProgress(logging.Handler):
         self.out = out or sys.stdout
         self.done = 0
         self.started: Dict[str, float] = {}
+        self.running: Optional[str] = None  # LocalDagRunner runs one component at a time
+        self.cached = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = self.PATTERN.fullmatch(record.getMessage())
+        message = record.getMessage()
+        if self.CACHED.fullmatch(message) and self.running:
+            self.cached.add(self.running)
+            return
+        match = self.PATTERN.fullmatch(message)
         if not match:
             return
         node, state = match.groups()
         if state == "running":
-            self.started[node] = time.perf_counter()
+            self.started[node], self.running = time.perf_counter(), node
             print(f"[{self.done + 1}/{self.total}] {node} ...", file=self.out, flush=True)
         else:
             self.done += 1
             seconds = time.perf_counter() - self.started.get(node, time.perf_counter())
-            print(f"[{self.done}/{self.total}] {node} done in {seconds:.0f} s", file=self.out,
-                  flush=True)
+            what = ("reused from the cache" if node in self.cached
+                    else f"done in {seconds:.0f} s")
+            print(f"[{self.done}/{self.total}] {node} {what}", file=self.out, flush=True)
 
 
 @contextlib.contextmanager
@@ -181,8 +227,12 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
     a line per step (``[prepare] ...``, ``[3/10] Transform done in 42 s``).
 
     Returns:
-      ``{"pushed_model": path or None, "blessed": bool, "bless_head": head, "evaluation":
-      {...} (TFMA), "trainer": {...} (run_fn's metrics.json), "seconds": .., "log_file": ..}``.
+      ``{"pushed_model": path this run pushed or None, "blessed": bool, "bless_head": head,
+      "cached": components taken from the cache (``pipeline.enable_cache``),
+      "last_pushed_model": the newest model under the serving directory or None,
+      "evaluation": {...} (TFMA), "trainer": {...} (run_fn's metrics.json), "seconds": ..,
+      "log_file": ..}``; the evaluation, blessing and Trainer report are this run's, cached
+      or not.
 
     Raises:
       ConfigError: ``pipeline.root`` is a URL (the local runner keeps ML Metadata in SQLite
@@ -219,7 +269,7 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
         compare_to_baseline=cfg.eval.max_auc_drop is not None,
         enable_cache=cfg.pipeline.enable_cache,
         through_transform_only=through_transform_only, warm_start=cfg.train.warm_start)
-    t_pipeline = time.perf_counter()
+    t_pipeline, started_ms = time.perf_counter(), int(time.time() * 1000)
     with watched(log_file, len(pipeline.components), progress):
         tfx.orchestration.LocalDagRunner().run(pipeline)
     if through_transform_only:
@@ -228,8 +278,17 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
                 "pipeline_seconds": time.perf_counter() - t_pipeline,
                 "seconds": time.perf_counter() - t0, "log_file": log_file}
     pushed = sorted(set(glob.glob(os.path.join(serving_dir, "*"))) - before)
+    # This run's outputs, cached or new (by ML Metadata, not the newest directories).
+    executions = run_executions(paths.metadata_path, started_ms)
+    outputs = {name: e.outputs for name, e in executions.items()}
+    cached = sorted(name for name, e in executions.items() if e.state == "CACHED")
+    earlier = sorted(glob.glob(os.path.join(serving_dir, "*")))
     return {"pushed_model": pushed[-1] if pushed else None,
-            "blessed": blessed(paths.pipeline_root), "bless_head": values.bless_head,
-            "evaluation": read_evaluation(paths.pipeline_root),
-            "trainer": read_trainer_metrics(paths.pipeline_root),
+            "blessed": blessed(paths.pipeline_root, outputs.get("Evaluator", {}).get("blessing")),
+            "bless_head": values.bless_head, "cached": cached,
+            "last_pushed_model": earlier[-1] if earlier else None,
+            "evaluation": read_evaluation(paths.pipeline_root,
+                                          outputs.get("Evaluator", {}).get("evaluation")),
+            "trainer": read_trainer_metrics(paths.pipeline_root,
+                                            outputs.get("Trainer", {}).get("model_run")),
             "seconds": time.perf_counter() - t0, "log_file": log_file}

@@ -311,8 +311,11 @@ def test_a_worse_model_is_not_pushed(pipeline_run):
     assert sorted(os.listdir(os.path.join(cfg.pipeline.root, "serving"))) == before
     assert result["evaluation"]["ctr"]["auc"] < first["evaluation"]["ctr"]["auc"] - 0.005
     states = _executions(os.path.join(cfg.pipeline.root, "metadata.db"))
-    for name in ("ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-                 "AnomalyGate", "Transform"):
+    reused = ("ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+              "AnomalyGate", "Transform")
+    for name in reused:
         assert states[name] == ["COMPLETE", "CACHED"], (name, states)
+    assert sorted(result["cached"]) == sorted(reused)
+    assert result["last_pushed_model"] == first["pushed_model"]
     for name in ("Trainer", "Evaluator", "Pusher"):
         assert states[name] == ["COMPLETE", "COMPLETE"], (name, states)

@@ -96,3 +96,44 @@ def test_progress_lines_come_from_the_runner_records_even_after_absl_flags_repar
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[1/2] Transform ..."
     assert re.fullmatch(r"\[1/2\] Transform done in \d+ s", out[1])
+
+
+def test_a_component_taken_from_the_cache_says_so(tmp_path, capsys):
+    from pipeline.local_runner import watched
+
+    with watched(str(tmp_path / "run.log"), 2, progress=True):
+        absl = logging.getLogger("absl")
+        absl.info("Component Transform is running.")
+        absl.info("A cached execution 21 is used.")
+        absl.info("Component Transform is finished.")
+        absl.info("Component Trainer is running.")
+        absl.info("Component Trainer is finished.")
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["[1/2] Transform ...", "[1/2] Transform reused from the cache"]
+    assert out[2] == "[2/2] Trainer ..."
+    assert re.fullmatch(r"\[2/2\] Trainer done in \d+ s", out[3])
+
+
+@pytest.mark.parametrize("blessed, code", [(True, 0), (False, 3)])
+def test_a_run_whose_pusher_came_from_the_cache_is_not_a_failed_push(
+        tmp_path, capsys, monkeypatch, blessed, code):
+    """Nothing changed since an earlier run (``pipeline.enable_cache``): no new push is not
+    "the Evaluator did not bless it"; the exit code follows the cached blessing."""
+    from pipeline import local_runner
+
+    def run(cfg, progress=True):
+        return {"pushed_model": None, "blessed": blessed, "bless_head": "ctr",
+                "cached": ["Evaluator", "Pusher", "Trainer", "Transform"],
+                "last_pushed_model": "/srv/serving/17", "evaluation": {"ctr": {"auc": 0.7}},
+                "trainer": {}, "seconds": 3.0, "log_file": "/x/run.log"}
+
+    monkeypatch.setattr(local_runner, "run", run)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--root", str(tmp_path / "work")]) == code
+    out = capsys.readouterr().out
+    assert "model NOT pushed: the Evaluator did not bless it" not in out
+    assert (f"nothing new to push: the model, its evaluation and its push came from the cache "
+            f"(an earlier run with the same data and settings; "
+            f"{'blessed' if blessed else 'NOT blessed'}); the newest pushed model: "
+            f"/srv/serving/17") in out
+    assert out.splitlines()[-1] == "pipeline wall time: 3s; full log: /x/run.log"
