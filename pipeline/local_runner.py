@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Dict, NamedTuple, Optional
 
-from tfx import v1 as tfx
+from pipeline.tfx_api import tfx
 
 from pipeline.common import (PipelinePaths, pipeline_values, prepare_data,
                              schema_by_content)

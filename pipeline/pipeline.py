@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+from pipeline.tfx_api import tfx
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from pipeline.anomaly_gate import AnomalyGate
