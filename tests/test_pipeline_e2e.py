@@ -50,7 +50,7 @@ def pipeline_run(tmp_path_factory):
     """The default config through ``funnelrank run`` as a user starts it: a fresh process, no
     TF log level set, ``pipeline.enable_cache`` on (a later run into the same root reuses what
     did not change). Returns the config, the run's result as ``local_runner.run`` reports it
-    (read back from the root) and the finished process (its console output)."""
+    (read back from the root) and the lines it printed (stdout, then stderr)."""
     root = tmp_path_factory.mktemp("e2e")
     cfg = config_lib.load("configs/synthetic_mmoe.yaml",
                           {**OVERRIDES, "pipeline.root": str(root / "work")})
