@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from typing import Dict, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from pipeline.tfx_api import tfx
 
@@ -69,20 +69,26 @@ def read_trainer_metrics(pipeline_root: str, uri: Optional[str] = None) -> Dict:
         return json.load(f)
 
 
-def component_seconds(metadata_path: str) -> Dict[str, float]:
-    """Wall seconds of each component's last execution, from the ML Metadata store."""
+def open_metadata(metadata_path: str):
+    """The run's ML Metadata store (SQLite under the root)."""
     from ml_metadata.metadata_store import metadata_store
 
-    store = metadata_store.MetadataStore(
+    return metadata_store.MetadataStore(
         tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    types = {t.id: t.name for t in store.get_execution_types()}
-    out: Dict[str, float] = {}
-    for execution in sorted(store.get_executions(), key=lambda e: e.id):
-        name = types.get(execution.type_id, str(execution.type_id)).split(".")[-1]
-        seconds = (execution.last_update_time_since_epoch
-                   - execution.create_time_since_epoch) / 1000.0
-        out[name] = seconds
-    return out
+
+
+def component_executions(store) -> List[Tuple[str, Any]]:
+    """Every execution in ``store``, oldest first, with its component's name (the last part
+    of the execution type's dotted name: ``Transform``, ``Trainer``, ...)."""
+    types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
+    return [(types.get(e.type_id, str(e.type_id)), e)
+            for e in sorted(store.get_executions(), key=lambda e: e.id)]
+
+
+def component_seconds(metadata_path: str) -> Dict[str, float]:
+    """Wall seconds of each component's last execution, from the ML Metadata store."""
+    return {name: (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
+            for name, e in component_executions(open_metadata(metadata_path))}
 
 
 def blessed(pipeline_root: str, uri: Optional[str] = None) -> bool:
@@ -102,16 +108,11 @@ def run_executions(metadata_path: str, since_ms: int) -> Dict[str, RunExecution]
     state and output URIs. A component TFX took from the cache has a CACHED execution of its
     own whose outputs are the earlier run's artifacts, which need not be the newest
     directories under the pipeline root (run A, run B with other settings, A again)."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
-    newest = {}
-    for execution in sorted(store.get_executions(), key=lambda e: e.id):
-        if execution.create_time_since_epoch >= since_ms:
-            newest[types.get(execution.type_id, str(execution.type_id))] = execution
+    store = open_metadata(metadata_path)
+    newest = {name: e for name, e in component_executions(store)
+              if e.create_time_since_epoch >= since_ms}
     events = store.get_events_by_execution_ids([e.id for e in newest.values()])
     uris = {a.id: a.uri for a in store.get_artifacts_by_id(
         sorted({e.artifact_id for e in events}))}

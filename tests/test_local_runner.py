@@ -1,15 +1,9 @@
 """pipeline.local_runner.run_executions: a run's components and outputs from ML Metadata."""
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration import metadata
 
-from pipeline.local_runner import RunExecution, run_executions
+from pipeline.local_runner import RunExecution, open_metadata, run_executions
 
 State = metadata_store_pb2.Execution.State
-
-
-def _store(path):
-    return metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(path))
 
 
 def _execution(store, type_id, state, outputs):
@@ -31,7 +25,7 @@ def test_a_cached_component_reports_the_earlier_runs_outputs_not_the_newest(tmp_
     the third run's Evaluator is the CACHED execution whose outputs are A's, although B's
     are the newest; executions before ``since_ms`` are not this run's."""
     path = str(tmp_path / "metadata.db")
-    store = _store(path)
+    store = open_metadata(path)
     evaluator = store.put_execution_type(metadata_store_pb2.ExecutionType(
         name="tfx.components.evaluator.component.Evaluator"))
     trainer = store.put_execution_type(metadata_store_pb2.ExecutionType(

@@ -72,17 +72,12 @@ def pipeline_run(tmp_path_factory):
 
 def _executions(metadata_path):
     """Component -> the states of its executions, oldest first (``COMPLETE``, ``CACHED``)."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
-    from tfx.orchestration import metadata
 
-    store = metadata_store.MetadataStore(
-        metadata.sqlite_metadata_connection_config(metadata_path))
-    names = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
     out = {}
-    for e in sorted(store.get_executions(), key=lambda e: e.id):
-        state = metadata_store_pb2.Execution.State.Name(e.last_known_state)
-        out.setdefault(names[e.type_id], []).append(state)
+    for name, e in local_runner.component_executions(local_runner.open_metadata(metadata_path)):
+        out.setdefault(name, []).append(
+            metadata_store_pb2.Execution.State.Name(e.last_known_state))
     return out
 
 
