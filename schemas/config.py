@@ -303,8 +303,9 @@ class TrainConfig:
         training time (docs/benchmarks.md, issue 18). Callbacks see every this-many steps:
         progress lines, SIGTERM and divergence checks happen at those boundaries, and the
         checkpoint interval rounds up to a multiple of it. 1: Keras' default. Used on one
-        replica; MirroredStrategy over several runs one step per call
-        (``trainer.session.steps_per_execution``).
+        replica, capped at the steps between two validations (a split of one batch per
+        round runs one step per call, which traces faster); MirroredStrategy over several
+        runs one step per call (``trainer.session.steps_per_execution``).
       intra_op_threads: Threads ONE TensorFlow op may use (TF's intra-op pool; 0: TF's
         default, one per core). 1 (default): each op on one core, the cores running
         independent ops side by side (experts, towers, the backward pass's branches). On the

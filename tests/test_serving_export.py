@@ -341,6 +341,23 @@ def test_export_is_versioned_with_a_model_config(int_run):
     assert 'model_platform: "tensorflow"' in text
 
 
+def test_the_train_output_model_reloads_with_keras_and_predicts_the_same(int_run):
+    """``<out>/model`` is saved without traced functions (README): load_model rebuilds it
+    from the registered layers' configs, with the trained weights."""
+    from funnelrank import layers
+
+    model_dir = str(int_run["train_dir"] / "model")
+    assert tf.saved_model.load(model_dir).signatures.keys() == set()  # no traces kept
+    reloaded = tf.keras.models.load_model(model_dir, custom_objects=layers.custom_objects())
+    network = int_run["network"]
+    xf = int_run["pre"].transform(_int_frame(50, seed=3))
+    x = {k: xf[k] for k in network.input_names}
+    want, got = network(x, training=False), reloaded(x, training=False)
+    assert set(got) == set(want) == {"ctr", "cvr", "ctcvr"}
+    for head in want:
+        np.testing.assert_allclose(got[head].numpy(), want[head].numpy(), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_no_training_only_variables_in_the_export(int_run, exporter):
     export_dir = int_run["dirs"][exporter]

@@ -140,3 +140,65 @@ def test_steps_per_execution_trains_the_same_steps_as_one_step_per_call():
     np.testing.assert_allclose(losses[3], losses[1], rtol=1e-5)
     for a, b in zip(weights[3], weights[1]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _count_train_step_traces(monkeypatch):
+    """A list that gets one entry each time Keras traces ``FunnelModel.train_step``."""
+    from trainer.funnel_model import FunnelModel
+
+    traces = []
+    original = FunnelModel.train_step
+
+    def counted(self, data):
+        traces.append(tf.distribute.get_replica_context() is not None)
+        return original(self, data)
+
+    monkeypatch.setattr(FunnelModel, "train_step", counted)
+    return traces
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"train.lr_schedule": "cosine", "train.lr_warmup_steps": 1},
+    {"train.sparse_optimizer": "adam"}, {"loss.name": "uncertainty"}, {"loss.name": "adaftr"},
+], ids=["lazy_adam_tables", "lr_schedule", "adam_tables", "uncertainty", "adaftr"])
+def test_the_train_step_is_traced_once_not_again_for_its_variables(monkeypatch, overrides):
+    """``FunnelModel.build_optimizers`` makes the slots (and a schedule's current rate) before
+    the first step, so TensorFlow does not trace the train function a second time after a
+    first trace that created variables (it did, doubling the tracing before the first step).
+    One step per call: one trace; a multi-step call: two (autograph traces the loop body to
+    find its outputs); steps per call capped at the steps per round."""
+    _, arrays, info = fixtures.tiny_arrays(1000)
+    base = config_lib.to_dict(fixtures.tiny_config(epochs=2))
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        base[section][name] = value
+    for spe, steps_per_epoch, want in ((1, 8, 1), (4, 8, 2), (8, 1, 1)):
+        cfg = config_lib.from_dict({**base, "train": {**base["train"],
+                                                      "steps_per_execution": spe}})
+        traces = _count_train_step_traces(monkeypatch)
+        rows = {k: v[:128 * steps_per_epoch] for k, v in arrays.items()}
+        ds = from_arrays(rows, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
+        model, _ = fit_model(cfg, info, ds, None, tf.distribute.get_strategy(),
+                             steps_per_epoch=steps_per_epoch)
+        assert len(traces) == want, (spe, steps_per_epoch, overrides)
+        assert int(model.optimizer.iterations.numpy()) == 2 * steps_per_epoch
+
+
+def test_mixed_precision_and_two_replicas_trace_the_step_once(monkeypatch, two_cpu_strategy):
+    from trainer.session import build_model, compile_model
+
+    _, arrays, info = fixtures.tiny_arrays(1000)
+    cfg = fixtures.tiny_config(steps_per_execution=1, epochs=2)
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")  # what a GPU run uses
+    try:
+        model = compile_model(build_model(cfg, info), cfg)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    traces = _count_train_step_traces(monkeypatch)
+    ds = from_arrays(arrays, info.input_names, fixtures.TINY_SPEC, 128, shuffle=True, seed=1)
+    model.fit(ds, epochs=2, verbose=0)
+    assert len(traces) == 1
+    traces = _count_train_step_traces(monkeypatch)
+    fit_model(cfg, info, ds, None, two_cpu_strategy, steps_per_epoch=8)
+    assert traces == [True, True]  # one trace, the step built once per replica

@@ -2,6 +2,7 @@
 follow their vocabulary entries when the vocabularies changed."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -199,6 +200,27 @@ def test_unusable_sources_are_named(tmp_path):
     with pytest.raises(WarmStartError, match=r"--warm-start .*: expected the output directory "
                                              r"of a finished `funnelrank train`"):
         warm_start.output_source(str(tmp_path), {}, 1, features.transformed_name)
+
+
+@pytest.mark.parametrize("traces", [True, False], ids=["traced", "configs_only"])
+def test_saved_variables_are_every_weight_by_name_read_from_the_files(tmp_path, traces):
+    """``funnelrank train`` saves ``model/`` without traced functions, the serving export with
+    them: both are read from the two object graphs, nothing loaded or run."""
+    network, _, _ = fixtures.tiny_network()
+    path = str(tmp_path / "model")
+    network.save(path, save_format="tf", save_traces=traces)
+    got = warm_start.saved_variables(path)
+    want = {v.name: v.numpy() for v in network.weights}
+    assert sorted(got) == sorted(want) and "backbone/ctr/gate/logits/kernel:0" in got
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    other = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2, name="other")])
+    other.save(str(tmp_path / "other"), save_format="tf")
+    shutil.rmtree(os.path.join(path, "variables"))
+    shutil.copytree(str(tmp_path / "other" / "variables"), os.path.join(path, "variables"))
+    with pytest.raises(WarmStartError, match=r"saved_model.pb has \d+ objects, its variables "
+                                             r"\d+: not one save"):
+        warm_start.saved_variables(path)
 
 
 class _TftOutput:

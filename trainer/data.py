@@ -7,6 +7,7 @@ written by the TFX Transform component, and in-memory arrays from ``transform.pr
 """
 from __future__ import annotations
 
+import weakref
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -226,9 +227,26 @@ def from_transformed(file_pattern, feature_spec: Dict, input_names: Sequence[str
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+_PREDICT_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def predict_step(network: tf.keras.Model, features_spec):
+    """``network(x, training=False)`` as a ``tf.function`` for batches of ``features_spec``
+    (a ``(features, labels)`` dataset's ``element_spec[0]``), made once per network and
+    spec: every batch size of every split runs the same trace (the session scores the eval
+    and the validation split, each with a last, partial batch)."""
+    made = _PREDICT_STEPS.get(network)
+    if made is None or made[0] != features_spec:
+        ref = weakref.ref(network)  # the cache must not keep the network alive
+        made = (features_spec, tf.function(lambda x: ref()(x, training=False),
+                                           input_signature=[features_spec]))
+        _PREDICT_STEPS[network] = made
+    return made[1]
+
+
 def predict(network: tf.keras.Model, ds: tf.data.Dataset):
     """Runs ``network`` over ``ds``; returns (outputs dict of [N] arrays, labels dict)."""
-    step = tf.function(lambda x: network(x, training=False))
+    step = predict_step(network, ds.element_spec[0])
     outs: Dict[str, list] = {}
     labels: Dict[str, list] = {}
     for x, y in ds:

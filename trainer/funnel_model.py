@@ -157,13 +157,38 @@ class FunnelModel(tf.keras.Model):
                 if isinstance(layer, tf.keras.layers.Embedding)
                 for v in layer.trainable_weights]
 
+    def _by_optimizer(self, pairs):
+        """``(dense, tables)``: the ``(gradient, variable)`` pairs the compiled optimizer
+        updates and those the ``sparse_optimizer`` updates, each in ``pairs``' order."""
+        if self.sparse_optimizer is None:
+            return list(pairs), []
+        tables = {v.ref() for v in self.table_variables}
+        pairs = list(pairs)
+        return ([(g, v) for g, v in pairs if v.ref() not in tables],
+                [(g, v) for g, v in pairs if v.ref() in tables])
+
+    def build_optimizers(self):
+        """Creates every variable the first train step would otherwise create: each
+        optimizer's slots, for the variables it updates, in the train step's order (a
+        schedule's current rate and the loss scale are made with their optimizer). Call after
+        ``compile``, inside the strategy's scope.
+
+        A ``tf.function`` whose first trace creates variables is traced a second time before
+        it runs (TensorFlow's rule for functions that create state), so without this Keras
+        traced the train step twice as often: about 2.7 s more before the first step on the
+        default MMoE (docs/benchmarks.md, issue 18 start-up).
+        """
+        dense, tables = self._by_optimizer((None, v) for v in self.step_variables)
+        for optimizer, pairs in ((self.optimizer, dense), (self.sparse_optimizer, tables)):
+            if optimizer is None or not pairs:
+                continue
+            optimizer.build([v for _, v in pairs])
+
     def _apply(self, grads, variables, loss_scaled: bool):
         if self.sparse_optimizer is None:
             self.optimizer.apply_gradients(zip(grads, variables))
             return
-        tables = {v.ref() for v in self.table_variables}
-        dense = [(g, v) for g, v in zip(grads, variables) if v.ref() not in tables]
-        sparse = [(g, v) for g, v in zip(grads, variables) if v.ref() in tables]
+        dense, sparse = self._by_optimizer(zip(grads, variables))
         if loss_scaled:  # the LossScaleOptimizer skips a non-finite step: so do the tables
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(
                 g.values if isinstance(g, tf.IndexedSlices) else g))

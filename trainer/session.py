@@ -105,25 +105,38 @@ def build_model(cfg: ExperimentConfig, info: FeatureInfo,
 
 
 def compile_model(model: FunnelModel, cfg: ExperimentConfig,
-                  steps_per_epoch: Optional[int] = None) -> FunnelModel:
+                  steps_per_epoch: Optional[int] = None,
+                  steps_per_call: Optional[int] = None) -> FunnelModel:
     """Compiles ``model`` as the session trains it: :class:`FusedAdam` at ``train``'s learning
-    rate (schedule), ``train.steps_per_execution`` steps per call, XLA when
-    ``train.jit_compile``. Call inside the strategy scope; the speed benchmarks call it too,
-    so that they time the step the product trains with."""
+    rate (schedule), :func:`steps_per_execution` steps per call (at most ``steps_per_call``,
+    the steps between two validations, when known), XLA when ``train.jit_compile``, and the
+    optimizers' variables made (:meth:`FunnelModel.build_optimizers`). Call inside the
+    strategy scope; the speed benchmarks call it too, so that they time the step the product
+    trains with."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     model.compile(optimizer=FusedAdam(learning_rate(cfg, cfg.train.learning_rate,
                                                     steps_per_epoch)),
-                  steps_per_execution=steps_per_execution(cfg, replicas),
+                  steps_per_execution=steps_per_execution(cfg, replicas, steps_per_call),
                   jit_compile=cfg.train.jit_compile)
+    model.build_optimizers()  # the train step then creates no variable: traced once
     return model
 
 
-def steps_per_execution(cfg: ExperimentConfig, replicas: int) -> int:
-    """``train.steps_per_execution`` on one replica; 1 over several. Under MirroredStrategy a
-    cross-replica gather inside Keras' multi-step loop aborts when the last, partial batch
-    gives the replicas other shapes than the full ones before it ("Shape mismatch in the
-    collective instance"; seen on 2 logical CPU replicas)."""
-    return cfg.train.steps_per_execution if replicas == 1 else 1
+def steps_per_execution(cfg: ExperimentConfig, replicas: int,
+                        steps_per_call: Optional[int] = None) -> int:
+    """``train.steps_per_execution`` on one replica, at most ``steps_per_call`` (the steps
+    between two validations, when known); 1 over several replicas.
+
+    Under MirroredStrategy a cross-replica gather inside Keras' multi-step loop aborts when
+    the last, partial batch gives the replicas other shapes than the full ones before it
+    ("Shape mismatch in the collective instance"; seen on 2 logical CPU replicas). A call of
+    one step is traced once, a multi-step loop twice (autograph traces the loop's body to
+    find its outputs); a loop that could only ever run one step is not worth that second
+    trace."""
+    if replicas > 1:
+        return 1
+    return min(cfg.train.steps_per_execution, max(1, steps_per_call or
+                                                   cfg.train.steps_per_execution))
 
 
 def learning_rate(cfg: ExperimentConfig, peak: float, steps_per_epoch: Optional[int] = None):
@@ -253,10 +266,12 @@ class TrainingSession:
                                  self.dataset(validation, training=False), steps, backup_dir,
                                  log_dir, meta_arrays)
 
-    def build(self, steps_per_epoch: Optional[int] = None) -> FunnelModel:
+    def build(self, steps_per_epoch: Optional[int] = None,
+              steps_per_call: Optional[int] = None) -> FunnelModel:
         """The compiled model under the strategy, with the precision policy, from the
         ``warm_start_from`` weights when given; ``steps_per_epoch`` lays out the learning-rate
-        schedule (``train.lr_schedule``)."""
+        schedule (``train.lr_schedule``), ``steps_per_call`` caps the steps per call of the
+        train function (:func:`compile_model`)."""
         cfg = self.cfg
         tf.keras.mixed_precision.set_global_policy(precision_policy(cfg))
         try:
@@ -271,7 +286,7 @@ class TrainingSession:
                                           "train and validation rows), not ready datasets")
                     self.wide_init_report = wide_init.apply(model.network, self.wide_start,
                                                             cfg.model.wide_frozen)
-                compile_model(model, cfg, steps_per_epoch)
+                compile_model(model, cfg, steps_per_epoch, steps_per_call)
         finally:  # the policy only matters while layers are built
             tf.keras.mixed_precision.set_global_policy("float32")
         return model
@@ -297,7 +312,6 @@ class TrainingSession:
                 raise ConfigError(f"meta.partition_key: expected one of the sparse features "
                                   f"{sorted(self.info.vocab_sizes)}, got "
                                   f"{cfg.meta.partition_key!r}")
-        model = self.build(steps_per_epoch)
         rounds = cfg.train.validations_per_epoch
         fit_epochs, round_steps = cfg.train.epochs, steps_per_epoch
         if rounds > 1 and val_ds is not None and not steps_per_epoch:
@@ -312,6 +326,7 @@ class TrainingSession:
             train_ds = train_ds.repeat()
         else:
             rounds = 1
+        model = self.build(steps_per_epoch, steps_per_call=round_steps)
         progress = ProgressLogger(self.global_batch, fit_epochs, round_steps,
                                   cfg.train.log_every)
         callbacks = [progress, DivergenceGuard()]
@@ -330,7 +345,7 @@ class TrainingSession:
             # Keras counts the interval in calls of the train function (steps_per_execution
             # steps each): the interval in steps, rounded up to a multiple of it.
             every = -(-cfg.train.checkpoint_every_steps //
-                      steps_per_execution(cfg, self.replicas))
+                      steps_per_execution(cfg, self.replicas, round_steps))
             callbacks.append(Checkpoints(backup_dir, every, progress, stopper))
         model.fit(train_ds, validation_data=val_ds, epochs=fit_epochs,
                   steps_per_epoch=round_steps if rounds > 1 else None,

@@ -85,19 +85,37 @@ class WarmStart:
 
 
 def saved_variables(model_dir: str) -> Dict[str, np.ndarray]:
-    """Variable name -> value of a SavedModel (``tf.saved_model.load``: no Keras classes
-    needed).
+    """Variable name (``backbone/ctr/gate/logits/kernel:0``) -> value of a SavedModel, read
+    from its files alone: no Keras classes and no traced functions needed (``funnelrank
+    train`` saves ``model/`` without them), and nothing in the SavedModel runs.
+
+    The object graph of ``saved_model.pb`` names each variable; the checkpoint's object graph
+    (the same nodes, in the same order) gives the key of its value.
 
     Raises:
-      WarmStartError: ``model_dir`` is not a SavedModel.
+      WarmStartError: ``model_dir`` is not a SavedModel, or its two object graphs differ.
     """
+    from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
+
     if not tf.io.gfile.exists(f"{model_dir}/saved_model.pb"):
         raise WarmStartError(f"warm start: {model_dir} is not a SavedModel (no saved_model.pb); "
                              f"give the output directory of a previous run")
-    loaded = tf.saved_model.load(model_dir)
+    saved = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(f"{model_dir}/saved_model.pb", "rb") as f:
+        saved.ParseFromString(f.read())
+    reader = tf.train.load_checkpoint(f"{model_dir}/variables/variables")
+    checkpoint = trackable_object_graph_pb2.TrackableObjectGraph()
+    checkpoint.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    nodes = saved.meta_graphs[0].object_graph_def.nodes
+    if len(nodes) != len(checkpoint.nodes):
+        raise WarmStartError(f"warm start: {model_dir}: saved_model.pb has {len(nodes)} "
+                             f"objects, its variables {len(checkpoint.nodes)}: not one save")
     values: Dict[str, np.ndarray] = {}
-    for variable in getattr(loaded, "variables", ()):
-        values.setdefault(variable.name, variable.numpy())
+    for node, stored in zip(nodes, checkpoint.nodes):
+        keys = [a.checkpoint_key for a in stored.attributes if a.name == "VARIABLE_VALUE"]
+        if node.WhichOneof("kind") == "variable" and keys:
+            name = node.variable.name
+            values.setdefault(name if ":" in name else f"{name}:0", reader.get_tensor(keys[0]))
     return values
 
 
