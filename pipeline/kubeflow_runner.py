@@ -87,7 +87,8 @@ def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
         serving_model_dir=paths.serving_dir(cfg), metadata_connection_config=None,
         beam_pipeline_args=list(cfg.pipeline.beam_args), adm_params=values.adm_params,
         compare_to_baseline=cfg.eval.max_auc_drop is not None,
-        enable_cache=cfg.pipeline.enable_cache, warm_start=cfg.train.warm_start)
+        enable_cache=cfg.pipeline.enable_cache, warm_start=cfg.train.warm_start,
+        transform_statistics=cfg.pipeline.transform_statistics)
     output_file = storage.absolute(output_file)  # may also be gs://...: TFX writes with gfile
     folder, name = output_file.rsplit("/", 1)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

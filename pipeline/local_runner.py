@@ -269,7 +269,8 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
         adm_params=values.adm_params,
         compare_to_baseline=cfg.eval.max_auc_drop is not None,
         enable_cache=cfg.pipeline.enable_cache,
-        through_transform_only=through_transform_only, warm_start=cfg.train.warm_start)
+        through_transform_only=through_transform_only, warm_start=cfg.train.warm_start,
+        transform_statistics=cfg.pipeline.transform_statistics)
     t_pipeline, started_ms = time.perf_counter(), int(time.time() * 1000)
     with watched(log_file, len(pipeline.components), progress):
         tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -105,7 +105,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
                     adm_params: Optional[Dict[str, Any]] = None,
                     compare_to_baseline: bool = False, enable_cache: bool = False,
                     through_transform_only: bool = False,
-                    warm_start: bool = False) -> tfx.dsl.Pipeline:
+                    warm_start: bool = False,
+                    transform_statistics: bool = False) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -133,6 +134,9 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         examples and graph are the outputs; used to measure preprocessing throughput).
       warm_start: Give the Trainer the last blessed model (the same resolver as the
         baseline) as ``base_model``; ``run_fn`` starts from its weights (``train.warm_start``).
+      transform_statistics: Let Transform compute TFDV statistics before and after the
+        transformation (``pipeline.transform_statistics``). Transform never writes an analyzer
+        cache: nothing here feeds one back.
 
     Returns:
       The ``tfx.dsl.Pipeline``.
@@ -160,7 +164,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, data_root: str,
         examples=examples, schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={config_lib.SPEC_KEY: custom_config[config_lib.SPEC_KEY]},
-        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
+        splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS)),
+        disable_statistics=not transform_statistics, disable_analyzer_cache=True)
     transform.add_upstream_node(anomaly_gate)
     preprocessing = components + [statistics_gen, schema_gen, example_validator, anomaly_gate,
                                   transform]

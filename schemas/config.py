@@ -460,6 +460,12 @@ class PipelineConfig:
       beam_args: Beam pipeline args (runner and its options).
       image: Container image for the Kubeflow V2 compile.
       enable_cache: Let TFX reuse component outputs whose inputs did not change.
+      transform_statistics: Transform also computes TFDV statistics of the train split before
+        and of every split after the transformation (``pre_transform_stats``,
+        ``post_transform_stats``, ``post_transform_anomalies``, for a look at the transformed
+        features in a metadata UI). Off by default: nothing downstream reads them,
+        StatisticsGen and ExampleValidator already check the raw data, and they cost a third
+        of Transform's time (docs/benchmarks.md, issue 18 start-up).
     """
 
     name: str = "funnelrank"
@@ -469,6 +475,7 @@ class PipelineConfig:
     beam_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     image: str = "gcr.io/funnelrank/funnelrank:0.1.0"
     enable_cache: bool = False
+    transform_statistics: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

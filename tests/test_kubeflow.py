@@ -59,6 +59,13 @@ def tasks_of(spec):
     return spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
 
 
+def outputs_of(spec, task: str):
+    """The output artifact names of ``task``'s component."""
+    pipeline_spec = spec.get("pipelineSpec", spec)
+    component = tasks_of(spec)[task]["componentRef"]["name"]
+    return set(pipeline_spec["components"][component]["outputDefinitions"]["artifacts"])
+
+
 def test_path_like_finds_local_paths_inside_embedded_json():
     spec = {"a": json.dumps({"data": {"path": "/home/me/x.csv"}, "layers": ["*/tower"]}),
             "b": ["--temp_location=./tmp", "gs://b/r", "train/*"]}
@@ -104,6 +111,9 @@ def test_compiled_spec_lists_every_component_and_entry_points(tmp_path):
     assert pipeline_spec["pipelineInfo"]["name"] == "funnelrank-synthetic-mmoe"
     executors = pipeline_spec["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors if "container" in e} == {cfg.pipeline.image}
+    # Transform writes no analyzer cache and, by default (pipeline.transform_statistics), no
+    # statistics of its own.
+    assert outputs_of(spec, "Transform") == {"transform_graph", "transformed_examples"}
     # pipeline.enable_cache is false by default and no Trainer input comes from the resolver.
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
     assert "base_model" not in tasks["Trainer"]["inputs"].get("artifacts", {})
@@ -123,7 +133,8 @@ def test_compiled_spec_lists_every_component_and_entry_points(tmp_path):
 def test_ram_root_prepare_then_compile_bakes_in_no_path_of_this_machine(tmp_path, monkeypatch):
     """`prepare --root ram://...` writes only to that filesystem; the spec compiled with the same
     root (and a config whose data.path is a local file) holds paths under the root only; the
-    image, pipeline.enable_cache and train.warm_start reach the spec."""
+    image, pipeline.enable_cache, pipeline.transform_statistics and train.warm_start reach the
+    spec."""
     monkeypatch.chdir(tmp_path)
     csv = synthetic.write_csv(str(tmp_path / "data"), 1500, seed=1)
     root = ram_root("prepare")
@@ -137,8 +148,12 @@ def test_ram_root_prepare_then_compile_bakes_in_no_path_of_this_machine(tmp_path
     out = tmp_path / "kfp" / "pipeline.json"
     assert cli.main(["compile-kubeflow", "--root", root, "--image", IMAGE, "--out", str(out),
                      "--set", f"data.path={csv}", "--set", "pipeline.enable_cache=true",
-                     "--set", "train.warm_start=true", "--set", "eval.max_auc_drop=null"]) == 0
+                     "--set", "train.warm_start=true", "--set", "eval.max_auc_drop=null",
+                     "--set", "pipeline.transform_statistics=true"]) == 0
     spec = json.load(open(out))
+    assert outputs_of(spec, "Transform") == {
+        "transform_graph", "transformed_examples", "pre_transform_schema", "pre_transform_stats",
+        "post_transform_schema", "post_transform_stats", "post_transform_anomalies"}
     paths = set(path_like(spec))
     assert f"{root}/data/prepared" in paths and f"{root}/serving" in paths
     outside = sorted(p for p in paths if not p.startswith(root))
