@@ -23,6 +23,9 @@ def test_every_head_is_scored_and_cvr_on_clicked_rows_only():
     assert [list(s.output_names) for s in config.metrics_specs] == [["ctr"], ["cvr"], ["ctcvr"]]
     candidate, baseline = config.model_specs
     assert (candidate.name, baseline.name, baseline.is_baseline) == (CANDIDATE, BASELINE, True)
+    # The serving signature, without TFMA loading the whole Keras model to guess the type.
+    assert candidate.signature_name == baseline.signature_name == "serving_default"
+    assert candidate.model_type == baseline.model_type == tfma.TF_GENERIC
     assert dict(candidate.label_keys) == {"ctr": "click", "cvr": "conversion",
                                           "ctcvr": "conversion"}
     assert dict(candidate.example_weight_keys) == {"cvr": "click"}
