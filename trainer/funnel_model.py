@@ -175,8 +175,8 @@ class FunnelModel(tf.keras.Model):
 
         A ``tf.function`` whose first trace creates variables is traced a second time before
         it runs (TensorFlow's rule for functions that create state), so without this Keras
-        traced the train step twice as often: about 2.7 s more before the first step on the
-        default MMoE (docs/benchmarks.md, issue 18 start-up).
+        traced the train step twice as often: 2.7 s more before the first step of a 200-row
+        `funnelrank train` (docs/benchmarks.md, "Start-up: one trace of the train step").
         """
         dense, tables = self._by_optimizer((None, v) for v in self.step_variables)
         for optimizer, pairs in ((self.optimizer, dense), (self.sparse_optimizer, tables)):
