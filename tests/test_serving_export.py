@@ -359,6 +359,19 @@ def test_the_train_output_model_reloads_with_keras_and_predicts_the_same(int_run
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
+def test_a_warm_start_reads_every_network_weight_from_the_export(int_run, exporter):
+    """``train.warm_start`` in the pipeline starts from the last blessed export (with its
+    preprocessing attached): its variables, read from the files, are the network's."""
+    from trainer import warm_start
+
+    saved = warm_start.saved_variables(int_run["dirs"][exporter])
+    network = int_run["network"]
+    assert {w.name for w in network.weights} <= set(saved)
+    for weight in network.weights:
+        np.testing.assert_array_equal(saved[weight.name], weight.numpy(), err_msg=weight.name)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
 def test_no_training_only_variables_in_the_export(int_run, exporter):
     export_dir = int_run["dirs"][exporter]
     names = [n for n, _ in tf.train.list_variables(
