@@ -279,16 +279,16 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
                 "prepare_seconds": t_pipeline - t0,
                 "pipeline_seconds": time.perf_counter() - t_pipeline,
                 "seconds": time.perf_counter() - t0, "log_file": log_file}
-    pushed = sorted(set(glob.glob(os.path.join(serving_dir, "*"))) - before)
+    after = sorted(glob.glob(os.path.join(serving_dir, "*")))
+    pushed = [path for path in after if path not in before]
     # This run's outputs, cached or new (by ML Metadata, not the newest directories).
     executions = run_executions(paths.metadata_path, started_ms)
     outputs = {name: e.outputs for name, e in executions.items()}
     cached = sorted(name for name, e in executions.items() if e.state == "CACHED")
-    earlier = sorted(glob.glob(os.path.join(serving_dir, "*")))
     return {"pushed_model": pushed[-1] if pushed else None,
             "blessed": blessed(paths.pipeline_root, outputs.get("Evaluator", {}).get("blessing")),
             "bless_head": values.bless_head, "cached": cached,
-            "last_pushed_model": earlier[-1] if earlier else None,
+            "last_pushed_model": after[-1] if after else None,
             "evaluation": read_evaluation(paths.pipeline_root,
                                           outputs.get("Evaluator", {}).get("evaluation")),
             "trainer": read_trainer_metrics(paths.pipeline_root,

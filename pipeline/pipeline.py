@@ -82,15 +82,16 @@ def eval_config(heads: Sequence[tasks_lib.Head], label_columns: Mapping[str, str
                 tfma.MetricConfig(class_name="MeanPrediction"),
                 tfma.MetricConfig(class_name="MeanLabel")]
 
-    # tf_generic: TFMA calls the serving signature either way; left unset, it first loads the
-    # whole Keras model (every layer revived from its traces) just to find the model type.
-    specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
-                            model_type=tfma.TF_GENERIC, label_keys=labels,
-                            example_weight_keys=weights)]
+    def model_spec(name: str, **baseline):
+        # tf_generic: TFMA calls the serving signature either way; left unset, it first loads
+        # the whole Keras model (every layer revived from its traces) to find the model type.
+        return tfma.ModelSpec(name=name, signature_name="serving_default",
+                              model_type=tfma.TF_GENERIC, label_keys=labels,
+                              example_weight_keys=weights, **baseline)
+
+    specs = [model_spec(CANDIDATE)]
     if max_auc_drop is not None:
-        specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
-                                    model_type=tfma.TF_GENERIC, label_keys=labels,
-                                    example_weight_keys=weights, is_baseline=True))
+        specs.append(model_spec(BASELINE, is_baseline=True))
     metrics_specs = [tfma.MetricsSpec(output_names=[head.name],
                                       metrics=metrics(head.name == bless_head))
                      for head in scored]

@@ -76,11 +76,12 @@ def exported_variable_names(export_dir: str):
     """Names of the variables a SavedModel restores (``backbone/attention/query/kernel:0``...).
 
     ``tf.train.list_variables`` on the checkpoint only shows object-graph paths such as
-    ``variables/12/.ATTRIBUTES/VARIABLE_VALUE``, which say nothing about what a variable is.
+    ``variables/12/.ATTRIBUTES/VARIABLE_VALUE``, which say nothing about what a variable is;
+    :func:`trainer.warm_start.saved_variables` reads the names from the object graph.
     """
-    import tensorflow as tf
+    from trainer.warm_start import saved_variables
 
-    return sorted({v.name for v in tf.saved_model.load(export_dir).variables})
+    return sorted(saved_variables(export_dir))
 
 
 CENSUS_CONFIG = {

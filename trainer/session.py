@@ -135,8 +135,8 @@ def steps_per_execution(cfg: ExperimentConfig, replicas: int,
     trace."""
     if replicas > 1:
         return 1
-    return min(cfg.train.steps_per_execution, max(1, steps_per_call or
-                                                   cfg.train.steps_per_execution))
+    steps = cfg.train.steps_per_execution
+    return min(steps, steps_per_call) if steps_per_call else steps
 
 
 def learning_rate(cfg: ExperimentConfig, peak: float, steps_per_epoch: Optional[int] = None):
