@@ -45,7 +45,16 @@ def raw_serving_spec(tft_output: tft.TFTransformOutput,
 
 def _save(network: tf.keras.Model, export_dir: str, sigs: Dict,
           warmup_examples: Sequence[bytes]) -> str:
-    network.save(export_dir, save_format="tf", signatures=sigs, include_optimizer=False)
+    """Writes the SavedModel and its warmup file.
+
+    The layers' traced functions are not saved (``save_traces=False``): TF Serving, the
+    Evaluator (``tf_generic``), ``serve-check`` and warm starts use only the signatures and
+    the variables, and tracing every layer took about 5 of the 12 s of an export.
+    ``tf.keras.models.load_model`` still rebuilds the network, from the registered layers'
+    configs (``custom_objects=funnelrank.layers.custom_objects()``).
+    """
+    network.save(export_dir, save_format="tf", signatures=sigs, include_optimizer=False,
+                 save_traces=False)
     warmup.write_warmup(export_dir, warmup_examples)
     log.info("exported serving model to %s (heads %s, signatures %s)", export_dir,
              list(network.output_names), sorted(sigs))

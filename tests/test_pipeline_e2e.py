@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from funnelrank import layers
 from pipeline import local_runner
 from schemas import config as config_lib
 from tests import fixtures
@@ -209,7 +210,7 @@ def test_served_predictions_match_the_trained_network_on_beam_transformed_data(p
     raw_records = [r.numpy() for r in tf.data.TFRecordDataset(raw, "GZIP")]
     served = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
         examples=tf.constant(raw_records)).items()}
-    network = tf.keras.models.load_model(model_dir)
+    network = tf.keras.models.load_model(model_dir, custom_objects=layers.custom_objects())
     spec = {name: tf.io.FixedLenFeature([1], inp.dtype)
             for name, inp in zip(network.input_names, network.inputs)}
     xf = [tf.io.parse_single_example(r, spec)

@@ -359,6 +359,29 @@ def test_the_train_output_model_reloads_with_keras_and_predicts_the_same(int_run
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
+def test_the_export_keeps_signatures_not_layer_traces_and_reloads_with_keras(int_run,
+                                                                             exporter):
+    """The serving export is saved without the layers' traced functions (README "Serving"):
+    TF Serving and ``tf.saved_model.load`` see the signatures only, and
+    ``tf.keras.models.load_model`` rebuilds the network from the layers' configs, with the
+    exported weights."""
+    from funnelrank import layers
+
+    export_dir = int_run["dirs"][exporter]
+    loaded = tf.saved_model.load(export_dir)
+    assert set(loaded.signatures) == {SERVING_DEFAULT, PREDICT_RAW}
+    assert not callable(loaded)  # a traced __call__ would make the restored object callable
+    reloaded = tf.keras.models.load_model(export_dir, custom_objects=layers.custom_objects())
+    network = int_run["network"]
+    xf = int_run["pre"].transform(_int_frame(50, seed=3))
+    x = {k: xf[k] for k in network.input_names}
+    want, got = network(x, training=False), reloaded(x, training=False)
+    assert set(got) == set(want) == {"ctr", "cvr", "ctcvr"}
+    for head in want:
+        np.testing.assert_allclose(got[head].numpy(), want[head].numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
 def test_a_warm_start_reads_every_network_weight_from_the_export(int_run, exporter):
     """``train.warm_start`` in the pipeline starts from the last blessed export (with its
     preprocessing attached): its variables, read from the files, are the network's."""
@@ -661,3 +684,5 @@ def test_a_bad_warmup_csv_cell_is_exit_2_naming_file_row_and_column(int_run, tmp
     line = _one_line_error(err, "export")
     assert f"{csv}: data row 3, column '{column}': expected " in line and shown in line, line
     assert len(line) - len(str(csv)) < 200  # the value cut short; the path is the test's
+
+
