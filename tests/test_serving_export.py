@@ -341,21 +341,27 @@ def test_export_is_versioned_with_a_model_config(int_run):
     assert 'model_platform: "tensorflow"' in text
 
 
-def test_the_train_output_model_reloads_with_keras_and_predicts_the_same(int_run):
-    """``<out>/model`` is saved without traced functions (README): load_model rebuilds it
-    from the registered layers' configs, with the trained weights."""
+def _reloads_with_keras(saved_dir: str, run: dict) -> None:
+    """``tf.keras.models.load_model`` rebuilds ``saved_dir`` from the registered layers'
+    configs, and it predicts what ``run``'s trained network predicts."""
     from funnelrank import layers
 
-    model_dir = str(int_run["train_dir"] / "model")
-    assert tf.saved_model.load(model_dir).signatures.keys() == set()  # no traces kept
-    reloaded = tf.keras.models.load_model(model_dir, custom_objects=layers.custom_objects())
-    network = int_run["network"]
-    xf = int_run["pre"].transform(_int_frame(50, seed=3))
+    reloaded = tf.keras.models.load_model(saved_dir, custom_objects=layers.custom_objects())
+    network = run["network"]
+    xf = run["pre"].transform(_int_frame(50, seed=3))
     x = {k: xf[k] for k in network.input_names}
     want, got = network(x, training=False), reloaded(x, training=False)
     assert set(got) == set(want) == {"ctr", "cvr", "ctcvr"}
     for head in want:
         np.testing.assert_allclose(got[head].numpy(), want[head].numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_the_train_output_model_reloads_with_keras_and_predicts_the_same(int_run):
+    """``<out>/model`` is saved without traced functions (README): load_model rebuilds it
+    from the registered layers' configs, with the trained weights."""
+    model_dir = str(int_run["train_dir"] / "model")
+    assert tf.saved_model.load(model_dir).signatures.keys() == set()  # no traces kept
+    _reloads_with_keras(model_dir, int_run)
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
@@ -365,20 +371,11 @@ def test_the_export_keeps_signatures_not_layer_traces_and_reloads_with_keras(int
     TF Serving and ``tf.saved_model.load`` see the signatures only, and
     ``tf.keras.models.load_model`` rebuilds the network from the layers' configs, with the
     exported weights."""
-    from funnelrank import layers
-
     export_dir = int_run["dirs"][exporter]
     loaded = tf.saved_model.load(export_dir)
     assert set(loaded.signatures) == {SERVING_DEFAULT, PREDICT_RAW}
     assert not callable(loaded)  # a traced __call__ would make the restored object callable
-    reloaded = tf.keras.models.load_model(export_dir, custom_objects=layers.custom_objects())
-    network = int_run["network"]
-    xf = int_run["pre"].transform(_int_frame(50, seed=3))
-    x = {k: xf[k] for k in network.input_names}
-    want, got = network(x, training=False), reloaded(x, training=False)
-    assert set(got) == set(want) == {"ctr", "cvr", "ctcvr"}
-    for head in want:
-        np.testing.assert_allclose(got[head].numpy(), want[head].numpy(), rtol=1e-6, atol=1e-7)
+    _reloads_with_keras(export_dir, int_run)
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
