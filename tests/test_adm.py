@@ -123,7 +123,10 @@ def _run_beam(rows, params, beam_args):
 
     want = [tuple(sorted({**row, **extra}.items()))
             for row, extra in zip(rows, adm.reference(rows, params))]
-    with beam.Pipeline(options=PipelineOptions(local_beam_args(beam_args))) as p:
+    # With the image option the pipeline's runs add (the DirectRunner, both modes, ignores it).
+    args = local_beam_args(beam_args, image="gcr.io/funnelrank/funnelrank:0.1.0")
+    assert any(a.startswith("--sdk_container_image=") for a in args)
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
         got = (p | beam.Create(rows) | adm.ComputeAdm(params)
                | beam.Map(lambda r: tuple(sorted(r.items()))))
         assert_that(got, equal_to(want))

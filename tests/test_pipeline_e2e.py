@@ -96,6 +96,8 @@ def test_run_prints_at_most_60_lines_and_keeps_the_full_log(pipeline_run):
     assert log_file.startswith(os.path.join(cfg.pipeline.root, "logs"))
     text = open(log_file).read()
     assert len(text.splitlines()) > 10 * len(lines)  # the libraries' output is there
+    assert "Component Transform is running" in text
+    assert "Attempting to infer TFX Python dependency" not in text  # no TFX sdist built
 
 
 @pytest.mark.slow
