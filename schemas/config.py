@@ -457,7 +457,10 @@ class PipelineConfig:
         ``<root>/serving``.
       schema: A schema.pbtxt for ImportSchemaGen; ``null`` uses the schema derived from the
         dataset's roles when the data is prepared.
-      beam_args: Beam pipeline args (runner and its options).
+      beam_args: Beam pipeline args (runner and its options). A local run on the
+        DirectRunner adds ``--sdk_container_image=<image>`` when they name no way for workers
+        to get their dependencies (``pipeline.local_runner.local_beam_args``: the DirectRunner
+        ignores it, and TFX then builds no sdist of itself for each Beam component).
       image: Container image for the Kubeflow V2 compile.
       enable_cache: Let TFX reuse component outputs whose inputs did not change.
       transform_statistics: Transform also computes TFDV statistics of the train split before
