@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from schemas import features
 from tests import fixtures
-from trainer.data import from_arrays, from_transformed, load_transformed
+from trainer.data import (from_arrays, from_transformed, in_canonical_order,
+                          load_transformed)
 
 
 def _epoch_rows(ds):
@@ -139,6 +140,49 @@ def test_load_transformed_reads_every_row_back_and_feeds_the_same_rows(numbered,
     assert sorted(direct) == sorted(via_memory)
     for k in direct:
         np.testing.assert_array_equal(direct[k], via_memory[k])
+
+
+def test_canonical_order_sorts_rows_by_every_column_in_name_order():
+    """Against a NumPy reference: the rows as tuples (columns in name order, a [N, 2] column
+    as two), sorted; each column's dtype and shape kept."""
+    rng = np.random.default_rng(3)
+    arrays = {"b_xf": rng.integers(0, 3, (200, 1)),  # few values: ties go to the next column
+              "a_xf": rng.integers(0, 2, (200, 2)),
+              "c_xf": rng.normal(size=(200, 1)).astype(np.float32)}
+    got = in_canonical_order(arrays)
+    table = np.concatenate([arrays[k].reshape(200, -1).astype(np.float64)
+                            for k in sorted(arrays)], axis=1)
+    want = np.array(sorted(map(tuple, table)))
+    np.testing.assert_array_equal(np.concatenate(
+        [got[k].reshape(200, -1).astype(np.float64) for k in sorted(got)], axis=1), want)
+    for k in arrays:
+        assert got[k].dtype == arrays[k].dtype and got[k].shape == arrays[k].shape, k
+
+
+def test_the_same_rows_written_in_another_order_load_into_the_same_training_arrays(numbered,
+                                                                                   tmp_path):
+    """What Beam does between two runs of one pipeline (rows in another order, other files)
+    changes nothing that training reads: ``SplitData.in_memory`` gives equal arrays."""
+    from trainer.session import SplitData
+
+    arrays, _ = numbered
+    columns = sorted(arrays)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    perm = np.random.default_rng(5).permutation(1000)
+    fixtures.write_gzipped_examples(arrays, tmp_path / "a-0.gz", columns)
+    fixtures.write_gzipped_examples({k: v[perm[:300]] for k, v in arrays.items()},
+                                    tmp_path / "b-0.gz", columns)
+    fixtures.write_gzipped_examples({k: v[perm[300:]] for k, v in arrays.items()},
+                                    tmp_path / "b-1.gz", columns)
+    first = SplitData(files=str(tmp_path / "a-*.gz"), feature_spec=spec).in_memory(columns)
+    second = SplitData(files=str(tmp_path / "b-*.gz"), feature_spec=spec).in_memory(columns)
+    for k in columns:
+        np.testing.assert_array_equal(first.arrays[k], second.arrays[k], err_msg=k)
+        assert first.arrays[k].shape == (1000,)  # parsed as scalars: load_transformed's shape
+    assert not np.array_equal(  # read as written, the two orders differ
+        load_transformed(str(tmp_path / "a-*.gz"), spec, columns)["price_xf"],
+        load_transformed(str(tmp_path / "b-*.gz"), spec, columns)["price_xf"])
 
 
 def test_load_transformed_reads_at_most_max_rows(numbered, tmp_path):

@@ -67,11 +67,13 @@ class SplitData:
         return len(next(iter(self.arrays.values())))
 
     def in_memory(self, columns: Sequence[str]) -> "SplitData":
-        """The same split as arrays (TFRecords parsed once)."""
+        """The same split as arrays (TFRecords parsed once), its rows in
+        :func:`~trainer.data.in_canonical_order`: the same rows train the same model under
+        the same seed, in whatever order the pipeline wrote them."""
         if self.arrays is not None:
             return self
-        return SplitData(arrays=data_lib.load_transformed(self.files, self.feature_spec,
-                                                          columns))
+        return SplitData(arrays=data_lib.in_canonical_order(
+            data_lib.load_transformed(self.files, self.feature_spec, columns)))
 
 
 def precision_policy(cfg: ExperimentConfig) -> str:
