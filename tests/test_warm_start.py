@@ -204,8 +204,9 @@ def test_unusable_sources_are_named(tmp_path):
 
 @pytest.mark.parametrize("traces", [True, False], ids=["traced", "configs_only"])
 def test_saved_variables_are_every_weight_by_name_read_from_the_files(tmp_path, traces):
-    """``funnelrank train`` saves ``model/`` without traced functions, the serving export with
-    them: both are read from the two object graphs, nothing loaded or run."""
+    """``funnelrank train`` and the serving export save without traced functions; a Keras
+    save with them (the default) is read the same way: from the two object graphs, nothing
+    loaded or run."""
     network, _, _ = fixtures.tiny_network()
     path = str(tmp_path / "model")
     network.save(path, save_format="tf", save_traces=traces)
