@@ -1,4 +1,6 @@
 """trainer.data.from_arrays: the ``funnelrank train`` input pipeline."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -149,7 +151,9 @@ def test_canonical_order_sorts_rows_by_every_column_in_name_order():
     arrays = {"b_xf": rng.integers(0, 3, (200, 1)),  # few values: ties go to the next column
               "a_xf": rng.integers(0, 2, (200, 2)),
               "c_xf": rng.normal(size=(200, 1)).astype(np.float32)}
-    got = in_canonical_order(arrays)
+    given = dict(arrays)
+    got = in_canonical_order(given)
+    assert got is given  # sorted in place
     table = np.concatenate([arrays[k].reshape(200, -1).astype(np.float64)
                             for k in sorted(arrays)], axis=1)
     want = np.array(sorted(map(tuple, table)))
@@ -157,6 +161,29 @@ def test_canonical_order_sorts_rows_by_every_column_in_name_order():
         [got[k].reshape(200, -1).astype(np.float64) for k in sorted(got)], axis=1), want)
     for k in arrays:
         assert got[k].dtype == arrays[k].dtype and got[k].shape == arrays[k].shape, k
+
+
+def test_canonical_order_needs_one_column_more_not_a_second_copy_of_the_split():
+    """The columns are replaced one at a time, each freed once its sorted copy exists: the
+    peak of new allocations (numpy reports them to ``tracemalloc``) stays under three columns'
+    bytes. A sort that builds a second dict peaks at the whole split (ten columns here)."""
+    import tracemalloc
+
+    rows = 400_000
+    rng = np.random.default_rng(4)
+    tracemalloc.start()  # before the columns exist: freeing them counts only if traced
+    try:
+        arrays = {f"c{i}_xf": rng.integers(0, 1000, (rows, 1)) for i in range(10)}
+        column_bytes = arrays["c0_xf"].nbytes
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        in_canonical_order(arrays)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert column_bytes <= peak < 3 * column_bytes, (peak, column_bytes)
+    first = arrays["c0_xf"][:, 0]
+    assert np.all(first[1:] >= first[:-1])
 
 
 def test_the_same_rows_written_in_another_order_load_into_the_same_training_arrays(numbered,
@@ -176,13 +203,87 @@ def test_the_same_rows_written_in_another_order_load_into_the_same_training_arra
     fixtures.write_gzipped_examples({k: v[perm[300:]] for k, v in arrays.items()},
                                     tmp_path / "b-1.gz", columns)
     first = SplitData(files=str(tmp_path / "a-*.gz"), feature_spec=spec).in_memory(columns)
-    second = SplitData(files=str(tmp_path / "b-*.gz"), feature_spec=spec).in_memory(columns)
+    second = SplitData(files=str(tmp_path / "b-*.gz"), feature_spec=spec,  # the TFX Trainer's
+                       count=1000).in_memory(columns)  # counted rows: columns filled in place
     for k in columns:
         np.testing.assert_array_equal(first.arrays[k], second.arrays[k], err_msg=k)
         assert first.arrays[k].shape == (1000,)  # parsed as scalars: load_transformed's shape
     assert not np.array_equal(  # read as written, the two orders differ
         load_transformed(str(tmp_path / "a-*.gz"), spec, columns)["price_xf"],
         load_transformed(str(tmp_path / "b-*.gz"), spec, columns)["price_xf"])
+
+
+def test_load_transformed_frees_each_columns_chunks_once_joined(numbered, tmp_path,
+                                                                 monkeypatch):
+    """Each column's parsed chunks are released right after they are joined: when a column is
+    concatenated, no chunk of the columns joined before it is alive (at the peak the load
+    holds the split and one column, not the chunks and the joined split side by side)."""
+    import weakref
+
+    arrays, _ = numbered
+    columns = sorted(arrays)
+    fixtures.write_gzipped_examples(arrays, tmp_path / "p-0.gz", columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    joined, alive_at_join = [], []
+    concatenate = np.concatenate
+
+    def tracking(chunks, *args, **kwargs):
+        alive_at_join.append(sum(ref() is not None for refs in joined for ref in refs))
+        joined.append([weakref.ref(c) for c in chunks])
+        return concatenate(chunks, *args, **kwargs)
+
+    monkeypatch.setattr(np, "concatenate", tracking)
+    load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128)
+    monkeypatch.undo()
+    assert len(joined) == len(columns) and len(joined[0]) == -(-1000 // 128)
+    assert alive_at_join == [0] * len(columns)
+
+
+@pytest.mark.parametrize("max_rows", [None, 300])
+def test_load_transformed_with_the_row_count_fills_the_columns_without_joining_chunks(
+        numbered, tmp_path, monkeypatch, max_rows):
+    """Given ``rows`` (the TFX Trainer counts the records), the columns are allocated once and
+    filled: the same arrays as the chunks joined, and no concatenation of chunks (which
+    would hold the chunks and the joined split at once)."""
+    arrays, _ = numbered
+    columns = sorted(arrays)
+    fixtures.write_gzipped_examples({k: v[:600] for k, v in arrays.items()},
+                                    tmp_path / "p-0.gz", columns)
+    fixtures.write_gzipped_examples({k: v[600:] for k, v in arrays.items()},
+                                    tmp_path / "p-1.gz", columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    pattern = str(tmp_path / "p-*.gz")
+    joined = load_transformed(pattern, spec, columns, chunk=128, max_rows=max_rows)
+
+    def no_join(*args, **kwargs):
+        raise AssertionError("chunks joined")
+
+    monkeypatch.setattr(np, "concatenate", no_join)
+    filled = load_transformed(pattern, spec, columns, chunk=128, max_rows=max_rows, rows=1000)
+    monkeypatch.undo()
+    assert sorted(filled) == columns
+    for k in columns:
+        assert filled[k].dtype == joined[k].dtype and filled[k].shape == joined[k].shape, k
+        np.testing.assert_array_equal(filled[k], joined[k])
+    assert len(filled["price_xf"]) == (max_rows or 1000)
+
+
+@pytest.mark.parametrize("rows, message", [
+    (999, r"hold more than the 999 rows counted before reading them \(did the files change"),
+    (1001, r"hold 1000 rows, expected the 1001 counted before reading them"),
+])
+def test_load_transformed_names_a_row_count_the_files_do_not_match(numbered, tmp_path, rows,
+                                                                   message):
+    arrays, _ = numbered
+    columns = sorted(arrays)
+    fixtures.write_gzipped_examples(arrays, tmp_path / "p-0.gz", columns)
+    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+    pattern = str(tmp_path / "p-*.gz")
+    with pytest.raises(ValueError, match=re.escape(repr(pattern)) + " " + message):
+        load_transformed(pattern, spec, columns, chunk=128, rows=rows)
 
 
 def test_load_transformed_reads_at_most_max_rows(numbered, tmp_path):

@@ -69,11 +69,13 @@ class SplitData:
     def in_memory(self, columns: Sequence[str]) -> "SplitData":
         """The same split as arrays (TFRecords parsed once), its rows in
         :func:`~trainer.data.in_canonical_order`: the same rows train the same model under
-        the same seed, in whatever order the pipeline wrote them."""
+        the same seed, in whatever order the pipeline wrote them. With ``count`` the columns
+        are allocated once and filled (:func:`~trainer.data.load_transformed`'s ``rows``)."""
         if self.arrays is not None:
             return self
         return SplitData(arrays=data_lib.in_canonical_order(
-            data_lib.load_transformed(self.files, self.feature_spec, columns)))
+            data_lib.load_transformed(self.files, self.feature_spec, columns,
+                                      rows=self.count)))
 
 
 def precision_policy(cfg: ExperimentConfig) -> str:
@@ -255,7 +257,8 @@ class TrainingSession:
                             "fitted on its first %d rows (one row from each file in turn)",
                             limit)
                 sample = data_lib.load_transformed(train.files, train.feature_spec,
-                                                   self.columns, max_rows=limit)
+                                                   self.columns, max_rows=limit,
+                                                   rows=train.count)
             else:
                 sample = wide_init.sample_rows(train.arrays, limit, self.cfg.train.seed)
             validation = validation.in_memory(self.columns)  # parsed once, trained on below
