@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from schemas import config as config_lib
 from schemas import features
@@ -111,3 +111,44 @@ def pipeline_values(cfg: config_lib.ExperimentConfig, spec: features.DatasetSpec
         custom_config=config_lib.to_custom_config(cfg, run_spec),
         adm_params=params.to_dict() if params else None, evaluation=evaluation,
         schema_path=cfg.pipeline.schema or prepared_schema, bless_head=bless)
+
+
+# Beam options by which TFX's Beam executors see that the workers' Python dependencies are
+# provided; without one they build and stage an sdist of TFX (tfx.utils.dependency_utils).
+TFX_DEPENDENCY_OPTIONS = ("extra_packages", "setup_file", "requirements_file",
+                          "worker_harness_container_image", "sdk_container_image")
+
+
+def beam_pipeline_args(args, image: Optional[str] = None) -> List[str]:
+    """The Beam args every runner gives the pipeline: ``pipeline.beam_args`` and two more.
+
+    The same for a local run (LocalDagRunner) and the Kubeflow spec, whose Beam components
+    run the DirectRunner inside the image's container by default:
+
+    * Beam 2.74's DirectRunner first tries the Prism runner, which downloads a binary from the
+      internet (our machines, and many clusters, have no such access; where they do, every
+      Beam component would download it and run on another runner than the one tested here).
+      Naming the installed Beam version as the update-compatibility version (a no-op for
+      behaviour; the image is built from the same lock file) makes it use the in-process
+      runner.
+    * With ``image`` (``pipeline.image``, or the Kubeflow compile's ``--image``), on the
+      DirectRunner and with none of :data:`TFX_DEPENDENCY_OPTIONS` given,
+      ``--sdk_container_image=<image>`` is added. The DirectRunner's workers are the
+      component's process or its subprocesses and it stages nothing (it does not read the
+      option), but every TFX Beam component would otherwise build an sdist of TFX for them
+      first: 1-1.5 s each, four or five times a run (docs/benchmarks.md, issue 18). A runner
+      with containers would get the project's image, which has TFX and this package.
+    """
+    import apache_beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    args = list(args)
+    if not any(a.startswith("--update_compatibility_version") for a in args):
+        args.append(f"--update_compatibility_version={apache_beam.__version__}")
+    options = PipelineOptions(args)
+    runner = options.view_as(StandardOptions).runner
+    direct = runner is None or str(runner).split(".")[-1].lower() in ("directrunner", "direct")
+    given = options.get_all_options()
+    if image and direct and not any(given.get(name) for name in TFX_DEPENDENCY_OPTIONS):
+        args.append(f"--sdk_container_image={image}")
+    return args

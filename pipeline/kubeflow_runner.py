@@ -16,7 +16,8 @@ from typing import Optional
 import tensorflow as tf
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline.common import PipelinePaths, pipeline_values, schema_by_content
+from pipeline.common import (PipelinePaths, beam_pipeline_args, pipeline_values,
+                             schema_by_content)
 from pipeline.pipeline import create_pipeline
 from schemas import config as config_lib
 from schemas import features, storage
@@ -80,12 +81,14 @@ def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
     schema_path = values.schema_path
     if tf.io.gfile.exists(schema_path):  # prepared before compiling: see schema_by_content
         schema_path = schema_by_content(schema_path, f"{paths.root}/data/schemas")
+    image = image or cfg.pipeline.image
     pipeline = create_pipeline(
         pipeline_name=cfg.pipeline.name, pipeline_root=paths.pipeline_root,
         data_root=paths.data_root, schema_path=schema_path,
         custom_config=values.custom_config, evaluation=values.evaluation,
         serving_model_dir=paths.serving_dir(cfg), metadata_connection_config=None,
-        beam_pipeline_args=list(cfg.pipeline.beam_args), adm_params=values.adm_params,
+        beam_pipeline_args=beam_pipeline_args(cfg.pipeline.beam_args, image),
+        adm_params=values.adm_params,
         compare_to_baseline=cfg.eval.max_auc_drop is not None,
         enable_cache=cfg.pipeline.enable_cache, warm_start=cfg.train.warm_start,
         transform_statistics=cfg.pipeline.transform_statistics)
@@ -93,7 +96,7 @@ def compile_pipeline(cfg: config_lib.ExperimentConfig, output_file: str,
     folder, name = output_file.rsplit("/", 1)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-            default_image=image or cfg.pipeline.image),
+            default_image=image),
         output_dir=folder, output_filename=name)
     runner.run(pipeline, write_out=True)
     return output_file

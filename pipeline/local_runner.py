@@ -12,7 +12,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from pipeline.tfx_api import tfx
 
-from pipeline.common import (PipelinePaths, pipeline_values, prepare_data,
+from pipeline.common import (PipelinePaths, beam_pipeline_args, pipeline_values, prepare_data,
                              schema_by_content)
 from pipeline.pipeline import create_pipeline
 from schemas import config as config_lib
@@ -124,41 +124,6 @@ def run_executions(metadata_path: str, since_ms: int) -> Dict[str, RunExecution]
     return {name: RunExecution(metadata_store_pb2.Execution.State.Name(e.last_known_state),
                                keys.get(e.id, {}))
             for name, e in newest.items()}
-
-
-# Beam options by which TFX's Beam executors see that the workers' Python dependencies are
-# provided; without one they build and stage an sdist of TFX (tfx.utils.dependency_utils).
-TFX_DEPENDENCY_OPTIONS = ("extra_packages", "setup_file", "requirements_file",
-                          "worker_harness_container_image", "sdk_container_image")
-
-
-def local_beam_args(args, image: Optional[str] = None) -> list:
-    """Beam args for a local run.
-
-    Beam 2.74's DirectRunner first tries the Prism runner, which downloads a binary from the
-    internet. Our machines have no such access; naming the installed Beam version as the
-    update-compatibility version (a no-op for behaviour) makes it use the in-process runner.
-
-    With ``image`` (``pipeline.image``), on the DirectRunner and with none of
-    :data:`TFX_DEPENDENCY_OPTIONS` given, ``--sdk_container_image=<image>`` is added. The
-    DirectRunner's workers are this process or its subprocesses and it stages nothing (it
-    does not read the option), but every TFX Beam component would otherwise build an sdist of
-    TFX for them first: 1-1.5 s each, four or five times a run (docs/benchmarks.md, issue 18).
-    A runner with containers would get the project's image, which has TFX and this package.
-    """
-    import apache_beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    args = list(args)
-    if not any(a.startswith("--update_compatibility_version") for a in args):
-        args.append(f"--update_compatibility_version={apache_beam.__version__}")
-    options = PipelineOptions(args)
-    runner = options.view_as(StandardOptions).runner
-    direct = runner is None or str(runner).split(".")[-1].lower() in ("directrunner", "direct")
-    given = options.get_all_options()
-    if image and direct and not any(given.get(name) for name in TFX_DEPENDENCY_OPTIONS):
-        args.append(f"--sdk_container_image={image}")
-    return args
 
 
 class ComponentProgress(logging.Handler):
@@ -285,7 +250,7 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
         serving_model_dir=serving_dir,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             paths.metadata_path),
-        beam_pipeline_args=local_beam_args(cfg.pipeline.beam_args, cfg.pipeline.image),
+        beam_pipeline_args=beam_pipeline_args(cfg.pipeline.beam_args, cfg.pipeline.image),
         adm_params=values.adm_params,
         compare_to_baseline=cfg.eval.max_auc_drop is not None,
         enable_cache=cfg.pipeline.enable_cache,

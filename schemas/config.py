@@ -457,10 +457,12 @@ class PipelineConfig:
         ``<root>/serving``.
       schema: A schema.pbtxt for ImportSchemaGen; ``null`` uses the schema derived from the
         dataset's roles when the data is prepared.
-      beam_args: Beam pipeline args (runner and its options). A local run on the
-        DirectRunner adds ``--sdk_container_image=<image>`` when they name no way for workers
-        to get their dependencies (``pipeline.local_runner.local_beam_args``: the DirectRunner
-        ignores it, and TFX then builds no sdist of itself for each Beam component).
+      beam_args: Beam pipeline args (runner and its options). Local runs and the Kubeflow
+        spec add ``--update_compatibility_version=<installed Beam>`` (the in-process
+        DirectRunner, not Prism, which downloads a binary) and, on the DirectRunner when they
+        name no way for workers to get their dependencies, ``--sdk_container_image=<image>``
+        (``pipeline.common.beam_pipeline_args``: the DirectRunner ignores it, and TFX then
+        builds no sdist of itself for each Beam component).
       image: Container image for the Kubeflow V2 compile.
       enable_cache: Let TFX reuse component outputs whose inputs did not change.
       transform_statistics: Transform also computes TFDV statistics of the train split before

@@ -119,12 +119,12 @@ def _run_beam(rows, params, beam_args):
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipeline.local_runner import local_beam_args
+    from pipeline.common import beam_pipeline_args
 
     want = [tuple(sorted({**row, **extra}.items()))
             for row, extra in zip(rows, adm.reference(rows, params))]
     # With the image option the pipeline's runs add (the DirectRunner, both modes, ignores it).
-    args = local_beam_args(beam_args, image="gcr.io/funnelrank/funnelrank:0.1.0")
+    args = beam_pipeline_args(beam_args, image="gcr.io/funnelrank/funnelrank:0.1.0")
     assert any(a.startswith("--sdk_container_image=") for a in args)
     with beam.Pipeline(options=PipelineOptions(args)) as p:
         got = (p | beam.Create(rows) | adm.ComputeAdm(params)

@@ -6,9 +6,11 @@ import json
 import os
 import re
 
+import apache_beam
 import pytest
 import tensorflow as tf
 
+import pipeline.common
 from funnelrank import cli
 from pipeline import kubeflow_runner
 from schemas import config as config_lib
@@ -107,10 +109,21 @@ def test_compiled_spec_lists_every_component_and_entry_points(tmp_path):
     tasks = tasks_of(spec)
     assert sorted(tasks) == sorted(COMPONENTS)
     text = json.dumps(spec)
-    assert "trainer.tfx_trainer.run_fn" in text and "transform.preprocessing.preprocessing_fn" in text
+    assert "trainer.tfx_trainer.run_fn" in text
+    assert "transform.preprocessing.preprocessing_fn" in text
     assert pipeline_spec["pipelineInfo"]["name"] == "funnelrank-synthetic-mmoe"
     executors = pipeline_spec["deploymentSpec"]["executors"].values()
-    assert {e["container"]["image"] for e in executors if "container" in e} == {cfg.pipeline.image}
+    images = {e["container"]["image"] for e in executors if "container" in e}
+    assert images == {cfg.pipeline.image}
+    # Each component runs Beam's in-process DirectRunner in its container (not Prism, which
+    # downloads a binary), and TFX builds no sdist of itself for it: the local run's args.
+    beam = pipeline.common.beam_pipeline_args(cfg.pipeline.beam_args, cfg.pipeline.image)
+    assert beam == list(cfg.pipeline.beam_args) + [
+        f"--update_compatibility_version={apache_beam.__version__}",
+        f"--sdk_container_image={cfg.pipeline.image}"]
+    for name in ("ImportExampleGen", "StatisticsGen", "Transform", "Trainer", "Evaluator"):
+        assert pipeline_spec["deploymentSpec"]["executors"][f"{name}_executor"]["container"][
+            "args"][-len(beam):] == beam, name
     # Transform writes no analyzer cache and, by default (pipeline.transform_statistics), no
     # statistics of its own.
     assert outputs_of(spec, "Transform") == {"transform_graph", "transformed_examples"}
@@ -169,6 +182,8 @@ def test_ram_root_prepare_then_compile_bakes_in_no_path_of_this_machine(tmp_path
         assert local not in text
     executors = spec["pipelineSpec"]["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors if "container" in e} == {IMAGE}
+    assert all(f"--sdk_container_image={IMAGE}" in e["container"]["args"]  # --image, not the
+               for e in executors if "container" in e)  # config's image, for Beam too
     tasks = tasks_of(spec)
     cached = {k for k, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
     assert cached >= set(COMPONENTS[:9]), cached  # every component (resolvers do no work)

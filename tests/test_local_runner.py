@@ -1,13 +1,7 @@
-"""pipeline.local_runner: a run's components and outputs from ML Metadata; its Beam args."""
-import apache_beam
-import pytest
+"""pipeline.local_runner: a run's components and outputs from ML Metadata."""
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.local_runner import (RunExecution, local_beam_args, open_metadata,
-                                   run_executions)
-
-IMAGE = "gcr.io/funnelrank/funnelrank:0.1.0"
-DEFAULT_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+from pipeline.local_runner import RunExecution, open_metadata, run_executions
 
 State = metadata_store_pb2.Execution.State
 
@@ -52,33 +46,3 @@ def test_a_cached_component_reports_the_earlier_runs_outputs_not_the_newest(tmp_
     assert everything["Evaluator"].state == "CACHED"
     assert everything["Trainer"] == RunExecution("COMPLETE", {})
     assert run_executions(path, since + 10 ** 9) == {}
-
-
-def test_local_args_tell_tfx_the_direct_runner_needs_no_tfx_sdist(monkeypatch):
-    """On the DirectRunner, TFX's Beam executors take the local args as they are: no sdist of
-    TFX is built for workers that are this process (1-1.5 s per Beam component)."""
-    from tfx.utils import dependency_utils
-
-    def no_build():
-        raise AssertionError("TFX would build its sdist")
-
-    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", no_build)
-    for given in (DEFAULT_ARGS, ["--direct_running_mode=multi_processing"],
-                  ["--runner=DirectRunner"]):
-        args = local_beam_args(given, IMAGE)
-        assert args == given + [f"--update_compatibility_version={apache_beam.__version__}",
-                                f"--sdk_container_image={IMAGE}"]
-        assert dependency_utils.make_beam_dependency_flags(args) == args
-    with pytest.raises(AssertionError, match="sdist"):  # what the option avoids
-        dependency_utils.make_beam_dependency_flags(local_beam_args(DEFAULT_ARGS))
-
-
-@pytest.mark.parametrize("given", [
-    ["--runner=DataflowRunner", "--project=p"],  # its workers need what the user stages
-    ["--runner=FlinkRunner", "--environment_type=DOCKER"],
-    DEFAULT_ARGS + ["--setup_file=./setup.py"],  # the user said how
-    DEFAULT_ARGS + ["--sdk_container_image=my/image:1"],
-])
-def test_local_args_add_no_image_off_the_direct_runner_or_when_dependencies_are_given(given):
-    args = local_beam_args(given, IMAGE)
-    assert args == given + [f"--update_compatibility_version={apache_beam.__version__}"]

@@ -2,10 +2,14 @@
 import os
 import uuid
 
+import apache_beam
 import pytest
 import tensorflow as tf
 
-from pipeline.common import schema_by_content
+from pipeline.common import beam_pipeline_args, schema_by_content
+
+IMAGE = "gcr.io/funnelrank/funnelrank:0.1.0"
+DEFAULT_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
 @pytest.mark.parametrize("where", ["local", "ram"])
@@ -37,3 +41,33 @@ def test_schema_path_changes_with_its_content_and_only_then(tmp_path, where):
 def test_a_missing_schema_is_named(tmp_path):
     with pytest.raises(tf.errors.NotFoundError, match="nope.pbtxt"):
         schema_by_content(str(tmp_path / "nope.pbtxt"), str(tmp_path / "schemas"))
+
+
+def test_beam_args_tell_tfx_the_direct_runner_needs_no_tfx_sdist(monkeypatch):
+    """On the DirectRunner, TFX's Beam executors take the args as they are: no sdist of TFX is
+    built for workers that are the component's own process (1-1.5 s per Beam component)."""
+    from tfx.utils import dependency_utils
+
+    def no_build():
+        raise AssertionError("TFX would build its sdist")
+
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", no_build)
+    for given in (DEFAULT_ARGS, ["--direct_running_mode=multi_processing"],
+                  ["--runner=DirectRunner"]):
+        args = beam_pipeline_args(given, IMAGE)
+        assert args == given + [f"--update_compatibility_version={apache_beam.__version__}",
+                                f"--sdk_container_image={IMAGE}"]
+        assert dependency_utils.make_beam_dependency_flags(args) == args
+    with pytest.raises(AssertionError, match="sdist"):  # what the option avoids
+        dependency_utils.make_beam_dependency_flags(beam_pipeline_args(DEFAULT_ARGS))
+
+
+@pytest.mark.parametrize("given", [
+    ["--runner=DataflowRunner", "--project=p"],  # its workers need what the user stages
+    ["--runner=FlinkRunner", "--environment_type=DOCKER"],
+    DEFAULT_ARGS + ["--setup_file=./setup.py"],  # the user said how
+    DEFAULT_ARGS + ["--sdk_container_image=my/image:1"],
+])
+def test_beam_args_add_no_image_off_the_direct_runner_or_when_dependencies_are_given(given):
+    args = beam_pipeline_args(given, IMAGE)
+    assert args == given + [f"--update_compatibility_version={apache_beam.__version__}"]
