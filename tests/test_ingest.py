@@ -346,7 +346,8 @@ def test_every_header_is_checked_before_any_row(tmp_path, good_frame):
     folder.mkdir()
     _csv(folder, _with(good_frame, 0, "price", "bad"), "a_test.csv")  # read first: a bad row
     _csv(folder, good_frame.drop(columns=["device"]), "b_train.csv")
-    with pytest.raises(DataValidationError, match=r"b_train\.csv: missing column\(s\) \['device'\]"):
+    with pytest.raises(DataValidationError,
+                       match=r"b_train\.csv: missing column\(s\) \['device'\]"):
         _prepare(_synthetic_cfg(folder), tmp_path / "w")
 
 

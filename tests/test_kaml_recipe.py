@@ -89,7 +89,8 @@ def test_recipe_terms_match_numpy(mask, ranking_positives):
     ({"loss": {"name": "kaml", "args": {"mask": "some"}}},
      r"loss.args.mask` must be one of \['adm', 'target', 'all'\], received: loss.args.mask='some'"),
     ({"loss": {"name": "kaml", "args": {"beta": [1, -1]}}},
-     r"loss.args.beta` must be a number >= 0 or one per action, received: loss.args.beta=\[1, -1\]"),
+     r"loss.args.beta` must be a number >= 0 or one per action, "
+     r"received: loss.args.beta=\[1, -1\]"),
     ({"loss": {"name": "kaml", "args": {"ranking_positives": "all"}}},
      r"loss.args.ranking_positives` must be one of \['masked', 'submitted'\], received: "
      r"loss.args.ranking_positives='all'"),

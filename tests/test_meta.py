@@ -200,8 +200,8 @@ def test_test_tasks_score_fine_tuned_copies_and_leave_the_model_as_it_is():
     cfg = _test_task_cfg()
     model(_batch_x(arrays, info, np.arange(4)))
     before = [v.numpy().copy() for v in model.variables]
-    summary = evaluate_test_tasks(model, arrays, info.input_names, fixtures.TINY_SPEC, "item_xf", cfg,
-                                  seed=5)
+    summary = evaluate_test_tasks(model, arrays, info.input_names, fixtures.TINY_SPEC, "item_xf",
+                                  cfg, seed=5)
     for b, v in zip(before, model.variables):
         np.testing.assert_array_equal(b, v.numpy(), err_msg=v.name)
     sampler = PartitionSampler(arrays["item_xf"], 16, 16, seed=0)

@@ -43,7 +43,8 @@ def test_pwiser_recipe_adds_lambda_times_pwiser_to_esmm(head):
                                                r"\['lamda'\]"),
     ({"name": "pwiser", "args": {"head": "cvr"}},
      r"loss.args.head` must be one of \['ctr', 'ctcvr'\], received: loss.args.head='cvr'"),
-    ({"name": "pwiser", "args": {"lambda": -1}}, r"loss.args.lambda` must be a finite number >= 0, received: loss.args.lambda=-1"),
+    ({"name": "pwiser", "args": {"lambda": -1}},
+     r"loss.args.lambda` must be a finite number >= 0, received: loss.args.lambda=-1"),
     ({"name": "pwiser", "args": {"margin_mode": "x"}}, r"margin_mode=.x."),
     ({"name": "esmm", "args": {"m1": 1}}, r"esmm takes \['calibrator', 'cvr_clicked'\] "
                                           r"arguments, got "

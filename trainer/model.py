@@ -2,8 +2,8 @@
 
 The network is a functional Keras model whose inputs are the transformed features
 (``<key>_xf``), embedded and concatenated (and, with ``model.cross_layers``, crossed by DCN-v2
-cross layers before the backbone) and whose outputs are a dict of probabilities keyed by head name: one tower and
-head per task of ``model.tasks`` (``schemas.tasks``). With a funnel recipe:
+cross layers before the backbone) and whose outputs are a dict of probabilities keyed by head
+name: one tower and head per task of ``model.tasks`` (``schemas.tasks``). With a funnel recipe:
 
 * ``[ctr, cvr]``: heads ctr, cvr and ``ctcvr = ctr * cvr`` (ESMM eq. 1);
 * ``[ctr, ctcvr]`` (funnel order, AITM): heads ctr, ctcvr and the derived

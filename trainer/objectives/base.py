@@ -1,7 +1,7 @@
 """What every loss recipe shares: the interface, BCE on probabilities, head labels, arg checks.
 
-A recipe turns the task labels (``{"ctr": click, "cvr": conversion}``, float32 ``[B]``) and the outputs
-of the training network into named scalar loss terms. Terms are per-replica means (or
+A recipe turns the task labels (``{"ctr": click, "cvr": conversion}``, float32 ``[B]``) and the
+outputs of the training network into named scalar loss terms. Terms are per-replica means (or
 batch-level values of the global batch, see :mod:`trainer.losses.global_batch`); the
 training step divides their sum by the number of replicas. A replica that gets no rows of a
 final global batch smaller than the replica count reports 0 for every mean, with zero gradient
