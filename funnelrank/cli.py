@@ -3,7 +3,8 @@ compile-kubeflow.
 
 Exit status: 0 success; 2 bad input (config, data, paths, model directories: one message on
 stderr naming what and where); 3 ``run`` finished but the Evaluator did not bless the model
-(nothing pushed); 143 stopped by SIGTERM after a checkpoint (run the same command to resume).
+(nothing pushed); 1 ``serve-check`` found a failing check; 143 stopped by SIGTERM after a
+checkpoint (run the same command to resume).
 Any other failure prints a traceback: that is a bug, please report it.
 """
 from __future__ import annotations

@@ -210,7 +210,7 @@ def run(cfg: config_lib.ExperimentConfig, through_transform_only: bool = False,
     With ``through_transform_only`` the pipeline stops after Transform and the result holds
     the per-component times instead (``"components"``: name -> seconds, from ML Metadata).
     The full log goes to ``<pipeline.root>/logs/run-<time>.log``; with ``progress`` stdout gets
-    a line per step (``[prepare] ...``, ``[3/10] Transform done in 42 s``).
+    a line per step (``[prepare] ...``, ``[7/10] Transform done in 42 s``).
 
     Returns:
       ``{"pushed_model": path this run pushed or None, "blessed": bool, "bless_head": head,

@@ -1,11 +1,13 @@
 """Experiment configuration: one YAML/JSON file, parsed once into typed, frozen dataclasses.
 
-The same dict travels into the TFX Transform and Trainer through ``custom_config``; ``run_fn``
-and ``funnelrank train`` both call :func:`from_dict` first and log the result.
+The dict travels into the TFX Trainer through ``custom_config`` (Transform gets only the
+dataset spec); ``run_fn`` and ``funnelrank train`` both call :func:`from_dict` first and log
+the result.
 
 Parsing is strict and every message names the key and quotes the value received: unknown keys
 are errors (a typo never falls back to a default), booleans are not numbers, lists are not
-mappings, ``null`` is accepted only where a field is documented as optional.
+mappings, ``null`` is accepted only where a field is documented as optional (a whole section
+given as ``null``, e.g. ``train:`` with nothing under it, takes its defaults).
 
 A dataset is described by roles (``data.features``, ``data.labels``); ``model.tasks`` default to
 the keys of ``data.labels`` and ``loss.name`` to ``esmm`` for the click -> conversion funnel
@@ -33,7 +35,7 @@ class ConfigError(UserError, ValueError):
     """A configuration file or value is invalid."""
 
 
-# Keys of the TFX components' ``custom_config`` (Transform and Trainer read the same dict).
+# Keys of the TFX components' ``custom_config`` (the Trainer gets both, Transform the spec).
 EXPERIMENT_KEY = "experiment"
 SPEC_KEY = "dataset_spec"
 
@@ -158,7 +160,7 @@ class ModelConfig:
       embedding_fused: One embedding table with per-feature row offsets (one gather per batch)
         instead of one table per feature; same outputs, variable ``embedding/fused``.
       tower_units: Hidden sizes of each task tower (ignored by backbones that own their
-        towers: aitm, cross_stitch).
+        towers: ``trainer.model.OWNS_TOWERS``, i.e. aitm, cross_stitch, star, taml, autoheri).
       tower_dropout: Dropout rate inside towers.
       tower_batch_norm: Batch-normalise each tower layer's pre-activation output.
       tasks: The model's tasks; ``null`` = every key of ``data.labels``. Funnel forms (with

@@ -115,6 +115,10 @@ def test_null_is_accepted_where_documented_and_only_there():
     with pytest.raises(config_lib.ConfigError,
                        match=r"train.epochs: expected an integer \(null is not allowed here\)"):
         config_lib.from_dict({"train": {"epochs": None}})
+    # A section given as null (`train:` with nothing under it in YAML) takes its defaults.
+    empty = config_lib.from_dict({"train": None, "eval": None})
+    assert empty.train == config_lib.from_dict({}).train
+    assert empty.eval == config_lib.from_dict({}).eval
 
 
 @pytest.mark.parametrize("change, message", [
