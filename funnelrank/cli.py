@@ -69,6 +69,7 @@ def cmd_generate(args) -> int:
 
     checks.check_positive_int("--rows", args.rows, error=ConfigError)
     checks.check_positive_int("--actions", args.actions, error=ConfigError)
+    checks.check_seed("--seed", args.seed, error=ConfigError)
     checks.check_number("--missing-rate", args.missing_rate, low=0.0, high=1.0, high_open=True,
                         error=ConfigError)
     t0 = time.perf_counter()

@@ -106,6 +106,16 @@ def check_nonneg_int(name: str, value: Any, error: Type[Exception] = ValueError)
     return value
 
 
+SEED_MAX = 2 ** 32 - 1  # NumPy's legacy seeding, which Keras' set_random_seed uses
+
+
+def check_seed(name: str, value: Any, error: Type[Exception] = ValueError) -> int:
+    """An integer in ``[0, 2**32 - 1]``: every seed NumPy, Python and TF all accept."""
+    if not (is_int(value) and 0 <= value <= SEED_MAX):
+        raise _fail(error, name, f"an integer in [0, {SEED_MAX}]", value)
+    return value
+
+
 def check_units(name: str, value: Any, error: Type[Exception] = ValueError,
                 allow_empty: bool = False) -> Tuple[int, ...]:
     """Layer widths: a positive integer or a (non-empty unless ``allow_empty``) list of them."""

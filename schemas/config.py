@@ -294,7 +294,10 @@ class TrainConfig:
         weight priors' term ``regularization``), ``val_ctcvr_auc`` or ``val_mean_auc`` (the
         mean of the heads' validation AUCs); keys ending in ``auc`` are maximised.
       validations_per_epoch: Validate (and count early stopping's patience) this many times
-        per pass over the train split instead of once; needs the train row count.
+        per pass over the train split instead of once; needs the train row count. Each
+        round is ``ceil(steps per pass / validations_per_epoch)`` steps, and a pass has as
+        many rounds as cover it: fewer than asked when the pass has few steps (logged; at
+        most one per step).
       jit_compile: Compile the train step with XLA. Losses that gather pairs with dynamic
         shapes (PWiseR, KAML's ranking term) cannot be XLA-compiled and are refused.
       mixed_precision: Train in ``mixed_float16`` (float16 compute, float32 weights, dynamic
@@ -745,6 +748,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     for key in ("early_stopping_patience", "train_auc_every", "intra_op_threads",
                 "inter_op_threads"):
         checks.check_nonneg_int(f"train.{key}", getattr(t, key), error=err)
+    checks.check_seed("train.seed", t.seed, error=err)
     checks.check_nonneg_number("train.early_stopping_min_epochs", t.early_stopping_min_epochs,
                                error=err)
     if t.early_stopping_min_epochs > t.epochs:
@@ -832,6 +836,7 @@ def _validate_data(d: DataConfig) -> None:
     for key in ("eval_percent", "validation_percent"):
         checks.check_number(f"data.{key}", getattr(d, key), low=1, high=99, error=err)
     checks.check_positive_int("data.generate_rows", d.generate_rows, error=err)
+    checks.check_seed("data.seed", d.seed, error=err)
     checks.check_positive_int("data.num_actions", d.num_actions, error=err)
     checks.check_choice("data.synthetic_mode", d.synthetic_mode, SYNTHETIC_MODES, error=err)
     checks.check_choice("data.extra_columns", d.extra_columns, ("ignore", "error"), error=err)

@@ -108,6 +108,21 @@ def test_generate_without_a_positive_row_count_is_exit_2(tmp_path, capsys, rows)
     assert not out.exists()
 
 
+def test_a_seed_numpy_refuses_is_exit_2_before_any_work(tmp_path, capsys):
+    """NumPy's legacy seeding (Keras' set_random_seed) takes [0, 2**32 - 1]: a seed outside
+    it used to end a `train` in a traceback, after the data work."""
+    out = tmp_path / "gen"
+    line = _error_line(["generate", "--rows", "10", "--out", str(out), "--seed", "-1"], capsys)
+    assert line == "`--seed` must be an integer in [0, 4294967295], received: --seed=-1"
+    assert not out.exists()
+    out = tmp_path / "train"
+    line = _error_line(["train", "--rows", "300", "--out", str(out), "--seed", "4294967296"],
+                       capsys)
+    assert line.endswith("`train.seed` must be an integer in [0, 4294967295], received: "
+                         "train.seed=4294967296")
+    assert not out.exists()
+
+
 def _split_dir(tmp_path, ali_ccp_dir, names):
     folder = tmp_path / "data"
     folder.mkdir()

@@ -69,6 +69,10 @@ def test_funnel_labels_default_to_esmm_and_three_tasks_are_allowed():
                                r"train.epochs=0"),
     ({"train": {"intra_op_threads": -1}}, r"`train.intra_op_threads` must be an integer >= 0"
                                           r", received: train.intra_op_threads=-1"),
+    ({"train": {"seed": -1}}, r"`train.seed` must be an integer in \[0, 4294967295\], "
+                              r"received: train.seed=-1"),
+    ({"train": {"seed": 2 ** 32}}, r"`train.seed` must be an integer in \[0, 4294967295\]"),
+    ({"data": {"seed": -3}}, r"`data.seed` must be an integer in \[0, 4294967295\]"),
     ({"train": {"learning_rate": -1}}, r"`train.learning_rate` must be a positive number, "
                                        r"received: train.learning_rate=-1"),
     ({"train": {"learning_rate": "fast"}}, r"train.learning_rate: expected a number, got "

@@ -320,6 +320,26 @@ def test_empty_header_only_missing_and_binary_files(tmp_path, good_frame):
         _prepare(_synthetic_cfg(tmp_path / "nowhere.csv"), tmp_path / "w")
 
 
+def test_a_gz_file_that_is_not_gzip_or_is_cut_short_is_named(tmp_path, good_frame):
+    """A ``.gz`` name over plain text, and a gzip file cut short (a copy interrupted): one
+    error naming the file, where both used to end in a traceback (BadGzipFile, pyarrow's
+    OSError "Truncated compressed stream")."""
+    import gzip
+
+    text = good_frame.to_csv(index=False).encode()
+    plain = tmp_path / "plain.csv.gz"
+    plain.write_bytes(text)
+    whole = gzip.compress(text)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(DataValidationError,
+                       match=r"plain\.csv\.gz: not a readable gzip file \(BadGzipFile: "):
+        _prepare(_synthetic_cfg(plain), tmp_path / "w")
+    with pytest.raises(DataValidationError, match=r"cut\.csv\.gz: could not be read to its end "
+                                                  r"\(OSError: .*Truncated"):
+        _prepare(_synthetic_cfg(cut), tmp_path / "w")
+
+
 def test_missing_extra_and_duplicate_columns(tmp_path, good_frame):
     path = _csv(tmp_path, good_frame.drop(columns=["price", "conv_3"]), "missing.csv")
     with pytest.raises(DataValidationError,

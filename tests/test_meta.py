@@ -157,7 +157,7 @@ def test_two_stage_man_reports_weights_and_exports_without_log_sigma(tmp_path):
     ({"train": {"early_stopping_patience": 2}, "meta": {"enabled": False}},
      r"early_stopping_patience needs validation data"),
     ({"train": {"early_stopping_patience": 1, "early_stopping_monitor": "val_auc"},
-      "meta": {"enabled": False}}, r"'val_auc' is not a training log key")])
+      "meta": {"enabled": False}}, r"'val_auc' is not a validation log key; have \[.*'val_loss'")])
 def test_two_stage_configuration_errors(sections, message):
     cfg = _man_config(**sections)
     validation = "early_stopping_monitor" in sections.get("train", {})

@@ -187,6 +187,43 @@ def test_several_validations_per_epoch_count_rounds_and_fractional_epochs(caplog
     assert "row count is unknown, so validation runs once per epoch" in caplog.text
 
 
+@pytest.mark.parametrize("asked, rounds, steps_per_round", [(1000, 24, 1), (7, 6, 4)])
+def test_more_validations_than_a_pass_has_rounds_train_one_pass_not_more(caplog, asked, rounds,
+                                                                         steps_per_round):
+    """A 24-step pass (3,000 rows, batch 128): 1000 rounds asked gives one per step, and 7
+    rounds of ceil(24 / 7) = 4 steps gives the 6 that cover the pass; either way one epoch is
+    24 steps. Before, it ran asked x steps_per_round steps: 1000 steps for one epoch."""
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    cfg = config(epochs=1, validations_per_epoch=asked)
+    with caplog.at_level("WARNING"):
+        _, model, progress = fit(cfg, arrays, arrays)
+    assert int(model.optimizer.iterations.numpy()) == 24
+    validation = progress.summary["validation"]
+    assert len(validation["history"]) == rounds and validation["validations_per_epoch"] == rounds
+    assert validation["epochs_run"] == 1
+    assert (f"train.validations_per_epoch={asked}: a pass over the train split has 24 steps, so "
+            f"validation runs every {steps_per_round} step(s), {rounds} times per pass"
+            in caplog.text)
+
+
+def test_an_unknown_validation_monitor_is_refused_before_training(monkeypatch):
+    """A typo in ``train.early_stopping_monitor`` used to surface after the last epoch (the
+    run lost, its checkpoints left behind); validation's keys are known from the model."""
+    from trainer.funnel_model import FunnelModel
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(FunnelModel, "fit", no_fit)
+    _, arrays, _ = fixtures.tiny_arrays(3000)
+    cfg = config(epochs=2, early_stopping_patience=1, early_stopping_monitor="val_nope_auc")
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"train.early_stopping_monitor: 'val_nope_auc' is not a validation "
+                             r"log key; have \['val_bce_ctcvr', 'val_bce_ctr', 'val_ctcvr_auc', "
+                             r"'val_ctr_auc', 'val_cvr_auc', 'val_loss', 'val_mean_auc'\]$"):
+        fit(cfg, arrays, arrays)
+
+
 @pytest.mark.parametrize("frozen", ["tables", "dense"])
 def test_tables_train_with_their_own_optimizer(frozen):
     _, arrays, info = fixtures.tiny_arrays(3000)

@@ -15,7 +15,7 @@ validation split) is the mean of the heads' AUCs, one early-stopping monitor for
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -122,6 +122,12 @@ class FunnelModel(tf.keras.Model):
     def metrics(self):
         mean = [self.mean_auc] if self.mean_auc is not None else []
         return [self.loss_tracker, *self.term_trackers.values(), *self.aucs.values(), *mean]
+
+    @property
+    def validation_log_keys(self) -> List[str]:
+        """The keys validation adds to each epoch's logs (``val_`` + every metric's name):
+        what ``train.early_stopping_monitor`` can name, known before training."""
+        return [f"val_{m.name}" for m in self.metrics]
 
     def loss_terms(self, labels, outputs) -> Dict[str, tf.Tensor]:
         terms = dict(self.objective(labels, outputs))

@@ -324,14 +324,30 @@ class TrainingSession:
                         "unknown, so validation runs once per epoch", rounds)
             rounds = 1
         if rounds > 1 and val_ds is not None:
+            # Rounds of ceil(steps / rounds) steps; as many as cover one pass, which is fewer
+            # than asked when a pass has few steps (1000 rounds of a 24-step pass would be
+            # 1000 steps: 40 passes where the config asks for one).
+            round_steps = -(-steps_per_epoch // rounds)
+            covering = -(-steps_per_epoch // round_steps)
+            if covering < rounds:
+                log.warning("train.validations_per_epoch=%d: a pass over the train split has "
+                            "%d steps, so validation runs every %d step(s), %d times per pass",
+                            rounds, steps_per_epoch, round_steps, covering)
+                rounds = covering
+        if rounds > 1 and val_ds is not None:
             # A Keras "epoch" becomes 1/rounds of a pass over the data: validation (and early
             # stopping's patience) every round_steps steps of the repeated, reshuffled data.
-            round_steps = -(-steps_per_epoch // rounds)
             fit_epochs = cfg.train.epochs * rounds
             train_ds = train_ds.repeat()
         else:
-            rounds = 1
+            rounds, round_steps = 1, steps_per_epoch
         model = self.build(steps_per_epoch, steps_per_call=round_steps)
+        monitor = cfg.train.early_stopping_monitor
+        if (cfg.train.early_stopping_patience and monitor.startswith("val_")
+                and monitor not in model.validation_log_keys):
+            # Before training, not after it: validation's keys are known from the model.
+            raise ConfigError(f"train.early_stopping_monitor: {monitor!r} is not a validation "
+                              f"log key; have {sorted(model.validation_log_keys)}")
         progress = ProgressLogger(self.global_batch, fit_epochs, round_steps,
                                   cfg.train.log_every)
         callbacks = [progress, DivergenceGuard()]

@@ -53,6 +53,8 @@ def read_header(path: str, fmt: str) -> List[str]:
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
             raise file_error(path, f"not a readable Parquet file ({type(e).__name__}: "
                                    f"{str(e)[:200]})") from None
+    import zlib
+
     with _open_text(path) as f:
         try:
             header = next(csv.reader(f))
@@ -60,6 +62,9 @@ def read_header(path: str, fmt: str) -> List[str]:
             raise file_error(path, "empty file (expected a header line and data rows)") from None
         except (csv.Error, UnicodeDecodeError) as e:
             raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
+        except (OSError, EOFError, zlib.error) as e:  # a .gz that is not (or not whole) gzip
+            raise file_error(path, f"not a readable gzip file ({type(e).__name__}: "
+                                   f"{e})") from None
     return header
 
 
@@ -139,6 +144,9 @@ def _iter_csv(path: str, columns: Sequence[str], chunk_rows: int):
         if "UTF8" in str(e) or "UTF-8" in str(e):
             raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
         raise file_error(path, f"malformed CSV: {e}") from None
+    except OSError as e:  # e.g. a gzip file cut short: "Truncated compressed stream"
+        raise file_error(path, f"could not be read to its end ({type(e).__name__}: "
+                               f"{e})") from None
 
 
 def _text_frame(table, columns: Sequence[str]) -> pd.DataFrame:
