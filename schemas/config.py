@@ -978,11 +978,14 @@ def _read(path: str, seen: Tuple[str, ...] = ()) -> Dict[str, Any]:
         raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(seen)}")
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = yaml.safe_load(f)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML/JSON: {_one_line(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config file: {e}") from e
+    if raw is None:  # an empty file, or comments only: not "every default" by accident
+        raise ConfigError(f"{path}: the config file is empty; expected a mapping of sections "
+                          f"(write {{}} for every default)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(raw).__name__}")
     raw = _relative_paths(raw, os.path.relpath(os.path.dirname(os.path.abspath(path))))
@@ -1006,8 +1009,15 @@ def parse_set(assignments: Sequence[str]) -> Dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {key}: the value is not valid YAML: {e}") from None
+            raise ConfigError(f"--set {key}: the value is not valid YAML: "
+                              f"{_one_line(e)}") from None
     return out
+
+
+def _one_line(error: Exception) -> str:
+    """A parser's message on one line (PyYAML's spans several, with a caret under the text):
+    errors are one line on stderr."""
+    return " ".join(str(error).split())
 
 
 def apply_overrides(raw: Dict[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:

@@ -223,8 +223,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
         config_lib.load(str(tmp_path / "nope.yaml"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [1, 2\n")
-    with pytest.raises(config_lib.ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(config_lib.ConfigError, match="bad.yaml: not valid YAML") as err:
         config_lib.load(str(bad))
+    assert "\n" not in str(err.value)  # one line on stderr, PyYAML's caret lines joined
+    with pytest.raises(config_lib.ConfigError, match=r"--set model.tower_units: the value is "
+                                                     r"not valid YAML") as err:
+        config_lib.parse_set(["model.tower_units=[64,"])
+    assert "\n" not in str(err.value)
+    for text in ("", "# only a comment\n"):
+        empty = tmp_path / "empty.yaml"
+        empty.write_text(text)
+        with pytest.raises(config_lib.ConfigError, match=r"empty.yaml: the config file is empty; "
+                                                         r"expected a mapping of sections "
+                                                         r"\(write \{\} for every default\)"):
+            config_lib.load(str(empty))
     listed = tmp_path / "list.yaml"
     listed.write_text("- a\n- b\n")
     with pytest.raises(config_lib.ConfigError, match="list.yaml: expected a mapping at top level"):

@@ -340,6 +340,27 @@ def test_a_gz_file_that_is_not_gzip_or_is_cut_short_is_named(tmp_path, good_fram
         _prepare(_synthetic_cfg(cut), tmp_path / "w")
 
 
+def test_a_label_of_one_class_in_train_is_warned_about_naming_task_and_column(tmp_path,
+                                                                              caplog):
+    """A label mapped to a column that is all 0 (or all 1) in the train split: its head
+    cannot learn and its AUCs are NaN; the run goes on (a smoke sample may be so) but says it.
+    A label of both classes gives no warning."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"item": rng.integers(0, 9, 400), "price": rng.normal(size=400),
+                          "clicked": rng.integers(0, 2, 400), "never": 0, "always": 1})
+    path = _csv(tmp_path, frame)
+    cfg = _own_cfg(path, ["item"], ["price"], {"a": "clicked", "b": "never", "c": "always"})
+    caplog.set_level(logging.WARNING, logger="transform.ingest.prepare")
+    prepared = _prepare(cfg, tmp_path / "w")
+    train = prepared.rows["train"]
+    warnings = [r.getMessage() for r in caplog.records if "cannot learn" in r.getMessage()]
+    assert warnings == [
+        f"data.labels.b: column 'never' is 0 in all {train} train rows: the b head cannot "
+        f"learn from it and its AUCs will be NaN (is it the right column?)",
+        f"data.labels.c: column 'always' is 1 in all {train} train rows: the c head cannot "
+        f"learn from it and its AUCs will be NaN (is it the right column?)"]
+
+
 def test_missing_extra_and_duplicate_columns(tmp_path, good_frame):
     path = _csv(tmp_path, good_frame.drop(columns=["price", "conv_3"]), "missing.csv")
     with pytest.raises(DataValidationError,

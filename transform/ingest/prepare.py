@@ -188,6 +188,7 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
     rows = {s: 0 for s in splits.SPLITS}
     files: Dict[str, List[str]] = {s: [] for s in splits.SPLITS}
     missing: Dict[str, int] = {}
+    positives = {column: 0 for column in spec.label_keys.values()}  # in the train split
     used_names = set()
     content = hashlib.sha256()
     for source_split, paths in sources.items():
@@ -213,6 +214,9 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
                         writers[split] = examples.SplitWriter(f"{staging}/{split}", name)
                     writers[split].write(examples.encode(part, spec))
                     _digest_rows(content, split, name, part)
+                    if split == splits.TRAIN:
+                        for column in positives:
+                            positives[column] += int((part[column] == 1).sum())
             for split, writer in writers.items():
                 files[split].append(writer.close())
                 rows[split] += writer.rows
@@ -224,6 +228,7 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
         raise validate.DataValidationError(
             f"{data_cfg.path or 'generated data'}: split(s) {empty} got no rows (rows per split "
             f"{rows}); give more rows, or adjust data.eval_percent / data.validation_percent")
+    _warn_single_class_labels(spec, positives, rows[splits.TRAIN])
     optional = tuple(k for k in spec.feature_keys if missing.get(k))
     spec = dataclasses.replace(spec, optional_keys=optional)
     with tf.io.gfile.GFile(f"{staging}/{SPEC_FILE}", "w") as f:
@@ -247,6 +252,18 @@ def prepare(data_cfg, spec: features.DatasetSpec, work_dir: str,
              if reused else "")
     return PreparedData(spec=spec, splits=files, rows=rows, stats=stats, root=root,
                         hash_split=hash_split, reused=reused)
+
+
+def _warn_single_class_labels(spec: features.DatasetSpec, positives: Dict[str, int],
+                              train_rows: int) -> None:
+    """Logs a warning for each task whose label is all 0 or all 1 in the train split: its
+    head cannot learn and its AUCs are NaN (a label mapped to the wrong column, often)."""
+    for task, column in spec.label_keys.items():
+        count = positives[column]
+        if count in (0, train_rows):
+            log.warning("data.labels.%s: column %r is %d in all %d train rows: the %s head "
+                        "cannot learn from it and its AUCs will be NaN (is it the right "
+                        "column?)", task, column, 1 if count else 0, train_rows, task)
 
 
 def _digest_rows(content, split: str, name: str, part: pd.DataFrame) -> None:
