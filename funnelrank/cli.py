@@ -234,6 +234,11 @@ def _refuse_file(path: str, option: str) -> None:
 
     if os.path.isfile(path):
         raise UserError(f"{option} {path}: is an existing file; give a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent != os.path.dirname(parent):
+        if os.path.isfile(parent):  # mkdir would fail with a bare "[Errno 20] Not a directory"
+            raise UserError(f"{option} {path}: {parent} is a file, not a directory")
+        parent = os.path.dirname(parent)
 
 
 def _config_options(p: argparse.ArgumentParser, data: bool = True) -> None:

@@ -1047,11 +1047,17 @@ def load(path: str, overrides: Optional[Mapping[str, Any]] = None) -> Experiment
     shipped config (``mmoe`` or ``configs/mmoe.yaml``) from any directory.
     """
     path = find(path)
-    raw = apply_overrides(_read(path), overrides or {})
+    overrides = overrides or {}
+    raw = apply_overrides(_read(path), overrides)
     try:
         return from_dict(raw)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        # A value given as an override (--set, --epochs, ...) is named as such: the file
+        # does not hold it.
+        given = [f"{k}={checks.short_repr(v)}" for k, v in overrides.items()
+                 if re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", str(e))]
+        where = f"{path} (overridden: {', '.join(given)})" if given else path
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def to_custom_config(cfg: ExperimentConfig, spec) -> Dict[str, Any]:

@@ -100,6 +100,22 @@ def test_out_pointing_to_an_existing_file_is_exit_2_and_the_file_is_untouched(tm
     assert target.read_text() == "keep me"
 
 
+def test_out_below_an_existing_file_is_exit_2_naming_the_file(tmp_path, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    out = target / "sub"
+    line = _error_line(["train", "--rows", "500", "--out", str(out)], capsys)
+    assert line == f"--out {out}: {target} is a file, not a directory"
+    assert target.read_text() == "keep me"
+
+
+def test_a_bad_value_given_on_the_command_line_is_named_as_such(tmp_path, capsys):
+    line = _error_line(["train", "--config", "configs/mmoe.yaml", "--rows", "500", "--epochs",
+                        "-1", "--out", str(tmp_path / "o")], capsys)
+    assert line.endswith("configs/mmoe.yaml (overridden: train.epochs=-1): "
+                         "`train.epochs` must be a positive integer, received: train.epochs=-1")
+
+
 @pytest.mark.parametrize("rows", ["0", "-5"])
 def test_generate_without_a_positive_row_count_is_exit_2(tmp_path, capsys, rows):
     out = tmp_path / "gen"

@@ -184,13 +184,15 @@ def test_wide_features_must_be_the_regressions():
     ({"model.wide_init_max_rows": 0}, r"`model.wide_init_max_rows` must be a positive int"),
 ])
 def test_invalid_wide_init_settings_are_named(overrides, message):
-    with pytest.raises(config_lib.ConfigError, match=r"configs/mmoe.yaml: " + message):
+    with pytest.raises(config_lib.ConfigError,
+                       match=r"configs/mmoe.yaml \(overridden: [^)]+\): " + message):
         config_lib.load("configs/mmoe.yaml", overrides)
 
 
 def test_per_action_tasks_have_no_regression_to_start_from():
     with pytest.raises(config_lib.ConfigError,
-                       match=r"configs/kaml.yaml: model.wide_init: logistic has no regression "
+                       match=r"configs/kaml.yaml \(overridden: model.wide_init='logistic'\): "
+                             r"model.wide_init: logistic has no regression "
                              r"for model.tasks \['ctr', 'actions'\]"):
         config_lib.load("configs/kaml.yaml", {"model.wide": True, "model.hke": False,
                                                "model.wide_init": "logistic"})
