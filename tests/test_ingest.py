@@ -361,6 +361,35 @@ def test_a_label_of_one_class_in_train_is_warned_about_naming_task_and_column(tm
         f"learn from it and its AUCs will be NaN (is it the right column?)"]
 
 
+def test_a_bad_cell_after_blank_lines_names_its_real_line(tmp_path):
+    """The reader skips blank lines, and a quoted cell may hold a line break: the data row
+    counts records, the line is where the record starts in the file (an editor's line).
+    Before, the line was always the row + 1."""
+    cfg = lambda path: _own_cfg(path, [{"name": "item", "dtype": "string"}],  # noqa: E731
+                                ["price"], {"a": "clicked"})
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n".join(["item,price,clicked", "1,0.5,0", "", "2,0.7,1", '3,"1.5",0',
+                                "", "", "5,cheap,0"]) + "\n")
+    with pytest.raises(DataValidationError) as err:
+        _prepare(cfg(blank), tmp_path / "w")
+    assert str(err.value) == (f"{blank}: data row 4 (line 8), column 'price': expected a "
+                              f"number, found 'cheap'")
+    broken = tmp_path / "broken.csv"  # the bad record itself spans lines 4 and 5
+    broken.write_text("item,price,clicked\n1,0.5,0\n\n\"4\n\",0.1,1\n")
+    with pytest.raises(DataValidationError, match=re.escape(
+            f"{broken}: data row 2 (line 4), column 'item': expected a value without line "
+            f"breaks")):
+        _prepare(cfg(broken), tmp_path / "w")
+    ragged = tmp_path / "ragged.csv"  # Arrow's own row count for a line with a field more
+    ragged.write_text("item,price,clicked\n1,0.5,0\n\n\n3,0.2,1,9\n")
+    with pytest.raises(DataValidationError, match=re.escape(
+            f"{ragged}: data row 2 (line 5): malformed CSV: expected 3 fields")):
+        _prepare(cfg(ragged), tmp_path / "w")
+    assert readers.line_of_row(str(blank), 1) == 2 and readers.line_of_row(str(blank), 3) == 5
+    assert readers.line_of_row(str(blank), 9) is None  # no such row
+    assert readers.line_of_row(str(tmp_path / "x.parquet"), 1) is None
+
+
 def test_missing_extra_and_duplicate_columns(tmp_path, good_frame):
     path = _csv(tmp_path, good_frame.drop(columns=["price", "conv_3"]), "missing.csv")
     with pytest.raises(DataValidationError,
@@ -581,7 +610,7 @@ def test_parquet_rows_are_validated_with_row_numbers(tmp_path):
                       "s": pa.array(["a"] * 100), "x": pa.array(x)})
     path = str(tmp_path / "d.parquet")
     pq.write_table(table, path, row_group_size=16)
-    with pytest.raises(DataValidationError, match=r"d\.parquet: data row 62 .*column 'x': "
+    with pytest.raises(DataValidationError, match=r"d\.parquet: data row 62, column 'x': "
                                                   r"expected a number finite in float32"):
         _prepare(_own_cfg(path, ["s"], ["x"], {"t": "y"}, adapter="parquet"), tmp_path / "w",
                  chunk_rows=10)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
@@ -66,6 +66,30 @@ def read_header(path: str, fmt: str) -> List[str]:
             raise file_error(path, f"not a readable gzip file ({type(e).__name__}: "
                                    f"{e})") from None
     return header
+
+
+def line_of_row(path: str, row: int) -> Optional[int]:
+    """The line on which data row ``row`` (1-based, the header not counted) of a CSV file
+    starts, blank lines skipped as the reader skips them and quoted line breaks followed;
+    None for a Parquet file, or a file that cannot be read that far. For error messages:
+    it reads the file up to the row."""
+    if path.lower().endswith(".parquet"):
+        return None
+    import zlib
+
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(line.replace("\0", "") for line in f)  # csv refuses NUL
+            end, count = 0, -1  # the header is record 0
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if record:
+                    count += 1
+                    if count == row:
+                        return start
+    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError):
+        return None
+    return None
 
 
 def _open_text(path: str):
@@ -136,8 +160,11 @@ def _iter_csv(path: str, columns: Sequence[str], chunk_rows: int):
     except pa.ArrowInvalid as e:
         if ragged:
             row = ragged[0]
-            where = "" if row.number is None else \
-                f"data row {row.number - 1} (line {row.number}): "  # number: header is 1
+            where = ""
+            if row.number is not None:  # Arrow counts records, the header as 1
+                line = line_of_row(path, row.number - 1)
+                where = f"data row {row.number - 1}" + ("" if line is None else
+                                                        f" (line {line})") + ": "
             raise file_error(path, f"{where}malformed CSV: expected {row.expected_columns} "
                                    f"fields (as in the header), found {row.actual_columns}: "
                                    f"{short_repr(row.text)}") from None

@@ -96,9 +96,13 @@ def file_error(path: str, what: str) -> DataValidationError:
 
 def row_error(path: str, row: int, column: str, expected: str, found: str
               ) -> DataValidationError:
-    return DataValidationError(
-        f"{path}: data row {row} (line {row + 1}), column {column!r}: expected {expected}, "
-        f"found {found}")
+    """A bad cell: the file, the 1-based data row and (for CSV) the line it starts on."""
+    from transform.ingest.readers import line_of_row  # readers imports this module
+
+    line = line_of_row(path, row)
+    where = f"data row {row}" + ("" if line is None else f" (line {line})")
+    return DataValidationError(f"{path}: {where}, column {column!r}: expected {expected}, "
+                               f"found {found}")
 
 
 def describe_value(text: str) -> str:
