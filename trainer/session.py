@@ -325,8 +325,8 @@ class TrainingSession:
             rounds = 1
         if rounds > 1 and val_ds is not None:
             # Rounds of ceil(steps / rounds) steps; as many as cover one pass, which is fewer
-            # than asked when a pass has few steps (1000 rounds of a 24-step pass would be
-            # 1000 steps: 40 passes where the config asks for one).
+            # than asked when a pass has few steps (1000 rounds of one step each on a 24-step
+            # pass would be 1000 steps: about 42 passes where the config asks for one).
             round_steps = -(-steps_per_epoch // rounds)
             covering = -(-steps_per_epoch // round_steps)
             if covering < rounds:
