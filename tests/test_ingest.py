@@ -390,6 +390,27 @@ def test_a_bad_cell_after_blank_lines_names_its_real_line(tmp_path):
     assert readers.line_of_row(str(tmp_path / "x.parquet"), 1) is None
 
 
+@pytest.mark.parametrize("where", ["first_block", "later"])
+def test_a_non_utf8_byte_names_its_line(tmp_path, good_frame, where):
+    """One Latin-1 byte in a cell: the file is refused (Arrow's reader and Python's decoder
+    both stop there), and the message names the line and the byte; it used to give only a
+    decoder's offset in an 8 KB block, or Arrow's message with no position."""
+    text = good_frame.to_csv(index=False)
+    lines = text.splitlines()
+    at = 3 if where == "first_block" else len(lines) - 2  # past Python's first 8 KB block
+    assert where == "first_block" or len("\n".join(lines[:at])) > 8192
+    row = lines[at].encode()
+    comma = row.index(b",")
+    lines_bytes = [line.encode() for line in lines]
+    lines_bytes[at] = row[:comma] + b"\xe9" + row[comma:]
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"\n".join(lines_bytes) + b"\n")
+    with pytest.raises(DataValidationError, match=re.escape(
+            f"latin.csv: not a UTF-8 text CSV file (line {at + 1}, byte 0xe9 at position "
+            f"{comma} of the line; re-encode the file as UTF-8)")):
+        _prepare(_synthetic_cfg(path), tmp_path / "w")
+
+
 def test_missing_extra_and_duplicate_columns(tmp_path, good_frame):
     path = _csv(tmp_path, good_frame.drop(columns=["price", "conv_3"]), "missing.csv")
     with pytest.raises(DataValidationError,

@@ -61,11 +61,32 @@ def read_header(path: str, fmt: str) -> List[str]:
         except StopIteration:
             raise file_error(path, "empty file (expected a header line and data rows)") from None
         except (csv.Error, UnicodeDecodeError) as e:
-            raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
+            raise file_error(path, f"not a UTF-8 text CSV file ({_utf8_where(path, e)})") \
+                from None
         except (OSError, EOFError, zlib.error) as e:  # a .gz that is not (or not whole) gzip
             raise file_error(path, f"not a readable gzip file ({type(e).__name__}: "
                                    f"{e})") from None
     return header
+
+
+def _utf8_where(path: str, error: Exception) -> str:
+    """Where a file stops being UTF-8 text: ``line N, byte 0xe9 at position P of the line``
+    (the first such line, found by reading the file line by line as bytes; for the error
+    message only), else the reader's own message."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return (f"line {number}, byte 0x{line[bad.start]:02x} at position "
+                            f"{bad.start} of the line; re-encode the file as UTF-8")
+    except (OSError, EOFError):
+        pass
+    return str(error)
 
 
 def line_of_row(path: str, row: int) -> Optional[int]:
@@ -169,7 +190,8 @@ def _iter_csv(path: str, columns: Sequence[str], chunk_rows: int):
                                    f"fields (as in the header), found {row.actual_columns}: "
                                    f"{short_repr(row.text)}") from None
         if "UTF8" in str(e) or "UTF-8" in str(e):
-            raise file_error(path, f"not a UTF-8 text CSV file ({e})") from None
+            raise file_error(path, f"not a UTF-8 text CSV file ({_utf8_where(path, e)})") \
+                from None
         raise file_error(path, f"malformed CSV: {e}") from None
     except OSError as e:  # e.g. a gzip file cut short: "Truncated compressed stream"
         raise file_error(path, f"could not be read to its end ({type(e).__name__}: "
