@@ -202,3 +202,29 @@ def test_mixed_precision_and_two_replicas_trace_the_step_once(monkeypatch, two_c
     traces = _count_train_step_traces(monkeypatch)
     fit_model(cfg, info, ds, None, two_cpu_strategy, steps_per_epoch=8)
     assert traces == [True, True]  # one trace, the step built once per replica
+
+
+def test_metrics_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
+    """A head whose labels are one class has a NaN AUC; Python's json writes ``NaN``, which
+    is not JSON (jq and browsers refuse the whole file). ``write_json`` writes null, turns
+    NumPy scalars into numbers, and refuses what JSON cannot hold."""
+    import json
+
+    from trainer.session import write_json
+
+    value = {"heads": {"a": {"auc": float("nan"), "logloss": np.float32(0.25),
+                             "count": np.int64(7)},
+                       "b": {"auc": np.float64("nan"), "gauc": float("inf")}},
+             "history": (0.5, -float("inf")), "ok": np.bool_(True), "name": None}
+    path = write_json(str(tmp_path / "metrics.json"), value)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    got = json.loads(open(path).read(), parse_constant=refuse)
+    assert got == {"heads": {"a": {"auc": None, "logloss": 0.25, "count": 7},
+                             "b": {"auc": None, "gauc": None}},
+                   "history": [0.5, None], "ok": True, "name": None}
+    with pytest.raises(TypeError, match="not JSON serialisable: ndarray"):
+        write_json(str(tmp_path / "bad.json"), {"x": np.zeros(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # nothing half-made

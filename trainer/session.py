@@ -461,14 +461,26 @@ def fit_model(cfg: ExperimentConfig, info: FeatureInfo, train_ds: tf.data.Datase
 
 
 def write_json(path: str, value) -> str:
-    """Writes JSON to ``path`` through a temporary name and a rename (never half a file)."""
+    """Writes strict JSON to ``path`` through a temporary name and a rename (never half a
+    file). A non-finite number (the AUC of a head whose labels are one class) is written as
+    ``null``: Python's ``NaN`` is not JSON, and jq or a browser refuse the whole file."""
+    text = json.dumps(_finite_or_null(value), indent=2, allow_nan=False)
     with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2, default=_json_default)
+        f.write(text)
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     return path
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+def _finite_or_null(value):
+    """``value`` with NumPy scalars as Python numbers and NaN / infinities as None."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
