@@ -128,6 +128,13 @@ def write_census_csv(path: str, rows: int = 3000, seed: int = 0) -> str:
     return path
 
 
+def scalar_feature_spec(arrays, columns):
+    """The parse spec of :func:`write_gzipped_examples`' files: one scalar per column, float32
+    for float columns, int64 for the others."""
+    return {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
+            for k in columns}
+
+
 def write_gzipped_examples(arrays, path, columns):
     """Writes the rows of transformed ``arrays`` as gzipped tf.Examples (a TFX Transform
     output stand-in): float columns as float lists, the others as int64 lists."""

@@ -123,8 +123,7 @@ def test_load_transformed_reads_every_row_back_and_feeds_the_same_rows(numbered,
                             columns)
     fixtures.write_gzipped_examples({k: v[600:] for k, v in arrays.items()}, tmp_path / "p-1.gz",
                             columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(arrays, columns)
     loaded = load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128)
     order = np.argsort(loaded["price_xf"])  # the row ids: files are read interleaved
     for k in columns:
@@ -194,8 +193,7 @@ def test_the_same_rows_written_in_another_order_load_into_the_same_training_arra
 
     arrays, _ = numbered
     columns = sorted(arrays)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(arrays, columns)
     perm = np.random.default_rng(5).permutation(1000)
     fixtures.write_gzipped_examples(arrays, tmp_path / "a-0.gz", columns)
     fixtures.write_gzipped_examples({k: v[perm[:300]] for k, v in arrays.items()},
@@ -223,8 +221,7 @@ def test_load_transformed_frees_each_columns_chunks_once_joined(numbered, tmp_pa
     arrays, _ = numbered
     columns = sorted(arrays)
     fixtures.write_gzipped_examples(arrays, tmp_path / "p-0.gz", columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(arrays, columns)
     joined, alive_at_join = [], []
     concatenate = np.concatenate
 
@@ -252,8 +249,7 @@ def test_load_transformed_with_the_row_count_fills_the_columns_without_joining_c
                                     tmp_path / "p-0.gz", columns)
     fixtures.write_gzipped_examples({k: v[600:] for k, v in arrays.items()},
                                     tmp_path / "p-1.gz", columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(arrays, columns)
     pattern = str(tmp_path / "p-*.gz")
     joined = load_transformed(pattern, spec, columns, chunk=128, max_rows=max_rows)
 
@@ -279,8 +275,7 @@ def test_load_transformed_names_a_row_count_the_files_do_not_match(numbered, tmp
     arrays, _ = numbered
     columns = sorted(arrays)
     fixtures.write_gzipped_examples(arrays, tmp_path / "p-0.gz", columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(arrays, columns)
     pattern = str(tmp_path / "p-*.gz")
     with pytest.raises(ValueError, match=re.escape(repr(pattern)) + " " + message):
         load_transformed(pattern, spec, columns, chunk=128, rows=rows)
@@ -292,8 +287,7 @@ def test_load_transformed_reads_at_most_max_rows(numbered, tmp_path):
     for i, part in enumerate((slice(0, 600), slice(600, None))):
         fixtures.write_gzipped_examples({k: v[part] for k, v in arrays.items()},
                                         tmp_path / f"p-{i}.gz", columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(arrays, columns)
     loaded = load_transformed(str(tmp_path / "p-*.gz"), spec, columns, chunk=128, max_rows=300)
     assert {len(v) for v in loaded.values()} == {300}
     rows = np.searchsorted(arrays["price_xf"].reshape(-1), loaded["price_xf"])  # row ids
@@ -319,9 +313,7 @@ def _write_shards(arrays, tmp_path, shards):
     for i, part in enumerate(np.array_split(np.arange(rows), shards)):
         fixtures.write_gzipped_examples({k: v[part] for k, v in arrays.items()},
                                         tmp_path / f"s-{i:02d}.gz", columns)
-    return str(tmp_path / "s-*.gz"), {
-        k: tf.io.FixedLenFeature([], tf.float32 if arrays[k].dtype.kind == "f" else tf.int64)
-        for k in columns}
+    return str(tmp_path / "s-*.gz"), fixtures.scalar_feature_spec(arrays, columns)
 
 
 def test_more_files_than_open_readers_still_gives_every_row_once(numbered, tmp_path):

@@ -143,8 +143,7 @@ def test_a_streaming_train_split_fits_the_regression_on_its_first_rows(tmp_path,
     for i, part in enumerate((slice(0, half), slice(half, None))):
         fixtures.write_gzipped_examples({k: v[part] for k, v in train.items()},
                                         tmp_path / f"t-{i}.gz", columns)
-    spec = {k: tf.io.FixedLenFeature([], tf.float32 if train[k].dtype.kind == "f" else tf.int64)
-            for k in columns}
+    spec = fixtures.scalar_feature_spec(train, columns)
     streaming = session_lib.SplitData(files=[str(tmp_path / "t-*.gz")], feature_spec=spec,
                                       count=None)
     cfg = config({"wide_init_max_rows": 800}, in_memory=False)

@@ -15,13 +15,19 @@ every value: a ``pandas.DataFrame`` of ``str`` per chunk, an empty cell (or a Pa
 from __future__ import annotations
 
 import csv
+import gzip
 import os
+import zlib
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
 from schemas.checks import short_repr
 from transform.ingest.validate import file_error
+
+# What reading a file can raise besides a parse error: I/O, and a .gz that is not gzip or is
+# cut short (gzip raises BadGzipFile, an OSError, EOFError, or zlib.error).
+UNREADABLE = (OSError, EOFError, zlib.error)
 
 FORMATS = ("csv", "parquet")
 EXTENSIONS = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet", ".pq")}
@@ -53,9 +59,7 @@ def read_header(path: str, fmt: str) -> List[str]:
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
             raise file_error(path, f"not a readable Parquet file ({type(e).__name__}: "
                                    f"{str(e)[:200]})") from None
-    import zlib
-
-    with _open_text(path) as f:
+    with _open(path) as f:
         try:
             header = next(csv.reader(f))
         except StopIteration:
@@ -63,7 +67,7 @@ def read_header(path: str, fmt: str) -> List[str]:
         except (csv.Error, UnicodeDecodeError) as e:
             raise file_error(path, f"not a UTF-8 text CSV file ({_utf8_where(path, e)})") \
                 from None
-        except (OSError, EOFError, zlib.error) as e:  # a .gz that is not (or not whole) gzip
+        except UNREADABLE as e:  # a .gz that is not (or not whole) gzip
             raise file_error(path, f"not a readable gzip file ({type(e).__name__}: "
                                    f"{e})") from None
     return header
@@ -73,18 +77,15 @@ def _utf8_where(path: str, error: Exception) -> str:
     """Where a file stops being UTF-8 text: ``line N, byte 0xe9 at position P of the line``
     (the first such line, found by reading the file line by line as bytes; for the error
     message only), else the reader's own message."""
-    import gzip
-
     try:
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        with opener(path, "rb") as f:
+        with _open(path, binary=True) as f:
             for number, line in enumerate(f, start=1):
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as bad:
                     return (f"line {number}, byte 0x{line[bad.start]:02x} at position "
                             f"{bad.start} of the line; re-encode the file as UTF-8")
-    except (OSError, EOFError):
+    except UNREADABLE:
         pass
     return str(error)
 
@@ -96,10 +97,8 @@ def line_of_row(path: str, row: int) -> Optional[int]:
     it reads the file up to the row."""
     if path.lower().endswith(".parquet"):
         return None
-    import zlib
-
     try:
-        with _open_text(path) as f:
+        with _open(path) as f:
             reader = csv.reader(line.replace("\0", "") for line in f)  # csv refuses NUL
             end, count = 0, -1  # the header is record 0
             for record in reader:
@@ -108,15 +107,23 @@ def line_of_row(path: str, row: int) -> Optional[int]:
                     count += 1
                     if count == row:
                         return start
-    except (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError):
+    except UNREADABLE + (csv.Error, UnicodeDecodeError):
         return None
     return None
 
 
-def _open_text(path: str):
-    if path.lower().endswith(".gz"):
-        import gzip
+def describe_row(path: str, row: int) -> str:
+    """``data row N (line L)`` for messages: the 1-based data row and, for a CSV file, the
+    line it starts on (:func:`line_of_row`)."""
+    line = line_of_row(path, row)
+    return f"data row {row}" + ("" if line is None else f" (line {line})")
 
+
+def _open(path: str, binary: bool = False):
+    """A data file opened as UTF-8 text (or bytes), through gzip when it ends in ``.gz``."""
+    if binary:
+        return (gzip.open if path.lower().endswith(".gz") else open)(path, "rb")
+    if path.lower().endswith(".gz"):
         return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
     return open(path, newline="", encoding="utf-8-sig")
 
@@ -181,11 +188,8 @@ def _iter_csv(path: str, columns: Sequence[str], chunk_rows: int):
     except pa.ArrowInvalid as e:
         if ragged:
             row = ragged[0]
-            where = ""
-            if row.number is not None:  # Arrow counts records, the header as 1
-                line = line_of_row(path, row.number - 1)
-                where = f"data row {row.number - 1}" + ("" if line is None else
-                                                        f" (line {line})") + ": "
+            where = ("" if row.number is None else  # Arrow counts records, the header as 1
+                     describe_row(path, row.number - 1) + ": ")
             raise file_error(path, f"{where}malformed CSV: expected {row.expected_columns} "
                                    f"fields (as in the header), found {row.actual_columns}: "
                                    f"{short_repr(row.text)}") from None

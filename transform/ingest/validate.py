@@ -97,12 +97,10 @@ def file_error(path: str, what: str) -> DataValidationError:
 def row_error(path: str, row: int, column: str, expected: str, found: str
               ) -> DataValidationError:
     """A bad cell: the file, the 1-based data row and (for CSV) the line it starts on."""
-    from transform.ingest.readers import line_of_row  # readers imports this module
+    from transform.ingest.readers import describe_row  # readers imports this module
 
-    line = line_of_row(path, row)
-    where = f"data row {row}" + ("" if line is None else f" (line {line})")
-    return DataValidationError(f"{path}: {where}, column {column!r}: expected {expected}, "
-                               f"found {found}")
+    return DataValidationError(f"{path}: {describe_row(path, row)}, column {column!r}: "
+                               f"expected {expected}, found {found}")
 
 
 def describe_value(text: str) -> str:
